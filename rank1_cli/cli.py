@@ -1,0 +1,180 @@
+"""The `rank1` command: parses options and calls the library. Nothing else lives here."""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .errors import EngineFailure, InputError
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
+    help="Rerank TREC runs with the rank1 reasoning rerankers, and evaluate runs like trec_eval.\n\n"
+         "Every command reads '-' as stdin and writes '-' to stdout; logs and progress go to stderr.",
+)
+
+
+class Backend(str, Enum):
+    vllm = "vllm"
+    transformers = "transformers"
+    openai = "openai"
+
+
+class Missing(str, Enum):
+    error = "error"
+    skip = "skip"
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    tsv = "tsv"
+    json = "json"
+
+
+def _default_traces(output: str) -> str | None:
+    if output == "-":
+        return None
+    path = Path(output)
+    stem = path.name[:-3] if path.name.endswith(".gz") else path.name
+    stem = stem.rsplit(".", 1)[0] if "." in stem else stem
+    return str(path.with_name(stem + ".traces.jsonl"))
+
+
+@app.command()
+def rerank(
+    run: Annotated[str, typer.Argument(help="First-stage TREC run to rerank ('-' for stdin, .gz ok).")],
+    model: Annotated[str, typer.Option("--model", "-m", help="rank1 alias (see `rank1 models`), Hugging Face id, or local model folder.")],
+    output: Annotated[str, typer.Option("--output", "-o", help="Reranked TREC run ('-' for stdout). Written only when the rerank completes.")] = "-",
+    dataset: Annotated[Optional[str], typer.Option(help="ir_datasets id for queries and documents (documents fetched by id from its docstore).")] = None,
+    corpus: Annotated[Optional[str], typer.Option(help="Local corpus: JSONL {doc_id, title, text} or TSV docid<TAB>[title<TAB>]text; .gz ok.")] = None,
+    queries: Annotated[Optional[str], typer.Option(help="Local queries: TSV qid<TAB>text or JSONL {qid, text}.")] = None,
+    traces: Annotated[Optional[str], typer.Option(help="JSONL of reasoning traces, one line per pair; doubles as the resume cache. Default: OUTPUT with .traces.jsonl (none for stdout).")] = None,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", help="Rerank the top K documents of each query (the paper: 100).")] = 100,
+    backend: Annotated[Backend, typer.Option(help="Inference engine: vllm (offline, GPU or CPU build), transformers, or openai (vLLM servers).")] = Backend.vllm,
+    dtype: Annotated[Optional[str], typer.Option(help="Model dtype: float16 (the paper), bfloat16, float32, auto. Default: auto (the model's own).")] = None,
+    max_model_len: Annotated[int, typer.Option(help="Context length for prompt plus reasoning; longer passages are truncated to fit (the paper: 16000).")] = 16000,
+    max_reasoning_tokens: Annotated[int, typer.Option(help="Token budget for reasoning; unfinished reasoning gets a forced verdict (the paper: 8192).")] = 8192,
+    tensor_parallel: Annotated[int, typer.Option(help="GPUs per model replica (vLLM tensor parallelism).")] = 1,
+    gpu_memory_utilization: Annotated[Optional[float], typer.Option(help="Share of GPU memory vLLM may take (default 0.9; 0.3 of RAM on CPU).")] = None,
+    prompt: Annotated[Optional[str], typer.Option(help="Dataset prompt (e.g. SciFact, BrightRetrieval_leetcode) or a file containing FILL_QUERY_HERE.")] = None,
+    instructions: Annotated[Optional[str], typer.Option(help="TSV qid<TAB>instruction, appended to each query (FollowIR style).")] = None,
+    keep_tail: Annotated[bool, typer.Option("--keep-tail/--no-keep-tail", help="Keep documents beyond the top K, in first-stage order below the reranked ones.")] = True,
+    tag: Annotated[str, typer.Option(help="Run tag (6th column) of the output run.")] = "rank1",
+    missing: Annotated[Missing, typer.Option(help="Documents of the run missing from the corpus: error, or skip them with a warning.")] = Missing.error,
+    chunk_size: Annotated[int, typer.Option(help="Pairs per durable write to the traces file (flushed and fsynced); the engine itself is never held back.")] = 256,
+    overwrite: Annotated[bool, typer.Option(help="Start over instead of resuming from an existing traces file.")] = False,
+    batch_size: Annotated[int, typer.Option(help="transformers backend: sequences generated together.")] = 16,
+    device: Annotated[Optional[str], typer.Option(help="transformers backend: cpu, cuda, cuda:1 ... (default: cuda if available).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, summary or warnings; errors only.")] = False,
+) -> None:
+    """Rerank a TREC run with a rank1 model; write the new run and the reasoning traces."""
+    from .collection import CollectionSource
+    from .console import RichProgress, print_rerank_summary, setup_logging, stderr_console
+    from .engines import load_engine
+    from .rerank import RerankOptions, execute_rerank, prepare_rerank
+    from .textio import check_writable, stdout_reserved
+    from .traces import TraceJournal
+    from .trec import check_tag, write_run
+
+    console = stderr_console()
+    setup_logging(console, quiet=quiet)
+    check_writable(output)
+    check_tag(tag)
+    traces = traces or _default_traces(output)
+    if traces:
+        check_writable(traces)
+    options = RerankOptions(
+        model=model, backend=backend.value, top_k=top_k, dtype=dtype, max_model_len=max_model_len,
+        max_reasoning_tokens=max_reasoning_tokens, tensor_parallel=tensor_parallel,
+        gpu_memory_utilization=gpu_memory_utilization, prompt=prompt, instructions=instructions,
+        keep_tail=keep_tail, tag=tag, missing=missing.value, chunk_size=chunk_size, batch_size=batch_size,
+        device=device,
+    )
+    source = CollectionSource(dataset=dataset, corpus=corpus, queries=queries)
+    prepared = prepare_rerank(run, source, options)
+    journal = TraceJournal(traces, prepared.settings, overwrite=overwrite)
+    with stdout_reserved() as real_stdout:
+        engine = load_engine(options.backend, prepared.engine_config)
+        try:
+            result = execute_rerank(prepared, engine, journal, RichProgress(console, enabled=not quiet))
+        except KeyboardInterrupt:
+            saved = len(journal.finished())
+            hint = f"; {saved} pairs are saved in {traces}. Run the same command again to resume." if traces else ""
+            console.print(f"rank1: interrupted{hint}", markup=False)
+            raise typer.Exit(130)
+        finally:
+            journal.close()
+            engine.close()
+        write_run(output, result.ranking, tag, stdout=real_stdout)
+    if not quiet:
+        print_rerank_summary(console, result.stats, traces)
+
+
+@app.command(name="eval")
+def evaluate(
+    runs: Annotated[list[str], typer.Argument(help="TREC runs to evaluate ('-' for stdin, .gz ok).")],
+    qrels: Annotated[str, typer.Option("--qrels", help="TREC qrels file or an ir_datasets id.")],
+    measure: Annotated[Optional[list[str]], typer.Option("--measure", "-m", help="Measure, repeatable: trec_eval names (ndcg_cut.10, map, P.5, recall.100, all_trec, official) or nDCG@10, AP, P@5, R@100, RR, Judged@10. Default: nDCG@10.")] = None,
+    per_query: Annotated[bool, typer.Option("--per-query", "-q", help="Also show each query's values (trec_eval -q).")] = False,
+    complete: Annotated[bool, typer.Option("--complete", "-c", help="Average over every query of the qrels; queries missing from the run count as 0 (trec_eval -c).")] = False,
+    relevance_level: Annotated[int, typer.Option("--relevance-level", "-l", help="Least grade counted relevant by binary measures (trec_eval -l).")] = 1,
+    judged_only: Annotated[bool, typer.Option("--judged-only", "-J", help="Drop unjudged documents from the run first (trec_eval -J).")] = False,
+    output_format: Annotated[OutputFormat, typer.Option("--format", "-f", help="table (for people), tsv (exactly trec_eval's layout), json (for scripts).")] = OutputFormat.table,
+) -> None:
+    """Evaluate runs against qrels with trec_eval's own numbers (pytrec_eval)."""
+    from .collection import load_qrels
+    from .console import setup_logging, stderr_console
+    from .evaluate import run_eval
+
+    console = stderr_console()
+    setup_logging(console)
+    run_eval(runs, load_qrels(qrels), measure or ["nDCG@10"], per_query=per_query, complete=complete,
+             relevance_level=relevance_level, judged_only=judged_only, output_format=output_format.value,
+             stdout=sys.stdout)
+
+
+@app.command()
+def models() -> None:
+    """List the rank1 model aliases with their base model, size and memory needed."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .models import MODELS
+
+    table = Table("alias", "Hugging Face id", "base", "params", "weights", "context")
+    for info in MODELS.values():
+        table.add_row(info.alias, info.hf_id, info.base + (" (AWQ int4)" if info.quantization else ""),
+                      f"{info.params_b:g}B", f"~{info.weights_gb:g} GB", f"{info.context}")
+    Console().print(table)
+    Console(stderr=True).print("Memory is for the weights; vLLM adds KV cache up to --gpu-memory-utilization.")
+
+
+def main() -> None:
+    import click
+
+    try:
+        app(standalone_mode=False)
+    except InputError as exc:
+        print(f"rank1: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except EngineFailure as exc:
+        print(f"rank1: error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.ClickException as exc:
+        exc.show()
+        sys.exit(2)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        print("rank1: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

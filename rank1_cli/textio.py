@@ -1,0 +1,135 @@
+"""Opening inputs (plain, gzip, stdin) and writing outputs atomically (temp file, then rename)."""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import io
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+from .errors import InputError
+
+STDIO = "-"
+
+
+def display_name(path: str | os.PathLike) -> str:
+    return "<stdin>" if str(path) == STDIO else str(path)
+
+
+def _open_binary(path: str | os.PathLike) -> IO[bytes]:
+    if str(path) == STDIO:
+        return sys.stdin.buffer
+    p = Path(path)
+    if p.is_dir():
+        raise InputError(f"{p}: is a directory, expected a file")
+    try:
+        raw = open(p, "rb")
+    except FileNotFoundError:
+        raise InputError(f"{p}: no such file") from None
+    except PermissionError:
+        raise InputError(f"{p}: permission denied") from None
+    except OSError as exc:
+        raise InputError(f"{p}: cannot read ({exc.strerror})") from None
+    magic = raw.peek(2)[:2] if hasattr(raw, "peek") else b""
+    if p.suffix == ".gz" or magic == b"\x1f\x8b":
+        return gzip.GzipFile(fileobj=raw)  # type: ignore[return-value]
+    return raw
+
+
+def iter_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
+    """Yield (line number, line without its newline), decoding UTF-8 strictly.
+
+    Bad bytes and broken gzip streams become InputError naming the file and line.
+    """
+    name = display_name(path)
+    stream = _open_binary(path)
+    lineno = 0
+    try:
+        for lineno, raw_line in enumerate(stream, start=1):
+            try:
+                line = raw_line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError(
+                    f"{name}:{lineno}: not valid UTF-8 (byte {raw_line[exc.start]:#04x} at column "
+                    f"{exc.start + 1}); convert the file to UTF-8, e.g. with iconv"
+                ) from None
+            yield lineno, line.rstrip("\r\n")
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise InputError(f"{name}:{lineno + 1}: cannot read ({exc})") from None
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+
+
+def check_writable(path: str | os.PathLike) -> None:
+    """Fail early (before any expensive work) if an output path cannot be created."""
+    if str(path) == STDIO:
+        return
+    p = Path(path)
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise InputError(f"{p}: output directory {parent} does not exist")
+    if p.is_dir():
+        raise InputError(f"{p}: is a directory, expected a file path for the output")
+    if not os.access(parent, os.W_OK):
+        raise InputError(f"{p}: output directory {parent} is not writable")
+
+
+@contextlib.contextmanager
+def stdout_reserved() -> Iterator[IO[str]]:
+    """Keep stdout for data while noisy libraries run.
+
+    File descriptor 1 points at stderr inside the block, so prints of heavy libraries and the
+    output of the processes they spawn cannot corrupt a `-o -` pipeline; the yielded stream
+    writes to the real stdout.
+    """
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    real = open(saved, "w", encoding="utf-8", newline="\n", closefd=False)
+    try:
+        yield real
+    finally:
+        real.flush()
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str | os.PathLike, stdout: IO[str] | None = None) -> Iterator[IO[str]]:
+    """Write text to `path` all or nothing: a temporary file beside it, renamed on success.
+
+    `-` writes to `stdout` (default sys.stdout). On any exception the temporary file is
+    removed and the target is left untouched.
+    """
+    if str(path) == STDIO:
+        stream = stdout or sys.stdout
+        yield stream
+        stream.flush()
+        return
+    check_writable(path)
+    p = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent if str(p.parent) else ".")
+    try:
+        if p.suffix == ".gz":
+            with os.fdopen(fd, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
+                text = io.TextIOWrapper(gz, encoding="utf-8", newline="\n")
+                yield text
+                text.flush()
+                text.detach()
+        else:
+            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+                yield handle
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
