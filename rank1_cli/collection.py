@@ -186,8 +186,12 @@ def dataset_docs(dataset: Any, doc_ids: set[str]) -> dict[str, Document]:
 
 def load_qrels(spec: str) -> Qrels:
     """A TREC qrels file, `-`, or an ir_datasets id."""
-    if spec == "-" or Path(spec).exists() or not _looks_like_dataset_id(spec):
+    if spec == "-" or Path(spec).exists():
         return read_qrels_file(spec)
+    import ir_datasets
+
+    if spec not in ir_datasets.registry:
+        raise InputError(f"--qrels {spec}: no such file, and not an ir_datasets id")
     dataset = load_ir_dataset(spec)
     if not dataset.has_qrels():
         raise InputError(f"--qrels {spec}: the ir_datasets dataset has no qrels")
@@ -195,10 +199,6 @@ def load_qrels(spec: str) -> Qrels:
     for qrel in dataset.qrels_iter():
         qrels.setdefault(qrel.query_id, {})[qrel.doc_id] = int(qrel.relevance)
     return qrels
-
-
-def _looks_like_dataset_id(spec: str) -> bool:
-    return "/" in spec and not spec.startswith((".", "/", "~"))
 
 
 # --- the pieces a rerank needs -------------------------------------------------------------

@@ -40,12 +40,13 @@ def iter_run_lines(path: str | os.PathLike) -> Iterator[tuple[str, str, int, flo
         fields = line.split()
         if not fields:
             continue
-        if len(fields) != 6:
+        if len(fields) < 6:
             raise InputError(
                 f"{name}:{lineno}: expected 6 whitespace-separated columns {RUN_COLUMNS}, "
                 f"found {len(fields)}: {line[:120]!r}"
             )
-        qid, _, docid, rank, score, _ = fields
+        # Like trec_eval, words after the tag are ignored (its own test data has them).
+        qid, _, docid, rank, score = fields[:5]
         try:
             rank_value = int(rank)
         except ValueError:

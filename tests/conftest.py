@@ -1,4 +1,5 @@
 import os
+import sys as _sys
 import sys
 from pathlib import Path
 
@@ -8,6 +9,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parents[1]
+_sys.path.insert(0, str(Path(__file__).resolve().parent))
 SAMPLE = REPO / "sample_data"
 TINY_MODEL = SAMPLE / "tiny-rank1"
 RANK1 = [sys.executable, "-m", "rank1_cli.cli"]
@@ -29,3 +31,11 @@ def vllm_engine():
                                               gpu_memory_utilization=0.1))
     yield engine
     engine.close()
+
+
+@pytest.fixture(scope="session")
+def sample_dataset(tmp_path_factory):
+    """sample_data/ registered as a local ir_datasets dataset (docstore built in a temp dir)."""
+    import irds_sample
+
+    return irds_sample.register(tmp_path_factory.mktemp("irds"))

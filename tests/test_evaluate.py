@@ -1,0 +1,391 @@
+"""Evaluation: trec_eval 10.0 conformance, option semantics, Python-computed measures, output."""
+
+import io
+import json
+import logging
+import math
+import random
+from pathlib import Path
+
+import pytest
+
+from rank1_cli.errors import InputError
+from rank1_cli.evaluate import (
+    NONPOOL,
+    UNJUDGED,
+    evaluate_run,
+    format_tsv,
+    interpolated_precision,
+    judged_at,
+    ranked_relevance,
+    run_eval,
+)
+from rank1_cli.measures import ALL_TREC
+from rank1_cli.trec import read_qrels_file, read_run_scores
+
+CONFORMANCE = Path(__file__).resolve().parents[2] / "shared" / "conformance" / "trec_eval"
+
+
+@pytest.fixture(scope="module")
+def data() -> Path:
+    assert CONFORMANCE.is_dir(), (
+        f"trec_eval conformance data not found at {CONFORMANCE}: the repository expects shared/ beside "
+        "its checkout (shared/conformance/trec_eval from usnistgov/trec_eval's test/ folder)")
+    return CONFORMANCE
+
+
+def read_results(path: Path) -> dict[str, dict[str, float]]:
+    """A TREC run as trec_eval reads it: the first 6 columns, anything after them ignored.
+
+    (results.trunc has trailing words on each line, which rank1_cli.trec.read_run_scores rejects.)
+    """
+    run: dict[str, dict[str, float]] = {}
+    for line in path.read_text().splitlines():
+        qid, _, docid, _, score, _ = line.split()[:6]
+        run.setdefault(qid, {}).setdefault(docid, float(score))
+    return run
+
+
+def cells(text: str) -> dict[tuple[str, str], str]:
+    out = {}
+    for line in text.splitlines():
+        measure, qid, value = line.split("\t")
+        key = (measure.rstrip(), qid)
+        assert key not in out, f"duplicate line for {key}"
+        out[key] = value
+    return out
+
+
+# trec_eval -m all_trec -m relstring.20: relstring's parameter replaces the default one
+ALL_TREC_RELSTRING_20 = ["relstring.20" if name == "relstring" else name for name in ALL_TREC]
+
+MEAS_PARAMS = ["iprec_at_recall..10,.20,.25,.75,.50", "P.5,7,3", "recall.20,2000", "Rprec_mult.5.0,0.2,0.35",
+               "utility.2,-1,0,0", "11pt_avg..25,.5,.75", "ndcg.1=3,2=9,4=4.5", "ndcg_cut.10,20,23.4",
+               "success.2,5,20"]
+
+# name: (expected output, qrels, results, options, measures, per_query, number of cells)
+SUITES = {
+    "out.test": ("out.test", "qrels.test", "results.test", {}, ["official"], False, 30),
+    "out.test.a": ("out.test.a", "qrels.test", "results.test", {}, ["all_trec"], False, 99),
+    "out.test.aq": ("out.test.aq", "qrels.test", "results.test", {}, ["all_trec"], True, 387),
+    "out.test.aqc": ("out.test.aqc", "qrels.test", "results.trunc", {"complete": True}, ["all_trec"], True, 387),
+    "out.test.aql": ("out.test.aql", "qrels.rel_level", "results.test", {"relevance_level": 2},
+                     ALL_TREC_RELSTRING_20, True, 387),
+    "out.test.meas_params": ("out.test.meas_params", "qrels.test", "results.test", {}, MEAS_PARAMS, True, 88),
+}
+
+# Cells where our output differs from trec_eval 10.0's: none. (pytrec_eval alone differs on a few
+# iprec_at_recall / 11pt_avg cells, see PYTREC_EVAL_DIFFERS; those measures are computed in Python.)
+KNOWN_EXCEPTIONS: dict[str, set[tuple[str, str]]] = {name: set() for name in SUITES}
+
+
+def evaluate_suite(data: Path, name: str):
+    expected_file, qrels_file, results_file, options, measures, per_query, _ = SUITES[name]
+    evaluation = evaluate_run(read_results(data / results_file), read_qrels_file(data / qrels_file), measures,
+                              runid="STANDARD", **options)
+    return format_tsv(evaluation, per_query=per_query), (data / expected_file).read_text()
+
+
+@pytest.mark.parametrize("name", list(SUITES))
+def test_conformance_every_cell(data, name, caplog):
+    got_text, expected_text = evaluate_suite(data, name)
+    got, expected = cells(got_text), cells(expected_text)
+    assert len(expected) == SUITES[name][-1]
+    differing = {key for key in expected if got.get(key) != expected[key]}
+    assert differing == KNOWN_EXCEPTIONS[name], {key: (expected[key], got.get(key)) for key in differing}
+    assert set(got) == set(expected), "lines trec_eval does not print"
+
+
+@pytest.mark.parametrize("name", list(SUITES))
+def test_conformance_byte_identical_output(data, name):
+    got_text, expected_text = evaluate_suite(data, name)
+    assert got_text == expected_text
+
+
+# pytrec_eval-terrier 0.5.x bundles trec_eval 9, which turns a recall level x into a number of relevant
+# documents as int(x * num_rel + 0.9); trec_eval 10.0 uses lround(x * num_rel). They differ where the
+# fractional part of x * num_rel is in [0.1, 0.5): 301 has 474 relevant (0.1 * 474 = 47.4: 48 vs 47),
+# 302 has 77 (0.6 * 77 = 46.2: 47 vs 46); with -l2 other queries. These cells (and the means over
+# them) are why rank1_cli computes iprec_at_recall and 11pt_avg itself.
+PYTREC_EVAL_DIFFERS = {
+    "out.test.aq": {("iprec_at_recall_0.10", "301"), ("iprec_at_recall_0.60", "302"), ("11pt_avg", "302"),
+                    ("iprec_at_recall_0.10", "all"), ("iprec_at_recall_0.60", "all"), ("11pt_avg", "all")},
+    "out.test.aqc": {("iprec_at_recall_0.10", "301")},  # the mean over 3 queries rounds the same
+    "out.test.aql": {("iprec_at_recall_0.10", "301"), ("iprec_at_recall_0.60", "302"),
+                     ("iprec_at_recall_0.90", "303"), ("11pt_avg", "301"), ("11pt_avg", "302"),
+                     ("11pt_avg", "303"), ("iprec_at_recall_0.10", "all"), ("iprec_at_recall_0.60", "all"),
+                     ("iprec_at_recall_0.90", "all"), ("11pt_avg", "all")},
+}
+
+
+@pytest.mark.parametrize("name", list(PYTREC_EVAL_DIFFERS))
+def test_pytrec_eval_alone_differs_exactly_on_the_known_cells(data, name):
+    """Fails if pytrec_eval starts matching trec_eval 10.0 (then drop the Python iprec/11pt_avg)."""
+    import pytrec_eval
+
+    expected_file, qrels_file, results_file, options, _, _, _ = SUITES[name]
+    level = options.get("relevance_level", 1)
+    qrels = read_qrels_file(data / qrels_file)
+    run = read_results(data / results_file)
+    if options.get("complete"):
+        run.update({qid: {} for qid in qrels if qid not in run})
+    evaluator = pytrec_eval.RelevanceEvaluator(qrels, {"iprec_at_recall", "11pt_avg"}, relevance_level=level)
+    values = evaluator.evaluate(run)
+    got = {}
+    for qid, row in values.items():
+        for key, value in row.items():
+            value = 0.0 if math.isnan(value) else value  # empty ranking (trec_eval 10 prints 0)
+            got[(key, qid)] = value
+    for key in {k for k, _ in got}:
+        per_query = [v for (k, q), v in got.items() if k == key]
+        got[(key, "all")] = sum(per_query) / len(per_query)
+    expected = cells((data / expected_file).read_text())
+    compared = {k for k in expected if k in got}
+    assert len(compared) == (12 * (len(values) + 1))
+    differing = {k for k in compared if f"{got[k]:6.4f}" != expected[k]}
+    assert differing == PYTREC_EVAL_DIFFERS[name]
+
+
+def test_trec_eval_9_rounding_reproduces_pytrec_eval(data):
+    """The explanation above, checked: with int(x + 0.9) our iprec_at_recall equals pytrec_eval's."""
+    import pytrec_eval
+
+    qrels = read_qrels_file(data / "qrels.rel_level")
+    run = read_results(data / "results.test")
+    points = [i / 10 for i in range(11)]
+    for level in (1, 2, 3):
+        ours_10, ours_9, theirs = [], [], []
+        values = pytrec_eval.RelevanceEvaluator(qrels, {"iprec_at_recall"}, relevance_level=level).evaluate(run)
+        for qid in sorted(run):
+            rels = ranked_relevance(run[qid], qrels[qid])
+            num_rel = sum(1 for g in qrels[qid].values() if g >= level)
+            ours_9 += interpolated_precision(rels, num_rel, level, points, rounding=lambda x: int(x + 0.9))
+            ours_10 += interpolated_precision(rels, num_rel, level, points)
+            theirs += [values[qid][f"iprec_at_recall_{p:.2f}"] for p in points]
+        assert ours_9 == pytest.approx(theirs, abs=1e-12)
+        assert ours_10 != pytest.approx(theirs, abs=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# The ranking trec_eval evaluates, and measures computed on it
+
+
+def test_ranking_ties_break_by_docid_descending_and_scores_are_c_floats():
+    qrel = {"a": 1, "b": 0, "c": -1}
+    # 1.0 and 1.00000001 are the same C float: a tie, broken by docid descending (z before a)
+    docs = {"a": 1.0, "z": 1.00000001, "b": 0.5, "c": 2.0}
+    assert ranked_relevance(docs, qrel) == [UNJUDGED, NONPOOL, 1, 0]
+    assert ranked_relevance(docs, qrel, depth=2) == [UNJUDGED, NONPOOL]
+    assert ranked_relevance(docs, qrel, judged_only=True) == [1, 0]
+
+
+def test_python_ranking_agrees_with_pytrec_eval_on_ties():
+    """P@k, RR@k from our ranking == pytrec_eval's on runs full of ties and float32 collisions."""
+    rng = random.Random(7)
+    qrels, run = {}, {}
+    for q in range(60):
+        qid = f"q{q}"
+        docs = [f"d{rng.randrange(400)}" for _ in range(120)]
+        run[qid] = {d: rng.choice([1.0, 1.0 + 1e-9, 0.5, 0.25, 3.0, 3.0000000001]) for d in docs}
+        qrels[qid] = {d: rng.choice([0, 1, 2]) for d in rng.sample(sorted(set(docs)), 40)}
+    ours = evaluate_run(run, qrels, ["RR@1000", "RR", "P@5", "P@20", "unj.5,20", "Judged@20"])
+    import pytrec_eval
+
+    theirs = pytrec_eval.RelevanceEvaluator(qrels, {"P.5,20", "recip_rank"}).evaluate(run)
+    for qid in run:
+        rels = ranked_relevance(run[qid], qrels[qid])
+        for k in (5, 20):
+            assert sum(1 for r in rels[:k] if r >= 1) / k == pytest.approx(theirs[qid][f"P_{k}"], abs=1e-12)
+        assert ours.value("RR@1000", qid) == pytest.approx(theirs[qid]["recip_rank"], abs=1e-12)
+        assert ours.value("RR", qid) == pytest.approx(theirs[qid]["recip_rank"], abs=1e-12)
+        assert ours.value("Judged@20", qid) == pytest.approx(1 - ours.value("unj_20", qid))
+
+
+def test_judged_at_k_on_a_hand_made_example():
+    qrels = {"q1": {"a": 2, "b": 0, "c": -1, "x": 1}, "q2": {"a": 1}}
+    run = {
+        # top 4: a (judged), n1 (not in qrels), b (judged 0), c (grade -1: still has a qrels entry)
+        "q1": {"a": 5.0, "n1": 4.0, "b": 3.0, "c": 2.0, "n2": 1.0},
+        "q2": {"a": 2.0, "n": 1.0},  # shorter than k: over the 2 retrieved, as ir_measures
+    }
+    ev = evaluate_run(run, qrels, ["Judged@4", "Judged@10", "unj.4"])
+    assert ev.value("Judged@4", "q1") == pytest.approx(3 / 4)
+    assert ev.value("Judged@10", "q1") == pytest.approx(3 / 5)
+    assert ev.value("unj_4", "q1") == pytest.approx(2 / 4)  # trec_eval: grade -1 counts as unjudged
+    assert ev.value("Judged@10", "q2") == pytest.approx(1 / 2)
+    assert ev.value("Judged@4") == pytest.approx((3 / 4 + 1 / 2) / 2)
+    assert judged_at([], 10) == 0.0
+
+
+def test_rr_at_k_only_looks_at_the_top_k():
+    qrels = {"q1": {"r": 1}, "q2": {"r": 1}}
+    run = {"q1": {"a": 3.0, "b": 2.0, "r": 1.0}, "q2": {"r": 3.0, "a": 1.0}}
+    ev = evaluate_run(run, qrels, ["RR@2", "RR@3", "MRR"])
+    assert [ev.value("RR@2", q) for q in ("q1", "q2")] == [0.0, 1.0]
+    assert ev.value("RR@3", "q1") == pytest.approx(1 / 3)
+    assert ev.value("RR@2") == pytest.approx(0.5)
+    assert ev.value("MRR") == pytest.approx((1 / 3 + 1) / 2)
+
+
+def test_aliases_give_the_trec_eval_values(data):
+    qrels = read_qrels_file(data / "qrels.test")
+    run = read_results(data / "results.test")
+    ev = evaluate_run(run, qrels, ["nDCG@10", "ndcg_cut.10", "AP", "map", "P@5", "P.5", "R@100", "recall.100",
+                                   "MRR", "recip_rank", "nDCG", "ndcg"])
+    for alias, name in [("nDCG@10", "ndcg_cut_10"), ("AP", "map"), ("P@5", "P_5"), ("R@100", "recall_100"),
+                        ("MRR", "recip_rank"), ("nDCG", "ndcg")]:
+        for qid in ["all", *ev.queries]:
+            assert ev.value(alias, qid) == ev.value(name, qid)
+    assert f"{ev.value('nDCG@10'):.4f}" == "0.3016"  # out.test.a
+    assert f"{ev.value('AP'):.4f}" == "0.1785"
+    assert format_tsv(ev).splitlines()[0] == "nDCG@10               \tall\t0.3016"
+
+
+# ---------------------------------------------------------------------------------------------
+# Options: -c, -J, -l
+
+
+QRELS = {"q1": {"r1": 1, "r2": 2, "n1": 0}, "q2": {"r3": 1}}
+
+
+def test_complete_averages_over_every_qrels_query(caplog):
+    run = {"q1": {"r1": 3.0, "n1": 2.0, "u": 1.0}}  # q2 is missing from the run
+    plain = evaluate_run(run, QRELS, ["num_q", "num_rel", "P@2", "map", "gm_map", "relstring"])
+    full = evaluate_run(run, QRELS, ["num_q", "num_rel", "P@2", "map", "gm_map", "relstring"], complete=True)
+    assert plain.value("num_q") == 1 and full.value("num_q") == 2
+    assert plain.queries == ["q1"] and full.queries == ["q1", "q2"]
+    assert plain.value("num_rel") == 2 and full.value("num_rel") == 3  # q2's relevant document counts
+    assert plain.value("P@2") == 0.5 and full.value("P@2") == 0.25
+    assert plain.value("map") == pytest.approx(0.5) and full.value("map") == pytest.approx(0.25)
+    assert full.value("map", "q2") == 0.0 and full.value("relstring", "q2") == ""
+    assert full.value("gm_map") == pytest.approx(math.exp((math.log(0.5) + math.log(1e-5)) / 2))
+    assert "1 of the 2 qrels queries are not in the run and are left out" in caplog.text
+
+
+def test_judged_only_drops_unjudged_documents_first():
+    run = {"q1": {"u1": 9.0, "u2": 8.0, "r1": 7.0, "n1": 6.0, "r2": 5.0}}
+    plain = evaluate_run(run, QRELS, ["P@1", "num_ret", "RR", "RR@2", "Judged@2", "relstring"])
+    judged = evaluate_run(run, QRELS, ["P@1", "num_ret", "RR", "RR@2", "Judged@2", "relstring"],
+                          judged_only=True)
+    assert (plain.value("P@1"), judged.value("P@1")) == (0.0, 1.0)
+    assert (plain.value("num_ret"), judged.value("num_ret")) == (5, 3)
+    assert (plain.value("RR"), judged.value("RR")) == (pytest.approx(1 / 3), 1.0)
+    assert (plain.value("RR@2"), judged.value("RR@2")) == (0.0, 1.0)
+    assert (plain.value("Judged@2"), judged.value("Judged@2")) == (0.0, 1.0)
+    assert (plain.value("relstring", "q1"), judged.value("relstring", "q1")) == ("--102", "102")
+
+
+def test_relevance_level_sets_the_least_relevant_grade():
+    run = {"q1": {"r1": 3.0, "r2": 2.0}}
+    one = evaluate_run(run, QRELS, ["P@1", "num_rel", "RR", "nDCG@2"])
+    two = evaluate_run(run, QRELS, ["P@1", "num_rel", "RR", "nDCG@2"], relevance_level=2)
+    assert (one.value("P@1"), two.value("P@1")) == (1.0, 0.0)
+    assert (one.value("num_rel"), two.value("num_rel")) == (2, 1)
+    assert two.value("RR") == 0.5
+    assert one.value("nDCG@2") == two.value("nDCG@2")  # graded gains ignore -l
+    with pytest.raises(InputError, match="at least 1"):
+        evaluate_run(run, QRELS, ["map"], relevance_level=0)
+
+
+def test_no_common_query_warns_and_explains_complete(caplog):
+    with caplog.at_level(logging.WARNING, logger="rank1_cli.evaluate"):
+        ev = evaluate_run({"301": {"d": 1.0}}, QRELS, ["nDCG@10", "num_q"], name="my.run")
+    assert ev.value("num_q") == 0 and ev.value("nDCG@10") == 0.0
+    [record] = [r for r in caplog.records if r.name == "rank1_cli.evaluate"]
+    assert record.levelno == logging.WARNING
+    message = record.getMessage()
+    assert "my.run: no query of the run is in the qrels" in message
+    assert "'301'" in message and "'q1'" in message and "--complete" in message and "trec_eval -c" in message
+
+
+def test_queries_not_in_the_qrels_are_counted_and_ignored(caplog):
+    run = {"q1": {"r1": 1.0}, "q2": {"r3": 1.0}, "x1": {"a": 1.0}, "x2": {"a": 1.0}}
+    ev = evaluate_run(run, QRELS, ["P@1", "num_q"])
+    assert ev.value("num_q") == 2 and ev.value("P@1") == 1.0
+    assert "2 of the run's 4 queries are not in the qrels and were ignored ('x1', 'x2')" in caplog.text
+
+
+# ---------------------------------------------------------------------------------------------
+# Output and the CLI entry point
+
+
+def test_tsv_lines_are_byte_identical_to_trec_eval(data):
+    qrels = read_qrels_file(data / "qrels.test")
+    run = read_results(data / "results.test")
+    ev = evaluate_run(run, qrels, ["num_rel_ret", "map", "P.5", "relstring", "utility", "ndcg_cut.10"],
+                      runid="STANDARD")
+    wanted = {"map", "P_5", "ndcg_cut_10", "num_rel_ret", "utility", "relstring"}
+    expected = [line for line in (data / "out.test.aq").read_text().splitlines(keepends=True)
+                if line.split("\t")[0].rstrip() in wanted]
+    got = format_tsv(ev, per_query=True).splitlines(keepends=True)
+    # trec_eval prints in its own measure order; we print in the order asked, which is the same here
+    assert got == expected
+    assert "num_rel_ret           \t301\t71\n" in got and "relstring             \t303\t'0000000000'\n" in got
+
+
+def write_run(path: Path, lines: list[str]) -> str:
+    path.write_text("".join(f"{line}\n" for line in lines))
+    return str(path)
+
+
+def test_run_eval_tsv_json_and_table(tmp_path, data):
+    a = write_run(tmp_path / "a.run", ["q1 Q0 r1 1 3 sysA", "q1 Q0 n1 2 2 sysA", "q2 Q0 r3 1 1 sysA"])
+    b = write_run(tmp_path / "b.run", ["q1 Q0 n1 1 3 sysB", "q1 Q0 r1 2 2 sysB"])
+
+    out = io.StringIO()
+    run_eval([a], QRELS, ["runid", "num_q", "P@1", "nDCG@10"], stdout=out, output_format="tsv", per_query=True)
+    assert out.getvalue() == (
+        "P@1                   \tq1\t1.0000\n"
+        "nDCG@10               \tq1\t0.3801\n"  # 1 / (2 + 1/log2(3)): gains are the grades
+        "P@1                   \tq2\t1.0000\n"
+        "nDCG@10               \tq2\t1.0000\n"
+        "runid                 \tall\tsysA\n"
+        "num_q                 \tall\t2\n"
+        "P@1                   \tall\t1.0000\n"
+        "nDCG@10               \tall\t0.6900\n"
+    )
+
+    out = io.StringIO()
+    evaluations = run_eval([a, b], QRELS, ["P@1", "num_q"], stdout=out, output_format="json")
+    payload = json.loads(out.getvalue())
+    assert [r["run"] for r in payload["runs"]] == [a, b]
+    assert payload["runs"][0]["measures"] == {"P@1": 1.0, "num_q": 2}
+    assert payload["runs"][1]["measures"] == {"P@1": 0.0, "num_q": 1}
+    assert payload["complete"] is False and evaluations[1].value("P@1") == 0.0
+
+    out = io.StringIO()
+    run_eval([a, b], QRELS, ["nDCG@10", "P@1"], stdout=out)  # auto: a table for several runs
+    table = out.getvalue()
+    assert "nDCG@10" in table and "P@1" in table
+    rows = [line for line in table.splitlines() if "a.run" in line or "b.run" in line]
+    assert len(rows) == 2 and "0.6900" in rows[0] and "1.0000" in rows[0] and "0.0000" in rows[1]
+
+    out = io.StringIO()
+    run_eval([a, b], QRELS, ["P@1"], stdout=out, output_format="table", per_query=True)
+    assert sum(1 for line in out.getvalue().splitlines() if " q1 " in f" {line} ") == 2
+
+    out = io.StringIO()
+    run_eval([a, b], QRELS, ["P@1"], stdout=out, output_format="tsv")
+    assert out.getvalue() == (f"{'run':<22}\tall\t{a}\nP@1                   \tall\t1.0000\n"
+                              f"{'run':<22}\tall\t{b}\nP@1                   \tall\t0.0000\n")
+
+
+def test_run_eval_reads_the_conformance_run_like_trec_eval(data):
+    out = io.StringIO()
+    run_eval([str(data / "results.test")], read_qrels_file(data / "qrels.test"), ["official"], stdout=out)
+    assert out.getvalue() == (data / "out.test").read_text()
+
+
+def test_run_eval_checks_measures_and_format_before_reading_runs(tmp_path):
+    with pytest.raises(InputError, match="unknown measure 'nope'"):
+        run_eval([str(tmp_path / "missing.run")], QRELS, ["nope"])
+    with pytest.raises(InputError, match="unknown output format"):
+        run_eval([str(tmp_path / "missing.run")], QRELS, ["map"], output_format="csv")
+    with pytest.raises(InputError, match="no such file"):
+        run_eval([str(tmp_path / "missing.run")], QRELS, ["map"])
+
+
+def test_read_run_scores_and_evaluate_agree_with_a_file_round_trip(tmp_path, data):
+    run = read_run_scores(data / "results.test")
+    qrels = read_qrels_file(data / "qrels.test")
+    assert evaluate_run(run, qrels, ["map"]).value("map") == pytest.approx(0.1785, abs=5e-5)

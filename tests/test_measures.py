@@ -1,0 +1,157 @@
+"""Measure names: trec_eval names and families, common spellings, errors."""
+
+import subprocess
+import sys
+
+import pytest
+
+from rank1_cli.errors import InputError
+from rank1_cli.measures import (
+    ALL_TREC,
+    parse_measure,
+    parse_measures,
+    pytrec_requests,
+    split_measure_list,
+)
+
+
+def columns(*names):
+    return [(m.label, m.name) for m in parse_measures(names)]
+
+
+@pytest.mark.parametrize("typed, name", [
+    ("nDCG@10", "ndcg_cut_10"),
+    ("ndcg@10", "ndcg_cut_10"),
+    ("NDCG@20", "ndcg_cut_20"),
+    ("nDCG", "ndcg"),
+    ("AP", "map"),
+    ("MAP", "map"),
+    ("map", "map"),
+    ("AP@100", "map_cut_100"),
+    ("P@5", "P_5"),
+    ("p@5", "P_5"),
+    ("R@100", "recall_100"),
+    ("Recall@1000", "recall_1000"),
+    ("RR", "recip_rank"),
+    ("MRR", "recip_rank"),
+    ("RR@10", "RR@10"),
+    ("MRR@10", "RR@10"),
+    ("Judged@10", "Judged@10"),
+    ("judged@5", "Judged@5"),
+    ("Success@5", "success_5"),
+    ("IPrec@0.5", "iprec_at_recall_0.50"),
+    ("NumRelRet", "num_rel_ret"),
+    ("rprec", "Rprec"),
+    ("INFAP", "infAP"),
+])
+def test_common_spellings_keep_the_users_label(typed, name):
+    assert columns(typed) == [(typed, name)]
+
+
+@pytest.mark.parametrize("typed, names", [
+    ("ndcg_cut.10", ["ndcg_cut_10"]),
+    ("ndcg_cut_10", ["ndcg_cut_10"]),  # trec_eval's printed form
+    ("P.5,10", ["P_5", "P_10"]),
+    ("P.10,5,5", ["P_5", "P_10"]),  # sorted, deduplicated, like trec_eval
+    ("P_5", ["P_5"]),
+    ("recall.100", ["recall_100"]),
+    ("ndcg_cut.10,20,23.4", ["ndcg_cut_10", "ndcg_cut_20", "ndcg_cut_23"]),  # atol, like trec_eval
+    ("iprec_at_recall..10,.5", ["iprec_at_recall_0.10", "iprec_at_recall_0.50"]),
+    ("iprec_at_recall_0.10", ["iprec_at_recall_0.10"]),
+    ("Rprec_mult.5.0,0.2", ["Rprec_mult_0.20", "Rprec_mult_5.00"]),
+    ("utility.2,-1,0,0", ["utility_2,-1,0,0"]),
+    ("11pt_avg..25,.5,.75", ["11pt_avg_.25,.5,.75"]),
+    ("ndcg.1=3,2=9,4=4.5", ["ndcg_1=3,2=9,4=4.5"]),
+    ("relstring.20", ["relstring_20"]),
+    ("rbp.p=0.8", ["rbp_p=0.8"]),
+    ("unj", ["unj_5", "unj_10", "unj_20"]),
+    ("success", ["success_1", "success_5", "success_10"]),
+    ("P", ["P_5", "P_10", "P_15", "P_20", "P_30", "P_100", "P_200", "P_500", "P_1000"]),
+])
+def test_trec_eval_names_and_parameters(typed, names):
+    assert columns(typed) == [(n, n) for n in names]
+
+
+def test_official_is_what_plain_trec_eval_prints():
+    names = [m.name for m in parse_measure("official")]
+    assert names[:10] == ["runid", "num_q", "num_ret", "num_rel", "num_rel_ret", "map", "gm_map", "Rprec",
+                          "bpref", "recip_rank"]
+    assert len(names) == 30  # + 11 iprec_at_recall + 9 P, the 30 lines of out.test
+
+
+def test_all_trec_is_what_trec_eval_10_prints():
+    measures = parse_measure("all_trec")
+    assert len(measures) == 100  # 99 `all` lines in out.test.a + relstring (per query only)
+    names = [m.name for m in measures]
+    assert names[-5:] == ["rbp", "rbp_resid", "unj_5", "unj_10", "unj_20"]
+    assert "Judged@10" not in names and "RR" not in ALL_TREC
+
+
+def test_families_and_names_are_case_insensitive():
+    assert columns("ALL_TREC") == columns("all_trec")
+    assert columns("Official") == columns("official")
+    assert [m.name for m in parse_measures(["NDCG_CUT.10"])] == ["ndcg_cut_10"]
+
+
+def test_duplicates_are_dropped_but_different_labels_kept():
+    assert columns("map", "map", "AP") == [("map", "map"), ("AP", "map")]
+    assert [label for label, _ in columns("P.5", "all_trec")].count("P_5") == 1
+
+
+def test_comma_separated_lists_keep_trec_eval_parameter_lists_together():
+    assert split_measure_list("nDCG@10,P.5,10,map") == ["nDCG@10", "P.5,10", "map"]
+    assert split_measure_list("utility.2,-1,0,0, iprec_at_recall..1,.5") == [
+        "utility.2,-1,0,0", "iprec_at_recall..1,.5"]
+    assert columns("nDCG@10,AP,RR@10") == [("nDCG@10", "ndcg_cut_10"), ("AP", "map"), ("RR@10", "RR@10")]
+
+
+def test_pytrec_requests_merge_cutoffs_and_skip_python_measures():
+    requests = pytrec_requests(parse_measures(["P.5", "P@10", "nDCG@10", "Judged@10", "RR@5", "map",
+                                               "iprec_at_recall", "num_q", "runid"]))
+    assert requests == {"P.5,10", "ndcg_cut.10", "map"}
+
+
+def test_unknown_measure_lists_the_known_names():
+    with pytest.raises(InputError) as info:
+        parse_measures(["nDCG@10", "ndcgg@10x"])
+    message = str(info.value)
+    assert "unknown measure 'ndcgg@10x'" in message
+    for known in ("ndcg_cut", "recip_rank", "all_trec", "official", "nDCG@k", "Judged@k", "RR@k"):
+        assert known in message
+
+
+def test_unknown_measure_suggests_a_close_name():
+    with pytest.raises(InputError, match="Did you mean 'ndcg_cut'"):
+        parse_measures(["ndcg_cutt"])
+
+
+@pytest.mark.parametrize("typed, message", [
+    ("P.0", "cutoffs must be positive"),
+    ("P@0", "cutoffs must be positive"),
+    ("nDCG@x", "cutoff after '@' must be a positive integer"),
+    ("ndcg_cut.ten", "'ten' is not a number"),
+    ("map.5", "map takes no parameters"),
+    ("utility.1,2", "utility takes 4 numbers"),
+    ("ndcg.1=x", "'x' is not a number"),
+    ("ndcg.high=3", "gains are grade=gain pairs"),
+    ("rbp.p=1.5", "strictly between 0 and 1"),
+    ("Judged", "needs a cutoff"),
+    ("iprec_at_recall.1.5", "recall levels lie in [0, 1]"),
+    ("", "empty measure name"),
+])
+def test_bad_parameters_say_what_is_wrong(typed, message):
+    with pytest.raises(InputError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        parse_measure(typed)
+
+
+def test_one_parameter_string_per_pytrec_measure():
+    with pytest.raises(InputError, match="one parameter string per evaluation"):
+        parse_measures(["ndcg", "ndcg.1=3,2=9"])
+
+
+def test_importing_measures_and_evaluate_stays_light():
+    code = ("import sys, rank1_cli.measures, rank1_cli.evaluate; "
+            "print(sorted(m for m in ('torch', 'vllm', 'transformers', 'pytrec_eval', 'pytrec_eval_ext', "
+            "'numpy', 'rich') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
