@@ -104,7 +104,7 @@ def rerank(
         except KeyboardInterrupt:
             saved = len(journal.finished())
             hint = f"; {saved} pairs are saved in {traces}. Run the same command again to resume." if traces else ""
-            console.print(f"rank1: interrupted{hint}", markup=False)
+            console.print(f"rank1: interrupted{hint}", markup=False, soft_wrap=True)
             raise typer.Exit(130)
         finally:
             journal.close()
@@ -157,7 +157,9 @@ def main() -> None:
     import click
 
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except InputError as exc:
         print(f"rank1: error: {exc}", file=sys.stderr)
         sys.exit(2)

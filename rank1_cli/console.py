@@ -60,7 +60,7 @@ def print_rerank_summary(console: Console, stats, traces_path: str | None) -> No
         f"traces: {traces_path}" if traces_path else "traces: not saved (pass --traces FILE to keep them and resume)",
     ]
     for line in lines:
-        console.print(line, markup=False)
+        console.print(line, markup=False, soft_wrap=True)
 
 
 def is_terminal(stream=None) -> bool:

@@ -11,7 +11,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]
 _sys.path.insert(0, str(Path(__file__).resolve().parent))
 SAMPLE = REPO / "sample_data"
-TINY_MODEL = SAMPLE / "tiny-rank1"
+TINY_MODEL = Path(os.environ.get("RANK1_TEST_MODEL", SAMPLE / "tiny-rank1"))
 RANK1 = [sys.executable, "-m", "rank1_cli.cli"]
 
 

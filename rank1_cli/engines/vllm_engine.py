@@ -11,6 +11,8 @@ from .base import EngineConfig, Generation, GenerationSettings, VerdictLogprobs
 # vllm is first imported (its logging config is read at import time, also in worker processes).
 os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
 os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "1")
+# Our own progress bar and summary say what matters; set VLLM_LOGGING_LEVEL=INFO to see more.
+os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 
 
 def default_memory_utilization() -> float:

