@@ -55,10 +55,11 @@ def rerank(
     traces: Annotated[Optional[str], typer.Option(help="JSONL of reasoning traces, one line per pair; doubles as the resume cache. Default: OUTPUT with .traces.jsonl (none for stdout).")] = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Rerank the top K documents of each query (the paper: 100).")] = 100,
     backend: Annotated[Backend, typer.Option(help="Inference engine: vllm (offline, GPU or CPU build), transformers, or openai (vLLM servers).")] = Backend.vllm,
-    dtype: Annotated[Optional[str], typer.Option(help="Model dtype: float16 (the paper), bfloat16, float32, auto. Default: auto (the model's own).")] = None,
+    dtype: Annotated[Optional[str], typer.Option(help="Model dtype: float16, bfloat16, float32, auto (the model's own). Default: float16 on GPUs (the paper), auto on CPU.")] = None,
     max_model_len: Annotated[int, typer.Option(help="Context length for prompt plus reasoning; longer passages are truncated to fit (the paper: 16000).")] = 16000,
     max_reasoning_tokens: Annotated[int, typer.Option(help="Token budget for reasoning; unfinished reasoning gets a forced verdict (the paper: 8192).")] = 8192,
     tensor_parallel: Annotated[int, typer.Option(help="GPUs per model replica (vLLM tensor parallelism).")] = 1,
+    data_parallel: Annotated[int, typer.Option(help="Model replicas on this node, each in its own process on its own --tensor-parallel GPUs; pairs are split between them.")] = 1,
     gpu_memory_utilization: Annotated[Optional[float], typer.Option(help="Share of GPU memory vLLM may take (default 0.9; 0.3 of RAM on CPU).")] = None,
     prompt: Annotated[Optional[str], typer.Option(help="Dataset prompt (e.g. SciFact, BrightRetrieval_leetcode) or a file containing FILL_QUERY_HERE.")] = None,
     instructions: Annotated[Optional[str], typer.Option(help="TSV qid<TAB>instruction, appended to each query (FollowIR style).")] = None,
@@ -84,6 +85,8 @@ def rerank(
     setup_logging(console, quiet=quiet)
     check_writable(output)
     check_tag(tag)
+    if data_parallel < 1 or tensor_parallel < 1:
+        raise InputError("--data-parallel and --tensor-parallel must be at least 1")
     traces = traces or _default_traces(output)
     if traces:
         check_writable(traces)
@@ -98,7 +101,7 @@ def rerank(
     prepared = prepare_rerank(run, source, options)
     journal = TraceJournal(traces, prepared.settings, overwrite=overwrite)
     with stdout_reserved() as real_stdout:
-        engine = load_engine(options.backend, prepared.engine_config)
+        engine = load_engine(options.backend, prepared.engine_config, data_parallel=data_parallel)
         try:
             result = execute_rerank(prepared, engine, journal, RichProgress(console, enabled=not quiet))
         except KeyboardInterrupt:

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from . import prompts
 from .collection import CollectionSource, Document
-from .engines import Engine, EngineConfig, Generation, GenerationSettings
+from .engines import Engine, EngineConfig, Generation, GenerationSettings, default_dtype
 from .errors import EngineFailure, InputError
 from .models import ResolvedModel, resolve_model
 from .scoring import (FALLBACK_SCORE, VerdictTokens, relevance_score, repair_prompt, verdict_from_stop,
@@ -43,7 +43,7 @@ class RerankOptions:
     model: str
     backend: str = "vllm"
     top_k: int = 100
-    dtype: str | None = None                 # None: float16 on GPU (the paper), model's own dtype on CPU
+    dtype: str | None = None                 # None: float16 on GPUs (the paper), the model's own on CPU
     max_model_len: int = 16000
     max_reasoning_tokens: int = 8192
     tensor_parallel: int = 1
@@ -258,7 +258,7 @@ def prepare_rerank(run_path: str, source: CollectionSource, options: RerankOptio
     pairs = [Pair(qid, entry.docid, position, prompt, prompts.prompt_sha256(prompt), truncated)
              for (qid, position, entry), (prompt, truncated) in zip(keys, fitted)]
 
-    dtype = options.dtype or "auto"
+    dtype = options.dtype or default_dtype()
     settings = {
         "format": TRACE_FORMAT,
         "model": model.spec,

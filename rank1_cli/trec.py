@@ -5,14 +5,15 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, TypeVar
 
 from .errors import InputError
 from .textio import atomic_writer, display_name, iter_lines
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 RUN_COLUMNS = "'qid Q0 docid rank score tag'"
 
@@ -60,9 +61,9 @@ def iter_run_lines(path: str | os.PathLike) -> Iterator[tuple[str, str, int, flo
         yield qid, docid, rank_value, score_value
 
 
-def read_run(path: str | os.PathLike) -> Run:
-    """Read a TREC run; duplicates of (qid, docid) keep their first line, with one warning."""
-    run: dict[str, dict[str, RunEntry]] = {}
+def _first_of_each(path: str | os.PathLike, value: Callable[[str, float, int], T]) -> dict[str, dict[str, T]]:
+    """qid -> docid -> value(docid, score, rank), keeping the first line of each (qid, docid)."""
+    run: dict[str, dict[str, T]] = {}
     duplicates = 0
     for qid, docid, rank, score in iter_run_lines(path):
         docs = run.get(qid)
@@ -71,33 +72,24 @@ def read_run(path: str | os.PathLike) -> Run:
         if docid in docs:
             duplicates += 1
             continue
-        docs[docid] = RunEntry(docid, score, rank)
-    if duplicates:
-        log.warning("%s: %d duplicate (qid, docid) lines ignored (the first of each was kept)",
-                    display_name(path), duplicates)
-    if not run:
-        raise InputError(f"{display_name(path)}: the run is empty (no lines of the form {RUN_COLUMNS})")
-    return {qid: sorted(docs.values(), key=lambda e: (-e.score, e.rank)) for qid, docs in run.items()}
-
-
-def read_run_scores(path: str | os.PathLike) -> dict[str, dict[str, float]]:
-    """Read a TREC run as qid -> docid -> score, the shape evaluators want (first duplicate wins)."""
-    run: dict[str, dict[str, float]] = {}
-    duplicates = 0
-    for qid, docid, _, score in iter_run_lines(path):
-        docs = run.get(qid)
-        if docs is None:
-            docs = run[qid] = {}
-        if docid in docs:
-            duplicates += 1
-            continue
-        docs[docid] = score
+        docs[docid] = value(docid, score, rank)
     if duplicates:
         log.warning("%s: %d duplicate (qid, docid) lines ignored (the first of each was kept)",
                     display_name(path), duplicates)
     if not run:
         raise InputError(f"{display_name(path)}: the run is empty (no lines of the form {RUN_COLUMNS})")
     return run
+
+
+def read_run(path: str | os.PathLike) -> Run:
+    """Read a TREC run; duplicates of (qid, docid) keep their first line, with one warning."""
+    run = _first_of_each(path, RunEntry)
+    return {qid: sorted(docs.values(), key=lambda e: (-e.score, e.rank)) for qid, docs in run.items()}
+
+
+def read_run_scores(path: str | os.PathLike) -> dict[str, dict[str, float]]:
+    """Read a TREC run as qid -> docid -> score, the shape evaluators want (first duplicate wins)."""
+    return _first_of_each(path, lambda docid, score, rank: score)
 
 
 def read_qrels_file(path: str | os.PathLike) -> Qrels:

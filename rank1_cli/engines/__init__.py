@@ -8,8 +8,38 @@ from .base import Engine, EngineConfig, Generation, GenerationSettings, VerdictL
 BACKENDS = ("vllm", "transformers", "openai")
 
 
-def load_engine(backend: str, config: EngineConfig, **options) -> Engine:
-    """Create the engine for `backend`; heavy imports happen here, not at import time."""
+def visible_gpus() -> str | None:
+    """The NVIDIA GPUs this process may use, as CUDA_VISIBLE_DEVICES would list them; None if none.
+
+    Asks nvidia-smi rather than torch, so CUDA is not initialised before vLLM starts its workers.
+    """
+    import os
+    import subprocess
+
+    if "CUDA_VISIBLE_DEVICES" in os.environ:
+        return os.environ["CUDA_VISIBLE_DEVICES"] or None
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    count = sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
+    return ",".join(map(str, range(count))) if count else None
+
+
+def default_dtype() -> str:
+    """float16 on GPUs (the paper's setting); on CPU the model's own dtype (float16 is slow there)."""
+    return "float16" if visible_gpus() else "auto"
+
+
+def load_engine(backend: str, config: EngineConfig, data_parallel: int = 1, **options) -> Engine:
+    """Create the engine for `backend`; heavy imports happen here, not at import time.
+
+    data_parallel > 1 runs that many replicas of an offline engine, each in its own process.
+    """
+    if data_parallel > 1:
+        from .data_parallel import DataParallelEngine
+
+        return DataParallelEngine(backend, config, data_parallel)
     if backend == "vllm":
         from .vllm_engine import VllmEngine
 
