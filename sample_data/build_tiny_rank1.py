@@ -596,6 +596,7 @@ def main(argv=None):
         bos_token_id=hf.eos_token_id, eos_token_id=hf.eos_token_id, pad_token_id=hf.eos_token_id,
     )
     model.save_pretrained(str(args.out), safe_serialization=True)
+    os.chmod(args.out / "model.safetensors", 0o644)  # safetensors writes 0600
     for extra in ("chat_template.jinja",):
         (args.out / extra).unlink(missing_ok=True)
     write_readme(args.out, model.config, n_params, args.steps, true_id, false_id)
