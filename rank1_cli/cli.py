@@ -61,6 +61,11 @@ def rerank(
     tensor_parallel: Annotated[int, typer.Option(help="GPUs per model replica (vLLM tensor parallelism).")] = 1,
     data_parallel: Annotated[int, typer.Option(help="Model replicas on this node, each in its own process on its own --tensor-parallel GPUs; pairs are split between them.")] = 1,
     gpu_memory_utilization: Annotated[Optional[float], typer.Option(help="Share of GPU memory vLLM may take (default 0.9; 0.3 of RAM on CPU).")] = None,
+    base_url: Annotated[Optional[list[str]], typer.Option("--base-url", help="openai backend: address of a vLLM server (http://HOST:PORT), repeatable; the servers share the pairs, and one that fails is dropped with its pairs moved to the others.")] = None,
+    api_key_env: Annotated[str, typer.Option(help="openai backend: environment variable holding the servers' API key (sent as a Bearer token, never shown).")] = "OPENAI_API_KEY",
+    concurrency: Annotated[int, typer.Option(help="openai backend: requests in flight per server.")] = 32,
+    served_model: Annotated[Optional[str], typer.Option(help="openai backend: the model name the servers serve (default: asked from them).")] = None,
+    shard: Annotated[Optional[str], typer.Option(help="Rerank only shard I of N of the queries (1-based: 1/4 ... 4/4), e.g. one per job of an array; join the outputs with `rank1 merge`.")] = None,
     prompt: Annotated[Optional[str], typer.Option(help="Dataset prompt (e.g. SciFact, BrightRetrieval_leetcode) or a file containing FILL_QUERY_HERE.")] = None,
     instructions: Annotated[Optional[str], typer.Option(help="TSV qid<TAB>instruction, appended to each query (FollowIR style).")] = None,
     keep_tail: Annotated[bool, typer.Option("--keep-tail/--no-keep-tail", help="Keep documents beyond the top K, in first-stage order below the reranked ones.")] = True,
@@ -87,21 +92,32 @@ def rerank(
     check_tag(tag)
     if data_parallel < 1 or tensor_parallel < 1:
         raise InputError("--data-parallel and --tensor-parallel must be at least 1")
+    if data_parallel > 1 and backend == Backend.openai:
+        raise InputError("--data-parallel is for the offline engines; with --backend openai give several --base-url")
     traces = traces or _default_traces(output)
     if traces:
         check_writable(traces)
+    engine_options = {}
+    if backend == Backend.openai:
+        if not base_url:
+            raise InputError("--backend openai needs --base-url http://HOST:PORT of a vLLM server (repeat it for several)")
+        engine_options = {"base_urls": base_url, "api_key_env": api_key_env, "concurrency": concurrency,
+                          "served_model": served_model}
+    elif base_url:
+        raise InputError("--base-url is for --backend openai")
     options = RerankOptions(
         model=model, backend=backend.value, top_k=top_k, dtype=dtype, max_model_len=max_model_len,
         max_reasoning_tokens=max_reasoning_tokens, tensor_parallel=tensor_parallel,
         gpu_memory_utilization=gpu_memory_utilization, prompt=prompt, instructions=instructions,
         keep_tail=keep_tail, tag=tag, missing=missing.value, chunk_size=chunk_size, batch_size=batch_size,
-        device=device,
+        device=device, engine_options=engine_options, shard=shard,
     )
     source = CollectionSource(dataset=dataset, corpus=corpus, queries=queries)
     prepared = prepare_rerank(run, source, options)
     journal = TraceJournal(traces, prepared.settings, overwrite=overwrite)
     with stdout_reserved() as real_stdout:
-        engine = load_engine(options.backend, prepared.engine_config, data_parallel=data_parallel)
+        engine = load_engine(options.backend, prepared.engine_config, data_parallel=data_parallel,
+                             **options.engine_options)
         try:
             result = execute_rerank(prepared, engine, journal, RichProgress(console, enabled=not quiet))
         except KeyboardInterrupt:
@@ -115,6 +131,36 @@ def rerank(
         write_run(output, result.ranking, tag, stdout=real_stdout)
     if not quiet:
         print_rerank_summary(console, result.stats, traces)
+
+
+@app.command()
+def merge(
+    runs: Annotated[list[str], typer.Argument(help="The output runs of `rank1 rerank --shard I/N`, one per shard, in any order.")],
+    output: Annotated[str, typer.Option("--output", "-o", help="Merged run ('-' for stdout).")] = "-",
+    traces: Annotated[Optional[list[str]], typer.Option("--traces", help="The shards' traces, one per RUN in the same order (repeatable). Default: each RUN with .traces.jsonl, as rerank names them.")] = None,
+    traces_output: Annotated[Optional[str], typer.Option(help="Merged traces. Default: OUTPUT with .traces.jsonl (none for stdout).")] = None,
+    first_stage: Annotated[Optional[str], typer.Option(help="The run that was reranked: queries come out in its order, and each of its queries must be in its shard's output.")] = None,
+) -> None:
+    """Join the outputs of a sharded rerank (--shard I/N) into one run and one traces file,
+    after checking that every shard is there, finished, made with the same settings, and that no
+    query is in two shards."""
+    from .console import setup_logging, stderr_console
+    from .shard import merge_shards
+    from .textio import check_writable
+
+    console = stderr_console()
+    setup_logging(console)
+    traces = traces or [_default_traces(run) for run in runs]
+    if len(traces) != len(runs) or None in traces:
+        raise InputError(f"give one --traces per run, in the order of the runs ({len(runs)} runs, {len(traces)} traces)")
+    traces_output = traces_output or _default_traces(output)
+    check_writable(output)
+    if traces_output:
+        check_writable(traces_output)
+    summary = merge_shards(runs, traces, output, traces_output, first_stage=first_stage)
+    console.print(f"merged {summary.shards} shards ({summary.empty_shards} empty): {summary.queries} queries, "
+                  f"{summary.traces} traced pairs" + (f"; traces in {traces_output}" if traces_output else ""),
+                  markup=False, highlight=False)
 
 
 @app.command(name="eval")

@@ -56,6 +56,7 @@ class RerankOptions:
     chunk_size: int = 256                    # pairs per durable journal write
     batch_size: int = 16                     # transformers engine only
     device: str | None = None                # transformers engine only
+    shard: str | None = None                 # "I/N": rerank only this share of the queries (job arrays)
     engine_options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -201,6 +202,12 @@ def prepare_rerank(run_path: str, source: CollectionSource, options: RerankOptio
     model = resolve_model(options.model)
     template = prompts.resolve_template(options.prompt)
     run = read_run(run_path)
+    if options.shard:
+        from .shard import SHARD_KEY, format_shard, parse_shard, shard_queries
+
+        index, count = parse_shard(options.shard)
+        mine = shard_queries(list(run), index, count)
+        run = {qid: entries for qid, entries in run.items() if qid in mine}
     queries = source.load_queries()
     no_query = [qid for qid in run if qid not in queries]
     if no_query:
@@ -268,6 +275,8 @@ def prepare_rerank(run_path: str, source: CollectionSource, options: RerankOptio
         "max_model_len": max_model_len,
         "dtype": dtype,
     }
+    if options.shard:
+        settings[SHARD_KEY] = format_shard(index, count)
     engine_config = EngineConfig(
         model=model.path, dtype=dtype, max_model_len=max_model_len, tensor_parallel=options.tensor_parallel,
         gpu_memory_utilization=options.gpu_memory_utilization or 0.0, device=options.device,

@@ -17,6 +17,7 @@ from conftest import SAMPLE, TINY_MODEL
 pytestmark = pytest.mark.engine
 
 
+
 def sample_job(top_k=5, reasoning=64, **options):
     source = CollectionSource(corpus=str(SAMPLE / "corpus.jsonl"), queries=str(SAMPLE / "queries.tsv"))
     return prepare_rerank(str(SAMPLE / "run.bm25.trec"), source,
@@ -77,3 +78,25 @@ def test_repair_reads_both_logprobs_even_outside_the_top_20(vllm_engine, tiny_to
     assert not {tokens.true_id, tokens.false_id} <= top20   # the case this test is about
     assert found.logprob_true == pytest.approx(logprobs[tokens.true_id].item(), abs=1e-3)
     assert found.logprob_false == pytest.approx(logprobs[tokens.false_id].item(), abs=1e-3)
+
+
+def test_transformers_engine_agrees_with_vllm(vllm_engine, capsys):
+    from rank1_cli.engines import EngineConfig, load_engine
+
+    job = sample_job(top_k=4)
+    from_vllm = execute_rerank(job, vllm_engine, TraceJournal(None, job.settings))
+    engine = load_engine("transformers", EngineConfig(model=str(TINY_MODEL), dtype="float32", max_model_len=4096,
+                                                      device="cpu", batch_size=16))
+    try:
+        from_hf = execute_rerank(job, engine, TraceJournal(None, job.settings))
+    finally:
+        engine.close()
+    keys = from_vllm.traces.keys()
+    assert from_hf.traces.keys() == keys
+    gaps = sorted(abs(from_hf.traces[k].score - from_vllm.traces[k].score) for k in keys)
+    within = sum(gap <= 1e-3 for gap in gaps) / len(gaps)
+    same_text = sum(from_hf.traces[k].reasoning == from_vllm.traces[k].reasoning for k in keys) / len(keys)
+    with capsys.disabled():
+        print(f"\nagreement over {len(gaps)} pairs: {within:.1%} within 1e-3, max gap {gaps[-1]:.2e}, "
+              f"median {gaps[len(gaps) // 2]:.2e}, identical reasoning {same_text:.1%}")
+    assert within >= 0.95

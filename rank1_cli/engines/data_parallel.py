@@ -73,11 +73,18 @@ class DataParallelEngine:
         self._results = context.Queue()
         self._tasks = [context.Queue() for _ in range(replicas)]
         self._workers = [context.Process(target=_replica_main, args=(backend, config, devices, tasks, self._results),
-                                         daemon=True) for devices, tasks in zip(slices, self._tasks)]
-        for worker in self._workers:
-            worker.start()
+                                         daemon=False)  # vLLM starts processes of its own
+                         for devices, tasks in zip(slices, self._tasks)]
         self._tokenizer = None
-        self._collect(len(self._workers), expect_results=False)
+        try:
+            # One at a time: vLLM engines started together race for the same start-up resources.
+            for worker in self._workers:
+                worker.start()
+                for _ in self._collect(1, expect_results=False):
+                    pass
+        except BaseException:
+            self.close()
+            raise
 
     @property
     def tokenizer(self):
@@ -93,7 +100,7 @@ class DataParallelEngine:
             try:
                 kind, payload = self._results.get(timeout=5)
             except queue.Empty:
-                dead = [w for w in self._workers if not w.is_alive()]
+                dead = [w for w in self._workers if w.pid is not None and not w.is_alive()]
                 if dead:
                     raise RuntimeError(f"{len(dead)} engine replica(s) died (exit code {dead[0].exitcode})") from None
                 continue
@@ -123,9 +130,11 @@ class DataParallelEngine:
         return found  # type: ignore[return-value]
 
     def close(self) -> None:
-        for tasks in self._tasks:
-            tasks.put(None)
-        for worker in self._workers:
+        started = [w for w in self._workers if w.pid is not None]
+        for tasks, worker in zip(self._tasks, self._workers):
+            if worker.is_alive():
+                tasks.put(None)
+        for worker in started:
             worker.join(timeout=60)
             if worker.is_alive():
                 worker.terminate()
