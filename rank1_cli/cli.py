@@ -59,7 +59,6 @@ def rerank(
     max_model_len: Annotated[int, typer.Option(help="Context length for prompt plus reasoning; longer passages are truncated to fit (the paper: 16000).")] = 16000,
     max_reasoning_tokens: Annotated[int, typer.Option(help="Token budget for reasoning; unfinished reasoning gets a forced verdict (the paper: 8192).")] = 8192,
     tensor_parallel: Annotated[int, typer.Option(help="GPUs per model replica (vLLM tensor parallelism).")] = 1,
-    data_parallel: Annotated[int, typer.Option(help="Model replicas on this node, each in its own process on its own --tensor-parallel GPUs; pairs are split between them.")] = 1,
     gpu_memory_utilization: Annotated[Optional[float], typer.Option(help="Share of GPU memory vLLM may take (default 0.9; 0.3 of RAM on CPU).")] = None,
     base_url: Annotated[Optional[list[str]], typer.Option("--base-url", help="openai backend: address of a vLLM server (http://HOST:PORT), repeatable; the servers share the pairs, and one that fails is dropped with its pairs moved to the others.")] = None,
     api_key_env: Annotated[str, typer.Option(help="openai backend: environment variable holding the servers' API key (sent as a Bearer token, never shown).")] = "OPENAI_API_KEY",
@@ -90,10 +89,8 @@ def rerank(
     setup_logging(console, quiet=quiet)
     check_writable(output)
     check_tag(tag)
-    if data_parallel < 1 or tensor_parallel < 1:
-        raise InputError("--data-parallel and --tensor-parallel must be at least 1")
-    if data_parallel > 1 and backend == Backend.openai:
-        raise InputError("--data-parallel is for the offline engines; with --backend openai give several --base-url")
+    if tensor_parallel < 1:
+        raise InputError("--tensor-parallel must be at least 1")
     traces = traces or _default_traces(output)
     if traces:
         check_writable(traces)
@@ -116,7 +113,7 @@ def rerank(
     prepared = prepare_rerank(run, source, options)
     journal = TraceJournal(traces, prepared.settings, overwrite=overwrite)
     with stdout_reserved() as real_stdout:
-        engine = load_engine(options.backend, prepared.engine_config, data_parallel=data_parallel,
+        engine = load_engine(options.backend, prepared.engine_config,
                              **options.engine_options)
         try:
             result = execute_rerank(prepared, engine, journal, RichProgress(console, enabled=not quiet))

@@ -31,15 +31,8 @@ def default_dtype() -> str:
     return "float16" if visible_gpus() else "auto"
 
 
-def load_engine(backend: str, config: EngineConfig, data_parallel: int = 1, **options) -> Engine:
-    """Create the engine for `backend`; heavy imports happen here, not at import time.
-
-    data_parallel > 1 runs that many replicas of an offline engine, each in its own process.
-    """
-    if data_parallel > 1:
-        from .data_parallel import DataParallelEngine
-
-        return DataParallelEngine(backend, config, data_parallel)
+def load_engine(backend: str, config: EngineConfig, **options) -> Engine:
+    """Create the engine for `backend`; heavy imports happen here, not at import time."""
     if backend == "vllm":
         from .vllm_engine import VllmEngine
 
