@@ -124,7 +124,10 @@ def rerank(
             raise typer.Exit(130)
         finally:
             journal.close()
-            engine.close()
+            try:
+                engine.close()
+            except Exception as exc:  # never let a failing shutdown hide the run's own outcome
+                console.print(f"rank1: warning: engine shutdown: {exc}", markup=False, soft_wrap=True)
         write_run(output, result.ranking, tag, stdout=real_stdout)
     if not quiet:
         print_rerank_summary(console, result.stats, traces)

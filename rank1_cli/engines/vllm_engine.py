@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator, Sequence
 
@@ -110,7 +111,10 @@ class VllmEngine:
         shutdown = getattr(llm.llm_engine, "shutdown", None) or getattr(
             getattr(llm.llm_engine, "engine_core", None), "shutdown", None)
         if shutdown:
-            shutdown()
+            try:
+                shutdown()
+            except Exception as exc:  # e.g. its processes already stopped by the same Ctrl-C
+                logging.getLogger(__name__).debug("vLLM shutdown: %s", exc)
         del llm
         import gc
 
