@@ -98,8 +98,7 @@ class VllmServer:
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory):
     """Two vLLM servers for this module; killed (process group, SIGKILL) when it ends."""
-    if not (TINY_MODEL / "model.safetensors").exists():
-        pytest.skip("sample_data/tiny-rank1 has not been built")
+    assert (TINY_MODEL / "model.safetensors").exists(), "sample_data/tiny-rank1 is committed; it must be there"
     log_dir = tmp_path_factory.mktemp("vllm-servers")
     started = []
     try:

@@ -22,9 +22,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
-tokenizers = pytest.importorskip("tokenizers")
+import tokenizers  # noqa: E402
+import torch  # noqa: E402
+import transformers  # noqa: E402
 
 from rank1_cli.engines import EngineConfig, GenerationSettings, load_engine  # noqa: E402
 from rank1_cli.engines.transformers_engine import TransformersEngine, _check_stop_strings, _Detokenizer  # noqa: E402
@@ -368,8 +368,8 @@ def test_dtype_auto_uses_model_dtype(model_dir):
 
 # ----------------------------------------------------------------------------- tiny-rank1
 
-needs_tiny_rank1 = pytest.mark.skipif(not (TINY_RANK1 / "model.safetensors").exists(),
-                                      reason="sample_data/tiny-rank1 not built")
+# The model is committed; a missing one must fail loudly, not skip.
+needs_tiny_rank1 = pytest.mark.usefixtures()
 
 PAIRS = [
     ("what is planet orbit", "The planet moves in an orbit around the star."),
