@@ -34,6 +34,7 @@ TRACE_FORMAT = "rank1-cli/1"
 # around the reasoning and then generates one more token.
 REPAIR_MARGIN = 8
 MIN_PROMPT_TOKENS = 256
+TOKENIZE_CHUNK = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +166,9 @@ def model_context(model: ResolvedModel) -> int | None:
 def fit_prompts(tokenizer, queries: Sequence[str], passages: Sequence[str], budget: int) -> list[tuple[str, bool]]:
     """Build prompts; a prompt over `budget` tokens has its passage (only) cut by tokens to fit."""
     built = [prompts.build_prompt(q, p) for q, p in zip(queries, passages)]
-    lengths = [len(ids) for ids in tokenizer(built)["input_ids"]] if built else []
+    lengths: list[int] = []
+    for start in range(0, len(built), TOKENIZE_CHUNK):  # in chunks: all token ids at once cost GBs
+        lengths.extend(len(ids) for ids in tokenizer(built[start:start + TOKENIZE_CHUNK])["input_ids"])
     out = []
     for prompt, length, query, passage in zip(built, lengths, queries, passages):
         if length <= budget:
