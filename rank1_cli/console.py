@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 
 from rich.console import Console
 from rich.logging import RichHandler
@@ -61,8 +60,3 @@ def print_rerank_summary(console: Console, stats, traces_path: str | None) -> No
     ]
     for line in lines:
         console.print(line, markup=False, soft_wrap=True)
-
-
-def is_terminal(stream=None) -> bool:
-    stream = stream or sys.stderr
-    return hasattr(stream, "isatty") and stream.isatty()

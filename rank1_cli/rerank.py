@@ -395,12 +395,12 @@ def _repair(prepared: PreparedRerank, engine: Engine, journal: TraceJournal) -> 
     if not pending:
         return 0
     repair_index: dict[str, int] = {}
-    for trace in pending:
-        repair_index.setdefault(repair_prompt(wanted[trace.key].prompt, trace.reasoning), len(repair_index))
+    slots = [repair_index.setdefault(repair_prompt(wanted[t.key].prompt, t.reasoning), len(repair_index))
+             for t in pending]
     verdicts = engine.force_verdict(list(repair_index), prepared.tokens.true_id, prepared.tokens.false_id)
     repaired = []
-    for trace in pending:
-        found = verdicts[repair_index[repair_prompt(wanted[trace.key].prompt, trace.reasoning)]]
+    for trace, slot in zip(pending, slots):
+        found = verdicts[slot]
         lt, lf = found.logprob_true, found.logprob_false
         pair = wanted[trace.key]
         if lt is None or lf is None:
