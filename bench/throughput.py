@@ -19,10 +19,6 @@ modes interleaved (round r starts at the r-th mode) and repeated; the medians ar
              generate over all pairs (no dedup), one repair generate (max_tokens 1,
              allowed_token_ids [true, false], logprobs 20) for outputs missing either token
 
-Diagnostic mode (only when named in --modes):
-  rank1_final_only  rank1 with VllmEngine's requests asking for FINAL_ONLY outputs, as LLM.generate
-                    does (the change proposed for VllmEngine.generate)
-
 vLLM keeps its prefix cache across calls, so the main engine's cache is reset
 (LLM.reset_prefix_cache) before every mode: no mode profits from an earlier one's cache.
 
@@ -32,7 +28,6 @@ Results: bench/results/<workload>.json (see bench/README.md for the fields).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import json
 import math
@@ -65,7 +60,6 @@ if str(REPO) not in sys.path:
 RESULTS = HERE / "results"
 TINY_MODEL = REPO / "sample_data" / "tiny-rank1"
 MODES = ("bare", "rank1", "per_query", "reference")
-DIAGNOSTIC_MODES = ("rank1_final_only",)     # not run unless named in --modes
 STOP = ["</think> true", "</think> false"]
 TARGETS = {"rank1_over_bare_max": 1.10, "rank1_over_reference_max": 1.0, "per_query_over_rank1_min": 1.5}
 AGREEMENT_TOLERANCE = 1e-3
@@ -181,11 +175,11 @@ def agreement(scores: Sequence[float | None], baseline: Sequence[float | None],
 
 def summarize(rounds: list[dict[str, dict[str, Any]]], pairs: int) -> dict[str, Any]:
     """Medians over rounds, rates and ratios. `rounds`: [{mode: {"seconds", "output_tokens", ...}}]."""
-    modes = [m for m in MODES + DIAGNOSTIC_MODES if any(m in r for r in rounds)]
+    modes = [m for m in MODES if any(m in r for r in rounds)]
     seconds = {m: median([r[m]["seconds"] for r in rounds if m in r]) for m in modes}
     tokens = {m: median([r[m]["output_tokens"] for r in rounds if m in r]) for m in modes}
     summary: dict[str, Any] = {"pairs": pairs}
-    for m in MODES + tuple(m for m in DIAGNOSTIC_MODES if m in modes):
+    for m in MODES:
         summary[f"{m}_s"] = _round(seconds.get(m))
     cpu = {m: median([r[m].get("cpu_s") for r in rounds if m in r]) for m in modes}
     summary["cpu_s"] = {m: _round(cpu[m]) for m in modes}
@@ -205,12 +199,6 @@ def summarize(rounds: list[dict[str, dict[str, Any]]], pairs: int) -> dict[str, 
         summary["rank1_split"] = {k: _round(v) for k, v in split.items()}
         engine_only = (split["engine_s"] or 0) + (split["repair_s"] or 0)
         ratios["rank1_engine_and_repair_over_bare"] = ratio(engine_only, seconds.get("bare"))
-    if "rank1_final_only" in modes:
-        split_keys = ("prepare_s", "engine_s", "repair_s", "finalize_s", "write_s")
-        summary["rank1_final_only_split"] = {
-            k: _round(median([r["rank1_final_only"]["split"][k] for r in rounds if "rank1_final_only" in r]))
-            for k in split_keys}
-        ratios["rank1_final_only_over_bare"] = ratio(seconds.get("rank1_final_only"), seconds.get("bare"))
     # Per-round ratios too: with a noisy machine the spread says how far to trust the medians.
     per_round = {}
     for name, (a, b) in {"rank1_over_bare": ("rank1", "bare"), "rank1_over_reference": ("rank1", "reference"),
@@ -453,39 +441,8 @@ def run_rank1(bench: Bench) -> dict[str, Any]:
     }
 
 
-@contextlib.contextmanager
-def final_only_requests():
-    """Make every vllm.SamplingParams built meanwhile ask for FINAL_ONLY outputs (as LLM.generate does).
-
-    VllmEngine.generate builds SamplingParams with vLLM's default output_kind, CUMULATIVE, so the
-    engine makes a RequestOutput (text, token ids, logprobs so far) for every running request at every
-    step, which VllmEngine then throws away until the request finishes. This patch shows what
-    passing output_kind=RequestOutputKind.FINAL_ONLY there would gain (diagnostic mode rank1_final_only).
-    """
-    import vllm
-    from vllm.sampling_params import RequestOutputKind
-
-    original = vllm.SamplingParams
-
-    def final_only(*args, **kwargs):
-        kwargs.setdefault("output_kind", RequestOutputKind.FINAL_ONLY)
-        return original(*args, **kwargs)
-
-    vllm.SamplingParams = final_only
-    try:
-        yield
-    finally:
-        vllm.SamplingParams = original
-
-
-def run_rank1_final_only(bench: Bench) -> dict[str, Any]:
-    with final_only_requests():
-        return run_rank1(bench)
-
-
 RUNNERS: dict[str, Callable[[Bench], dict[str, Any]]] = {
     "bare": run_bare, "rank1": run_rank1, "per_query": run_per_query, "reference": run_reference,
-    "rank1_final_only": run_rank1_final_only,
 }
 
 
@@ -497,8 +454,7 @@ def load_main_engine(model: str, memory: float):
 
     engine = VllmEngine(EngineConfig(model=model, dtype="float32", max_model_len=4096,
                                      gpu_memory_utilization=memory, enable_prefix_caching=True))
-    # TODO(lead): a public accessor (VllmEngine.llm or VllmEngine.from_llm) would avoid the private name.
-    return engine, engine._llm
+    return engine, engine.llm
 
 
 def load_reference_llm(model: str, memory: float):
@@ -563,9 +519,9 @@ def main(argv: list[str] | None = None) -> int:
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    unknown = sorted(set(modes) - set(MODES) - set(DIAGNOSTIC_MODES))
+    unknown = sorted(set(modes) - set(MODES))
     if unknown or not modes:
-        parser.error(f"--modes: unknown {unknown}; choose from {', '.join(MODES + DIAGNOSTIC_MODES)}")
+        parser.error(f"--modes: unknown {unknown}; choose from {', '.join(MODES)}")
     if not (Path(args.model) / "model.safetensors").exists() and Path(args.model).is_dir():
         raise SystemExit(f"{args.model}: no model.safetensors (build it: python sample_data/build_tiny_rank1.py)")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from .base import EngineConfig, Generation, GenerationSettings, VerdictLogprobs
 
@@ -41,45 +41,43 @@ class VllmEngine:
         )
         self._next_request = 0
 
+    def new_request_id(self) -> str:
+        self._next_request += 1
+        return f"rank1-{self._next_request}"
+
     @property
     def tokenizer(self):
         return self._llm.get_tokenizer()
 
-    def generate(self, prompts: Sequence[str], settings: GenerationSettings) -> Iterator[tuple[int, Generation]]:
-        from vllm import SamplingParams
+    @property
+    def llm(self):
+        """The underlying `vllm.LLM` (for benchmarks and experiments beside rank1-cli's own calls)."""
+        return self._llm
 
-        params = SamplingParams(
-            temperature=0.0,
-            max_tokens=settings.max_tokens,
-            logprobs=settings.logprobs,
-            stop=list(settings.stop),
-            skip_special_tokens=False,
-        )
-        engine = self._llm.llm_engine
-        index_of: dict[str, int] = {}
+    @property
+    def max_num_seqs(self) -> int:
+        """How many sequences vLLM's scheduler runs together."""
+        return self._llm.llm_engine.vllm_config.scheduler_config.max_num_seqs
+
+    def generate(self, prompts: Sequence[str], settings: GenerationSettings) -> Iterator[tuple[int, Generation]]:
+        stream = self.stream(settings)
         # Every prompt goes to the engine at once (as LLM.generate does), so its scheduler keeps
         # the batch full; results are streamed back as each request finishes.
-        for index, prompt in enumerate(prompts):
-            external = f"rank1-{self._next_request}"
-            self._next_request += 1
-            internal = engine.add_request(external, prompt, params)
-            index_of[external] = index
-            index_of[internal] = index
-        pending = len(prompts)
+        stream.add(enumerate(prompts))
         try:
-            while pending:
-                for output in engine.step():
-                    if not output.finished:
-                        continue
-                    pending -= 1
-                    yield index_of[output.request_id], _generation(output)
+            while stream.pending:
+                yield from stream.step()
         except BaseException:
             # Leave the engine clean for the caller (Ctrl-C, or a consumer that stopped early).
             try:
-                engine.abort_request([rid for rid in index_of if rid.count("-") == 1])
+                stream.abort()
             except Exception:
                 pass
             raise
+
+    def stream(self, settings: GenerationSettings) -> RequestStream:
+        """Requests that can be added while the engine runs (used by the data-parallel replicas)."""
+        return RequestStream(self, settings)
 
     def force_verdict(self, prompts: Sequence[str], true_id: int, false_id: int) -> list[VerdictLogprobs]:
         from vllm import SamplingParams
@@ -119,6 +117,65 @@ class VllmEngine:
         import gc
 
         gc.collect()
+
+
+class RequestStream:
+    """Requests in a running vLLM engine: add more at any time, step the engine, collect the finished."""
+
+    def __init__(self, engine: VllmEngine, settings: GenerationSettings) -> None:
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        self._engine = engine
+        self._core = engine.llm.llm_engine
+        # LLM.generate renders (tokenizes) each prompt this way; a raw string also works but is
+        # deprecated in vLLM 0.32 and logs a warning.
+        self._render = getattr(engine.llm, "_preprocess_cmpl_one", None) or (lambda prompt: prompt)
+        self._params = SamplingParams(
+            temperature=0.0,
+            max_tokens=settings.max_tokens,
+            logprobs=settings.logprobs,
+            stop=list(settings.stop),
+            skip_special_tokens=False,
+            # Only finished requests matter; the default (CUMULATIVE) would rebuild every running
+            # request's output, with all its logprobs, at every step (LLM.generate does the same).
+            output_kind=RequestOutputKind.FINAL_ONLY,
+        )
+        # vLLM answers with its own id (ours plus a suffix) or ours, depending on the version:
+        # both map to (ours, theirs, prompt index).
+        self._requests: dict[str, tuple[str, str, int]] = {}
+        self._open: set[str] = set()          # our ids of the requests not finished yet
+
+    @property
+    def pending(self) -> int:
+        return len(self._open)
+
+    def add(self, prompts: Iterable[tuple[int, str]]) -> None:
+        for index, prompt in prompts:
+            ours = self._engine.new_request_id()
+            theirs = self._core.add_request(ours, self._render(prompt), self._params)
+            self._requests[ours] = self._requests[theirs] = (ours, theirs, index)
+            self._open.add(ours)
+
+    def step(self) -> list[tuple[int, Generation]]:
+        """Run one engine step; return the (prompt index, generation) of the requests it finished."""
+        finished = []
+        for output in self._core.step():
+            request = self._requests.get(output.request_id)
+            if not output.finished or request is None:
+                continue
+            ours, theirs, index = request
+            self._requests.pop(ours, None)
+            self._requests.pop(theirs, None)
+            self._open.discard(ours)
+            finished.append((index, _generation(output)))
+        return finished
+
+    def abort(self) -> None:
+        if self._open:
+            self._core.abort_request(list(self._open))
+        self._open.clear()
+        self._requests.clear()
 
 
 def _generation(output) -> Generation:
