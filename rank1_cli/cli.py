@@ -59,6 +59,7 @@ def rerank(
     max_model_len: Annotated[int, typer.Option(help="Context length for prompt plus reasoning; longer passages are truncated to fit (the paper: 16000).")] = 16000,
     max_reasoning_tokens: Annotated[int, typer.Option(help="Token budget for reasoning; unfinished reasoning gets a forced verdict (the paper: 8192).")] = 8192,
     tensor_parallel: Annotated[int, typer.Option(help="GPUs per model replica (vLLM tensor parallelism).")] = 1,
+    data_parallel: Annotated[int, typer.Option(help="vllm backend: model replicas on this node, each in its own process on its own --tensor-parallel GPUs (on CPU: its own cores); the pairs are shared out as they finish.")] = 1,
     gpu_memory_utilization: Annotated[Optional[float], typer.Option(help="Share of GPU memory vLLM may take (default 0.9; 0.3 of RAM on CPU).")] = None,
     base_url: Annotated[Optional[list[str]], typer.Option("--base-url", help="openai backend: address of a vLLM server (http://HOST:PORT), repeatable; the servers share the pairs, and one that fails is dropped with its pairs moved to the others.")] = None,
     api_key_env: Annotated[str, typer.Option(help="openai backend: environment variable holding the servers' API key (sent as a Bearer token, never shown).")] = "OPENAI_API_KEY",
@@ -89,8 +90,6 @@ def rerank(
     setup_logging(console, quiet=quiet)
     check_writable(output)
     check_tag(tag)
-    if tensor_parallel < 1:
-        raise InputError("--tensor-parallel must be at least 1")
     traces = traces or _default_traces(output)
     if traces:
         check_writable(traces)
@@ -104,7 +103,7 @@ def rerank(
         raise InputError("--base-url is for --backend openai")
     options = RerankOptions(
         model=model, backend=backend.value, top_k=top_k, dtype=dtype, max_model_len=max_model_len,
-        max_reasoning_tokens=max_reasoning_tokens, tensor_parallel=tensor_parallel,
+        max_reasoning_tokens=max_reasoning_tokens, tensor_parallel=tensor_parallel, data_parallel=data_parallel,
         gpu_memory_utilization=gpu_memory_utilization, prompt=prompt, instructions=instructions,
         keep_tail=keep_tail, tag=tag, missing=missing.value, chunk_size=chunk_size, batch_size=batch_size,
         device=device, engine_options=engine_options, shard=shard,
@@ -113,8 +112,12 @@ def rerank(
     prepared = prepare_rerank(run, source, options)
     journal = TraceJournal(traces, prepared.settings, overwrite=overwrite)
     with stdout_reserved() as real_stdout:
-        engine = load_engine(options.backend, prepared.engine_config,
-                             **options.engine_options)
+        try:
+            engine = load_engine(options.backend, prepared.engine_config, **options.engine_options)
+        except (InputError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # out of memory, a model vLLM cannot run, a replica that failed ...
+            raise EngineFailure(f"the {options.backend} engine could not start: {type(exc).__name__}: {exc}") from exc
         try:
             result = execute_rerank(prepared, engine, journal, RichProgress(console, enabled=not quiet))
         except KeyboardInterrupt:

@@ -48,6 +48,7 @@ class RerankOptions:
     max_model_len: int = 16000
     max_reasoning_tokens: int = 8192
     tensor_parallel: int = 1
+    data_parallel: int = 1                   # vllm: engine replicas on this node
     gpu_memory_utilization: float | None = None
     prompt: str | None = None                # dataset template name or file
     instructions: str | None = None          # TSV qid -> instruction
@@ -194,6 +195,24 @@ def _first_few(items: Iterable[str], n: int = 5) -> str:
     return shown + (f", ... ({len(items)} in all)" if len(items) > n else f" ({len(items)} in all)")
 
 
+def check_parallelism(options: RerankOptions) -> None:
+    """--tensor-parallel and --data-parallel fit the backend and the GPUs (or cores) this process sees."""
+    if options.tensor_parallel < 1:
+        raise InputError(f"--tensor-parallel must be at least 1, found {options.tensor_parallel}")
+    if options.data_parallel < 1:
+        raise InputError(f"--data-parallel must be at least 1, found {options.data_parallel}")
+    if options.data_parallel == 1:
+        return
+    if options.backend != "vllm":
+        hint = " (give each server its own --base-url instead)" if options.backend == "openai" else ""
+        raise InputError(f"--data-parallel is for --backend vllm{hint}")
+    from .engines import visible_gpus
+    from .engines.vllm_replicas import plan_replicas, usable_cpus
+
+    gpus = visible_gpus()
+    plan_replicas(options.data_parallel, options.tensor_parallel, gpus.split(",") if gpus else None, usable_cpus())
+
+
 def prepare_rerank(run_path: str, source: CollectionSource, options: RerankOptions) -> PreparedRerank:
     """Read and check every input and build every prompt; raises InputError before any model loads."""
     if options.top_k <= 0:
@@ -202,6 +221,7 @@ def prepare_rerank(run_path: str, source: CollectionSource, options: RerankOptio
         raise InputError(f"--missing must be 'error' or 'skip', found {options.missing!r}")
     if options.chunk_size <= 0:
         raise InputError(f"--chunk-size must be positive, found {options.chunk_size}")
+    check_parallelism(options)
     model = resolve_model(options.model)
     template = prompts.resolve_template(options.prompt)
     run = read_run(run_path)
@@ -282,6 +302,7 @@ def prepare_rerank(run_path: str, source: CollectionSource, options: RerankOptio
         settings[SHARD_KEY] = format_shard(index, count)
     engine_config = EngineConfig(
         model=model.path, dtype=dtype, max_model_len=max_model_len, tensor_parallel=options.tensor_parallel,
+        data_parallel=options.data_parallel,
         gpu_memory_utilization=options.gpu_memory_utilization or 0.0, device=options.device,
         batch_size=options.batch_size,
     )

@@ -44,6 +44,13 @@ BAD_RERANKS = {
     "zero top-k": (lambda f: [f("run", GOOD), "--top-k", "0"], r"--top-k must be a positive number"),
     "negative top-k": (lambda f: [f("run", GOOD), "--top-k", "-3"], r"--top-k must be a positive number"),
     "output directory missing": (lambda f: [f("run", GOOD), "-o", "/no/such/dir/out.trec"], r"output directory /no/such/dir does not exist"),
+    "zero tensor-parallel": (lambda f: [f("run", GOOD), "--tensor-parallel", "0"], r"--tensor-parallel must be at least 1"),
+    "zero data-parallel": (lambda f: [f("run", GOOD), "--data-parallel", "0"], r"--data-parallel must be at least 1"),
+    "data-parallel with another backend": (lambda f: [f("run", GOOD), "--data-parallel", "2", "--backend", "openai",
+                                                      "--base-url", "http://127.0.0.1:9"],
+                                           r"--data-parallel is for --backend vllm \(give each server its own --base-url"),
+    "more replicas than cores": (lambda f: [f("run", GOOD), "--data-parallel", "4096"],
+                                 r"--data-parallel 4096 needs (a CPU core per replica|\d+ GPUs)"),
 }
 
 
@@ -90,7 +97,7 @@ def test_help_explains_every_rerank_option_and_starts_fast():
     proc, seconds = rank1("rerank", "--help")
     assert proc.returncode == 0
     for option in ("--model", "--output", "--dataset", "--corpus", "--queries", "--traces", "--top-k", "--backend",
-                   "--dtype", "--max-model-len", "--max-reasoning-tokens", "--tensor-parallel",
+                   "--dtype", "--max-model-len", "--max-reasoning-tokens", "--tensor-parallel", "--data-parallel",
                    "--gpu-memory-utilization", "--prompt", "--instructions", "--keep-tail", "--tag", "--missing",
                    "--chunk-size", "--overwrite", "--quiet"):
         assert option in proc.stdout

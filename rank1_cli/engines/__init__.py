@@ -33,6 +33,10 @@ def default_dtype() -> str:
 
 def load_engine(backend: str, config: EngineConfig, **options) -> Engine:
     """Create the engine for `backend`; heavy imports happen here, not at import time."""
+    if backend == "vllm" and config.data_parallel > 1:
+        from .vllm_replicas import VllmReplicas
+
+        return VllmReplicas(config, **options)
     if backend == "vllm":
         from .vllm_engine import VllmEngine
 

@@ -19,7 +19,8 @@ class EngineConfig:
     dtype: str = "auto"             # "auto", "float16", "bfloat16", "float32"
     max_model_len: int = 16000
     tensor_parallel: int = 1
-    gpu_memory_utilization: float = 0.9
+    data_parallel: int = 1          # vllm only: engine replicas, each on tensor_parallel GPUs
+    gpu_memory_utilization: float = 0.0   # 0: 0.9 of GPU memory (the paper), 0.3 of RAM on CPU
     enable_prefix_caching: bool = True
     seed: int = 0
     device: str | None = None       # transformers only: "cpu", "cuda", ... (None: best available)
