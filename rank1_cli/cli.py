@@ -82,6 +82,7 @@ def rerank(
     from .console import RichProgress, print_rerank_summary, setup_logging, stderr_console
     from .engines import load_engine
     from .rerank import RerankOptions, execute_rerank, prepare_rerank
+    from .signals import watch_interrupts
     from .textio import check_writable, stdout_reserved
     from .traces import TraceJournal
     from .trec import check_tag, write_run
@@ -111,16 +112,21 @@ def rerank(
     source = CollectionSource(dataset=dataset, corpus=corpus, queries=queries)
     prepared = prepare_rerank(run, source, options)
     journal = TraceJournal(traces, prepared.settings, overwrite=overwrite)
-    with stdout_reserved() as real_stdout:
+    with stdout_reserved() as real_stdout, watch_interrupts() as watch:
         try:
             engine = load_engine(options.backend, prepared.engine_config, **options.engine_options)
         except (InputError, KeyboardInterrupt):
             raise
         except Exception as exc:  # out of memory, a model vLLM cannot run, a replica that failed ...
+            if watch.interrupted:
+                raise KeyboardInterrupt from exc
             raise EngineFailure(f"the {options.backend} engine could not start: {type(exc).__name__}: {exc}") from exc
         try:
             result = execute_rerank(prepared, engine, journal, RichProgress(console, enabled=not quiet))
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, EngineFailure) as exc:
+            # Ctrl-C also reaches vLLM's engine processes, so it may surface as "engine dead".
+            if isinstance(exc, EngineFailure) and not watch.interrupted:
+                raise
             saved = len(journal.finished())
             hint = f"; {saved} pairs are saved in {traces}. Run the same command again to resume." if traces else ""
             console.print(f"rank1: interrupted{hint}", markup=False, soft_wrap=True)

@@ -114,10 +114,6 @@ class VllmReplicas:
         log.info("%d vLLM replicas ready: %s", len(placements), "; ".join(p.describe() for p in placements))
 
     @property
-    def replicas(self) -> int:
-        return len(self._workers)
-
-    @property
     def tokenizer(self):
         if self._tokenizer is None:
             from transformers import AutoTokenizer
@@ -256,7 +252,10 @@ def _serve(rank: int, engine, inbox, results) -> None:
     call = None
     while True:
         if os.getppid() != parent:
-            return   # the parent was killed: free the engine rather than hold its GPUs forever
+            # The parent was killed: free the engine rather than hold its GPUs forever, and do
+            # not wait at exit to flush results nobody will read (a full pipe would block).
+            results.cancel_join_thread()
+            return
         idle = stream is None or not stream.pending
         try:
             message = inbox.get(timeout=POLL_SECONDS) if idle else inbox.get_nowait()
@@ -265,6 +264,7 @@ def _serve(rank: int, engine, inbox, results) -> None:
         if message is not None:
             kind = message[0]
             if kind == "stop":
+                results.cancel_join_thread()   # the parent has every result it wants
                 return
             if kind == "abort":
                 if stream is not None and message[1] == call:
