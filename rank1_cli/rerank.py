@@ -206,11 +206,9 @@ def check_parallelism(options: RerankOptions) -> None:
     if options.backend != "vllm":
         hint = " (give each server its own --base-url instead)" if options.backend == "openai" else ""
         raise InputError(f"--data-parallel is for --backend vllm{hint}")
-    from .engines import visible_gpus
-    from .engines.vllm_replicas import plan_replicas, usable_cpus
+    from .engines.vllm_replicas import plan_replicas_here
 
-    gpus = visible_gpus()
-    plan_replicas(options.data_parallel, options.tensor_parallel, gpus.split(",") if gpus else None, usable_cpus())
+    plan_replicas_here(options.data_parallel, options.tensor_parallel)
 
 
 def prepare_rerank(run_path: str, source: CollectionSource, options: RerankOptions) -> PreparedRerank:

@@ -63,6 +63,14 @@ def plan_replicas(replicas: int, tensor_parallel: int, gpus: Sequence[str] | Non
     return [Placement(cpus=tuple(cpus[r * share:(r + 1) * share])) for r in range(replicas)]
 
 
+def plan_replicas_here(replicas: int, tensor_parallel: int) -> list[Placement]:
+    """plan_replicas for the GPUs (CUDA_VISIBLE_DEVICES or nvidia-smi) and cores this process may use."""
+    from . import visible_gpus
+
+    gpus = visible_gpus()
+    return plan_replicas(replicas, tensor_parallel, gpus.split(",") if gpus else None, usable_cpus())
+
+
 def usable_cpus() -> list[int]:
     return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
 
@@ -73,13 +81,9 @@ class VllmReplicas:
     name = "vllm"
 
     def __init__(self, config: EngineConfig, **_: object) -> None:
-        from . import visible_gpus
-
-        gpus = visible_gpus()
-        placements = plan_replicas(config.data_parallel, config.tensor_parallel,
-                                   gpus.split(",") if gpus else None, usable_cpus())
+        placements = plan_replicas_here(config.data_parallel, config.tensor_parallel)
         replica_config = replace(config, data_parallel=1)
-        if not gpus and not config.gpu_memory_utilization:
+        if not placements[0].gpus and not config.gpu_memory_utilization:
             # On CPU the share is of RAM, and every replica takes its own.
             replica_config = replace(replica_config, gpu_memory_utilization=CPU_MEMORY_SHARE / len(placements))
         self._config = config
