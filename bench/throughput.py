@@ -57,6 +57,9 @@ REPO = HERE.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+# rank1-cli's own score and clean-up (pure functions, no heavy imports), so every mode scores alike.
+from rank1_cli.scoring import VerdictTokens, clean_unfinished, relevance_score, verdict_logprobs  # noqa: E402
+
 RESULTS = HERE / "results"
 TINY_MODEL = REPO / "sample_data" / "tiny-rank1"
 MODES = ("bare", "rank1", "per_query", "reference")
@@ -120,20 +123,8 @@ def first_queries(run_path: Path, n: int, out: Path) -> Path:
 
 def score_from_logprobs(last: dict[int, float] | None, true_id: int, false_id: int) -> float | None:
     """P(true) over {true, false} from the last position's top logprobs; None if either is missing."""
-    if not last or true_id not in last or false_id not in last:
-        return None
-    gap = last[false_id] - last[true_id]
-    return 0.0 if gap > 700 else 1.0 / (1.0 + math.exp(gap))
-
-
-def clean_unfinished(text: str) -> str:
-    """The reference's clean-up of unfinished reasoning: cut back to the last . ! or ?"""
-    text = text.rstrip()
-    if not text.endswith((".", "!", "?")):
-        last = max(text.rfind("."), text.rfind("!"), text.rfind("?"))
-        if last >= 0:
-            text = text[: last + 1]
-    return text.strip()
+    found = verdict_logprobs(last, VerdictTokens(true_id, false_id))
+    return relevance_score(*found) if found else None
 
 
 def rotated(modes: Sequence[str], round_index: int) -> list[str]:

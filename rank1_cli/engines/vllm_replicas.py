@@ -131,23 +131,17 @@ class VllmReplicas:
         waiting = deque(enumerate(prompts))
         queued = [0] * len(self._workers)
 
-        def top_up(rank: int) -> None:
-            room = self._window[rank] - queued[rank]
-            if not waiting or room < max(1, self._window[rank] // 8):
-                return
-            count = min(room, len(waiting))
-            items = [waiting.popleft() for _ in range(count)]
-            self._inboxes[rank].put(("generate", call, settings, items))
-            queued[rank] += count
-
-        # A small batch is split evenly instead of all going to the first replica.
-        even = -(-len(prompts) // len(self._workers)) if prompts else 0
-        for rank in range(len(self._workers)):
-            room = min(self._window[rank], even)
-            items = [waiting.popleft() for _ in range(min(room, len(waiting)))]
+        def send(rank: int, up_to: int) -> None:
+            """Queue the next waiting prompts on `rank` until it holds `up_to`."""
+            items = [waiting.popleft() for _ in range(min(up_to - queued[rank], len(waiting)))]
             if items:
                 self._inboxes[rank].put(("generate", call, settings, items))
                 queued[rank] += len(items)
+
+        # A small batch is split evenly instead of all going to the first replica.
+        even = -(-len(prompts) // len(self._workers))
+        for rank in range(len(self._workers)):
+            send(rank, min(self._window[rank], even))
         remaining = len(prompts)
         try:
             while remaining:
@@ -157,7 +151,8 @@ class VllmReplicas:
                 finished = payload[1]
                 queued[rank] -= len(finished)
                 remaining -= len(finished)
-                top_up(rank)
+                if self._window[rank] - queued[rank] >= max(1, self._window[rank] // 8):
+                    send(rank, self._window[rank])
                 yield from finished
         except BaseException:
             for inbox in self._inboxes:
