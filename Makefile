@@ -26,12 +26,16 @@ test: install
 	$(PY) -m pytest -q -p no:cacheprovider
 
 demo: install
-	mkdir -p $(OUT)
+	mkdir -p $(OUT) && rm -f $(OUT)/store.sqlite*
 	$(RANK1) rerank sample_data/run.bm25.trec --model sample_data/tiny-rank1 --dtype float32 \
 	  --corpus sample_data/corpus.jsonl --queries sample_data/queries.tsv --top-k 20 \
-	  --max-model-len 4096 --max-reasoning-tokens 64 -o $(OUT)/run.tiny-rank1.trec --overwrite
-	$(RANK1) eval sample_data/run.bm25.trec $(OUT)/run.tiny-rank1.trec --qrels sample_data/qrels.txt \
-	  -m nDCG@10 -m AP -m P@5 -m R@20 -m Judged@10
+	  --max-model-len 4096 --max-reasoning-tokens 64 --store $(OUT)/store.sqlite -o $(OUT)/run.tiny-rank1.trec
+	# a second first-stage run: only the pairs the first did not have are generated
+	$(RANK1) rerank sample_data/run.bm25-notitle.trec --model sample_data/tiny-rank1 --dtype float32 \
+	  --corpus sample_data/corpus.jsonl --queries sample_data/queries.tsv --top-k 20 \
+	  --max-model-len 4096 --max-reasoning-tokens 64 --store $(OUT)/store.sqlite -o $(OUT)/run.notitle.tiny-rank1.trec
+	$(RANK1) eval sample_data/run.bm25.trec $(OUT)/run.tiny-rank1.trec sample_data/run.bm25-notitle.trec \
+	  $(OUT)/run.notitle.tiny-rank1.trec --qrels sample_data/qrels.txt -m nDCG@10 -m AP -m P@5 -m R@20 -m Judged@10
 
 bench-quick: install
 	$(PY) bench/throughput.py --workload quick

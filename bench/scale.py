@@ -23,6 +23,10 @@ Measurements:
   prepare              rank1_cli.rerank.prepare_rerank on the whole 1M-line run with --top-k 10 and
                        100 (10k / 100k pairs; tokenizer of sample_data/tiny-rank1), when that model exists;
                        imports and one tokenizer load happen before the clock
+  store_fill           100k generations written into a new reasoning store in commits of 256 (as a
+                       rerank does), each with 400 reasoning tokens (1,800 characters and their token
+                       ids, about what rank1-7b writes); reports the store's bytes per pair
+  store_lookup         the scorer's look-up of all 100k prompt hashes in that store
 """
 
 from __future__ import annotations
@@ -188,11 +192,43 @@ def measure(kind: str, folder: Path, arg: str | None, model: str = str(TINY_MODE
         for i in range(0, len(passages), step):
             fitted += fit_prompts(tokenizer, queries[i:i + step], passages[i:i + step], 4096 - 64 - 8)
         count = len(fitted)
+    elif kind in ("store_fill", "store_lookup"):
+        from rank1_cli.store import Store
+
+        path, pairs = folder / "store.sqlite", int(arg)
+        key, hashes = _store_key(), [f"{i:064x}" for i in range(pairs)]
+        if kind == "store_fill":
+            for stale in folder.glob("store.sqlite*"):
+                stale.unlink()
+            with Store(path) as store:
+                for start in range(0, pairs, 256):
+                    store.put_many(key, [_stored(h) for h in hashes[start:start + 256]])
+            count = pairs
+        else:
+            with Store(path) as store:
+                count = len(store.get_many(key, hashes))
+        wall = time.perf_counter() - started
+        size = sum(p.stat().st_size for p in folder.glob("store.sqlite*"))
+        return {"wall_s": round(wall, 3), "peak_rss_mb": round(peak_rss_mb(), 1), "rss_before_mb": round(baseline, 1),
+                "items": count, "store_bytes": size, "store_bytes_per_pair": round(size / pairs)}
     else:
         raise SystemExit(f"unknown measurement {kind}")
     wall = time.perf_counter() - started
     return {"wall_s": round(wall, 3), "peak_rss_mb": round(peak_rss_mb(), 1),
             "rss_before_mb": round(baseline, 1), "items": count}
+
+
+def _store_key():
+    from rank1_cli.store import GenerationKey
+
+    return GenerationKey("rank1-7b", "hf:bench", "vllm", "float16", 8192, 16000)
+
+
+def _stored(sha: str):
+    from rank1_cli.store import StoredGeneration
+
+    words = (sha[:8] + " considers whether the passage answers the query. ") * 36
+    return StoredGeneration(sha, "stop", "true", -0.05, -3.1, 400, words[:1800], tuple(range(1000, 1400)))
 
 
 def run_child(kind: str, folder: Path, arg: str | None = None, model: str = str(TINY_MODEL)) -> dict[str, Any]:
@@ -254,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
             (f"ir_datasets docstore build, {big} docs (once)", "irds_build", None, 1),
             (f"dataset_docs {few} ids (docstore)", "irds_lookup", "1k", args.repeat),
             (f"dataset_docs {big} ids (docstore)", "irds_lookup", "all", args.repeat),
+            ("reasoning store: write 100k generations", "store_fill", "100000", 1),
+            ("reasoning store: look up 100k pairs", "store_lookup", "100000", args.repeat),
         ]
         have_model = (Path(args.model) / "tokenizer.json").exists()
         if have_model and not args.no_prepare:
@@ -274,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
                      "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
                      "rss_before_mb": max(r["rss_before_mb"] for r in runs),
                      "items": runs[0]["items"]}
+            entry.update({k: v for k, v in runs[0].items() if k.startswith("store_")})
             entry["peak_growth_mb"] = round(entry["peak_rss_mb"] - entry["rss_before_mb"], 1)
             results.append(entry)
             log(f"{label:<58} {entry['wall_s']:8.2f} s  peak {entry['peak_rss_mb']:7.1f} MB "

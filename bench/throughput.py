@@ -12,8 +12,9 @@ modes interleaved (round r starts at the r-th mode) and repeated; the medians ar
   bare       one LLM.generate over all prompts with the reference sampling settings, scores read
              from the top-20 logprobs at the last position: the engine's own limit (no repair)
   rank1      rank1-cli end to end once the engine is loaded: prepare_rerank (reads the inputs,
-             loads the tokenizer, builds and length-checks the prompts), execute_rerank with a
-             TraceJournal in a temp dir (engine + journal + repair pass), write_run
+             loads the tokenizer, builds and length-checks the prompts), the scorer with a new
+             reasoning store in a temp dir (engine + store commits + repair pass), the run and
+             traces written
   per_query  one LLM.generate per query, same settings (how query-by-query wrappers call it; no repair)
   reference  the reference implementation's way: a second engine with prefix caching off, one
              generate over all pairs (no dedup), one repair generate (max_tokens 1,
@@ -40,7 +41,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -314,7 +315,6 @@ class Bench:
     false_id: int
     tmp: Path
     memory: float
-    rank1_options: dict[str, Any] = field(default_factory=dict)
 
     def params(self):
         from vllm import SamplingParams
@@ -392,24 +392,29 @@ def run_reference(bench: Bench) -> dict[str, Any]:
 
 def run_rank1(bench: Bench) -> dict[str, Any]:
     from rank1_cli.collection import CollectionSource
-    from rank1_cli.rerank import RerankOptions, execute_rerank, prepare_rerank
-    from rank1_cli.traces import TraceJournal
+    from rank1_cli.engines import engine_options
+    from rank1_cli.rerank import RerankOptions, prepare_rerank, rerank_with_engine
+    from rank1_cli.store import Store
+    from rank1_cli.traces import write_traces
     from rank1_cli.trec import write_run
 
     w = bench.workload
-    traces_path = bench.tmp / "rank1.traces.jsonl"
+    store_path = bench.tmp / "rank1.store.sqlite"
+    for stale in bench.tmp.glob("rank1.store.sqlite*"):   # every round generates every pair
+        stale.unlink()
     run_out = bench.tmp / "rank1.trec"
     started = time.perf_counter()
     source = CollectionSource(corpus=str(w.corpus), queries=str(w.queries))
     options = RerankOptions(model=bench.model, top_k=w.top_k, dtype="float32", max_model_len=4096,
-                            max_reasoning_tokens=w.budget, gpu_memory_utilization=bench.memory,
-                            **bench.rank1_options)
+                            max_reasoning_tokens=w.budget,
+                            engine_options=engine_options("vllm", gpu_memory_utilization=bench.memory))
     prepared = prepare_rerank(str(bench.run_path), source, options)
     prepared_at = time.perf_counter()
-    journal = TraceJournal(traces_path, prepared.settings, overwrite=True)
-    result = execute_rerank(prepared, bench.engine, journal)
+    with Store(store_path) as store:
+        result = rerank_with_engine(prepared, bench.engine, store)
     executed_at = time.perf_counter()
     write_run(run_out, result.ranking, tag=options.tag)
+    write_traces(bench.tmp / "rank1.traces.jsonl", result.traces.values())
     finished = time.perf_counter()
 
     stats = result.stats
@@ -423,10 +428,10 @@ def run_rank1(bench: Bench) -> dict[str, Any]:
         "generated": stats.generated,
         "split": {
             "prepare_s": prepared_at - started,
-            "engine_s": stats.engine_seconds,          # generate loop, journal writes included
+            "engine_s": stats.engine_seconds,          # generate loop, store commits included
             "repair_s": stats.repair_seconds,
-            "finalize_s": execute_s - stats.engine_seconds - stats.repair_seconds,  # ranking, traces rewrite
-            "write_s": finished - executed_at,        # write_run
+            "finalize_s": execute_s - stats.engine_seconds - stats.repair_seconds,  # store look-up, ranking
+            "write_s": finished - executed_at,        # run and traces
         },
         "scores": [traced.get(key) for key in bench.keys],
     }
@@ -441,10 +446,10 @@ RUNNERS: dict[str, Callable[[Bench], dict[str, Any]]] = {
 
 def load_main_engine(model: str, memory: float):
     from rank1_cli.engines import EngineConfig
-    from rank1_cli.engines.vllm_engine import VllmEngine
+    from rank1_cli.engines.vllm_engine import Options, VllmEngine
 
-    engine = VllmEngine(EngineConfig(model=model, dtype="float32", max_model_len=4096,
-                                     gpu_memory_utilization=memory, enable_prefix_caching=True))
+    engine = VllmEngine(EngineConfig(model=model, dtype="float32", max_model_len=4096, enable_prefix_caching=True),
+                        Options(gpu_memory_utilization=memory))
     return engine, engine.llm
 
 

@@ -9,7 +9,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from .errors import EngineFailure, InputError
+from .errors import EngineFailure, InputError, OptionError
+from .engines import ENGINES
+from .store import STORE_ENV, StoreError
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
@@ -18,15 +20,18 @@ app = typer.Typer(
 )
 
 
-class Backend(str, Enum):
-    vllm = "vllm"
-    transformers = "transformers"
-    openai = "openai"
+Backend = Enum("Backend", {name: name for name in ENGINES}, type=str)
+BACKEND_HELP = "; ".join(f"{e.name}: {e.help}" for e in ENGINES.values())
 
 
 class Missing(str, Enum):
     error = "error"
     skip = "skip"
+
+
+class StoreFormat(str, Enum):
+    table = "table"
+    json = "json"
 
 
 class OutputFormat(str, Enum):
@@ -52,18 +57,18 @@ def rerank(
     dataset: Annotated[Optional[str], typer.Option(help="ir_datasets id for queries and documents (documents fetched by id from its docstore).")] = None,
     corpus: Annotated[Optional[str], typer.Option(help="Local corpus: JSONL {doc_id, title, text} or TSV docid<TAB>[title<TAB>]text; .gz ok.")] = None,
     queries: Annotated[Optional[str], typer.Option(help="Local queries: TSV qid<TAB>text or JSONL {qid, text}.")] = None,
-    traces: Annotated[Optional[str], typer.Option(help="JSONL of reasoning traces, one line per pair; doubles as the resume cache. Default: OUTPUT with .traces.jsonl (none for stdout).")] = None,
+    traces: Annotated[Optional[str], typer.Option(help="JSONL of reasoning traces, one line per pair, written when the rerank completes. Default: OUTPUT with .traces.jsonl (none for stdout). An existing file there must be rank1 traces.")] = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Rerank the top K documents of each query (the paper: 100).")] = 100,
-    backend: Annotated[Backend, typer.Option(help="Inference engine: vllm (offline, GPU or CPU build), transformers, or openai (vLLM servers).")] = Backend.vllm,
+    backend: Annotated[Backend, typer.Option(help=f"Inference engine ({BACKEND_HELP}).")] = Backend.vllm,
     dtype: Annotated[Optional[str], typer.Option(help="Model dtype: float16, bfloat16, float32, auto (the model's own). Default: float16 on GPUs (the paper), auto on CPU.")] = None,
     max_model_len: Annotated[int, typer.Option(help="Context length for prompt plus reasoning; longer passages are truncated to fit (the paper: 16000).")] = 16000,
     max_reasoning_tokens: Annotated[int, typer.Option(help="Token budget for reasoning; unfinished reasoning gets a forced verdict (the paper: 8192).")] = 8192,
-    tensor_parallel: Annotated[int, typer.Option(help="GPUs per model replica (vLLM tensor parallelism).")] = 1,
-    data_parallel: Annotated[int, typer.Option(help="vllm backend: model replicas on this node, each in its own process on its own --tensor-parallel GPUs (on CPU: its own cores); the pairs are shared out as they finish.")] = 1,
-    gpu_memory_utilization: Annotated[Optional[float], typer.Option(help="Share of GPU memory vLLM may take (default 0.9; 0.3 of RAM on CPU).")] = None,
+    tensor_parallel: Annotated[Optional[int], typer.Option(help="vllm backend: GPUs per model replica (tensor parallelism). Default 1.")] = None,
+    data_parallel: Annotated[Optional[int], typer.Option(help="vllm backend: model replicas on this node, each in its own process on its own --tensor-parallel GPUs (on CPU: its own cores); the pairs are shared out as they finish. Default 1.")] = None,
+    gpu_memory_utilization: Annotated[Optional[float], typer.Option(help="vllm backend: share of GPU memory vLLM may take (default 0.9; 0.3 of RAM on CPU).")] = None,
     base_url: Annotated[Optional[list[str]], typer.Option("--base-url", help="openai backend: address of a vLLM server (http://HOST:PORT), repeatable; the servers share the pairs, and one that fails is dropped with its pairs moved to the others.")] = None,
-    api_key_env: Annotated[str, typer.Option(help="openai backend: environment variable holding the servers' API key (sent as a Bearer token, never shown).")] = "OPENAI_API_KEY",
-    concurrency: Annotated[int, typer.Option(help="openai backend: requests in flight per server.")] = 32,
+    api_key_env: Annotated[Optional[str], typer.Option(help="openai backend: environment variable holding the servers' API key (sent as a Bearer token, never shown). Default OPENAI_API_KEY.")] = None,
+    concurrency: Annotated[Optional[int], typer.Option(help="openai backend: requests in flight per server. Default 32.")] = None,
     served_model: Annotated[Optional[str], typer.Option(help="openai backend: the model name the servers serve (default: asked from them).")] = None,
     shard: Annotated[Optional[str], typer.Option(help="Rerank only shard I of N of the queries (1-based: 1/4 ... 4/4), e.g. one per job of an array; join the outputs with `rank1 merge`.")] = None,
     prompt: Annotated[Optional[str], typer.Option(help="Dataset prompt (e.g. SciFact, BrightRetrieval_leetcode) or a file containing FILL_QUERY_HERE.")] = None,
@@ -71,75 +76,92 @@ def rerank(
     keep_tail: Annotated[bool, typer.Option("--keep-tail/--no-keep-tail", help="Keep documents beyond the top K, in first-stage order below the reranked ones.")] = True,
     tag: Annotated[str, typer.Option(help="Run tag (6th column) of the output run.")] = "rank1",
     missing: Annotated[Missing, typer.Option(help="Documents of the run missing from the corpus: error, or skip them with a warning.")] = Missing.error,
-    chunk_size: Annotated[int, typer.Option(help="Pairs per durable write to the traces file (flushed and fsynced); the engine itself is never held back.")] = 256,
-    overwrite: Annotated[bool, typer.Option(help="Start over instead of resuming from an existing traces file.")] = False,
-    batch_size: Annotated[int, typer.Option(help="transformers backend: sequences generated together.")] = 16,
+    store: Annotated[Optional[str], typer.Option("--store", help=f"The reasoning store (SQLite): every generation is kept there and never made twice; a rerun resumes from it. Default: ${STORE_ENV}, else $XDG_CACHE_HOME/rank1-cli/store.sqlite (~/.cache/...). Use local disk, not a network filesystem.")] = None,
+    no_store: Annotated[bool, typer.Option("--no-store", help="Use no store: nothing is reused, and a crash loses the reasoning done so far.")] = False,
+    chunk_size: Annotated[int, typer.Option(help="Generations per store commit (each committed and fsynced before it counts); the engine itself is never held back.")] = 256,
+    overwrite: Annotated[bool, typer.Option(help="Recompute every pair, ignoring the store; the new results replace the stored ones.")] = False,
+    batch_size: Annotated[Optional[int], typer.Option(help="transformers backend: sequences generated together. Default 16.")] = None,
     device: Annotated[Optional[str], typer.Option(help="transformers backend: cpu, cuda, cuda:1 ... (default: cuda if available).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, summary or warnings; errors only.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also show the engine's own logs and warnings (vLLM, torch).")] = False,
 ) -> None:
-    """Rerank a TREC run with a rank1 model; write the new run and the reasoning traces."""
+    """Rerank a TREC run with a rank1 model; write the new run and the reasoning traces.
+
+    Pairs already in the reasoning store (from this run or any earlier one with the same model and
+    settings) are not generated again: a rerun after a crash or Ctrl-C resumes, and reranking
+    another first-stage run reuses every pair the two share."""
     from .collection import CollectionSource
-    from .console import RichProgress, print_rerank_summary, setup_logging, stderr_console
-    from .engines import load_engine
-    from .rerank import RerankOptions, execute_rerank, prepare_rerank
+    from .engines import engine_options
+    from .console import RichProgress, engine_output_captured, print_rerank_summary, setup_logging, stderr_console
+    from .outputs import check_outputs, check_traces_target
+    from .rerank import RerankOptions, execute_rerank, make_scorer, prepare_rerank
     from .signals import watch_interrupts
     from .textio import check_writable, stdout_reserved
-    from .traces import TraceJournal
+    from .traces import write_traces
     from .trec import check_tag, write_run
 
     console = stderr_console()
-    setup_logging(console, quiet=quiet)
+    setup_logging(console, quiet=quiet, verbose=verbose)
     check_writable(output)
     check_tag(tag)
     traces = traces or _default_traces(output)
     if traces:
         check_writable(traces)
-    engine_options = {}
-    if backend == Backend.openai:
-        if not base_url:
-            raise InputError("--backend openai needs --base-url http://HOST:PORT of a vLLM server (repeat it for several)")
-        engine_options = {"base_urls": base_url, "api_key_env": api_key_env, "concurrency": concurrency,
-                          "served_model": served_model}
-    elif base_url:
-        raise InputError("--base-url is for --backend openai")
+    inputs = [("first-stage run", run), ("corpus", corpus), ("queries", queries), ("instructions", instructions),
+              ("prompt file", prompt if prompt and Path(prompt).is_file() else None)]
+    check_outputs([("output run", output), ("traces", traces)], inputs)
+    check_traces_target(traces)
+    given = {"tensor_parallel": tensor_parallel, "data_parallel": data_parallel,
+             "gpu_memory_utilization": gpu_memory_utilization, "base_urls": tuple(base_url) if base_url else None,
+             "api_key_env": api_key_env, "concurrency": concurrency, "served_model": served_model,
+             "batch_size": batch_size, "device": device}
+    chosen = engine_options(backend.value, **{name: value for name, value in given.items() if value is not None})
     options = RerankOptions(
         model=model, backend=backend.value, top_k=top_k, dtype=dtype, max_model_len=max_model_len,
-        max_reasoning_tokens=max_reasoning_tokens, tensor_parallel=tensor_parallel, data_parallel=data_parallel,
-        gpu_memory_utilization=gpu_memory_utilization, prompt=prompt, instructions=instructions,
-        keep_tail=keep_tail, tag=tag, missing=missing.value, chunk_size=chunk_size, batch_size=batch_size,
-        device=device, engine_options=engine_options, shard=shard,
+        max_reasoning_tokens=max_reasoning_tokens, prompt=prompt, instructions=instructions,
+        keep_tail=keep_tail, tag=tag, missing=missing.value, chunk_size=chunk_size, engine_options=chosen,
+        shard=shard,
     )
     source = CollectionSource(dataset=dataset, corpus=corpus, queries=queries)
     prepared = prepare_rerank(run, source, options)
-    journal = TraceJournal(traces, prepared.settings, overwrite=overwrite)
-    with stdout_reserved() as real_stdout, watch_interrupts() as watch:
-        try:
-            engine = load_engine(options.backend, prepared.engine_config, **options.engine_options)
-        except (InputError, KeyboardInterrupt):
-            raise
-        except Exception as exc:  # out of memory, a model vLLM cannot run, a replica that failed ...
-            if watch.interrupted:
-                raise KeyboardInterrupt from exc
-            raise EngineFailure(f"the {options.backend} engine could not start: {type(exc).__name__}: {exc}") from exc
-        try:
-            result = execute_rerank(prepared, engine, journal, RichProgress(console, enabled=not quiet))
-        except (KeyboardInterrupt, EngineFailure) as exc:
-            # Ctrl-C also reaches vLLM's engine processes, so it may surface as "engine dead".
-            if isinstance(exc, EngineFailure) and not watch.interrupted:
-                raise
-            saved = len(journal.finished())
-            hint = f"; {saved} pairs are saved in {traces}. Run the same command again to resume." if traces else ""
-            console.print(f"rank1: interrupted{hint}", markup=False, soft_wrap=True)
-            raise typer.Exit(130)
-        finally:
-            journal.close()
+    reasoning_store = _open_store(store, no_store)
+    scorer = make_scorer(prepared, reasoning_store, recompute=overwrite)
+    try:
+        with stdout_reserved() as real_stdout, watch_interrupts() as watch, \
+                engine_output_captured(console, capture=not verbose) as engine_log:
             try:
-                engine.close()
-            except Exception as exc:  # never let a failing shutdown hide the run's own outcome
-                console.print(f"rank1: warning: engine shutdown: {exc}", markup=False, soft_wrap=True)
-        write_run(output, result.ranking, tag, stdout=real_stdout)
+                result = execute_rerank(prepared, scorer, RichProgress(console, enabled=not quiet))
+            except (KeyboardInterrupt, EngineFailure) as exc:
+                # Ctrl-C also reaches vLLM's engine processes, so it may surface as "engine dead".
+                if isinstance(exc, EngineFailure) and not watch.interrupted:
+                    if engine_log:
+                        raise EngineFailure(f"{exc} The engine's own log: {engine_log}") from exc
+                    raise
+                console.print("rank1: interrupted;" + scorer.saved_hint(), markup=False, soft_wrap=True)
+                raise typer.Exit(130)
+            finally:
+                try:
+                    scorer.close()
+                except Exception as exc:  # never let a failing shutdown hide the run's own outcome
+                    console.print(f"rank1: warning: engine shutdown: {exc}", markup=False, soft_wrap=True)
+            if traces:
+                write_traces(traces, result.traces.values())
+            write_run(output, result.ranking, tag, stdout=real_stdout)
+    finally:
+        if reasoning_store is not None:
+            reasoning_store.close()
     if not quiet:
-        print_rerank_summary(console, result.stats, traces)
+        print_rerank_summary(console, result.stats, traces, reasoning_store.path if reasoning_store else None)
+
+
+def _open_store(path: str | None, no_store: bool):
+    from .store import Store, default_store_path
+
+    if no_store:
+        if path:
+            raise InputError("--store and --no-store contradict each other; give one")
+        return None
+    return Store(path or default_store_path())
 
 
 @app.command()
@@ -149,11 +171,14 @@ def merge(
     traces: Annotated[Optional[list[str]], typer.Option("--traces", help="The shards' traces, one per RUN in the same order (repeatable). Default: each RUN with .traces.jsonl, as rerank names them.")] = None,
     traces_output: Annotated[Optional[str], typer.Option(help="Merged traces. Default: OUTPUT with .traces.jsonl (none for stdout).")] = None,
     first_stage: Annotated[Optional[str], typer.Option(help="The run that was reranked: queries come out in its order, and each of its queries must be in its shard's output.")] = None,
+    store: Annotated[Optional[str], typer.Option("--store", help=f"The reasoning store the shards' generations are imported into (jobs on a cluster each used their own). Default: ${STORE_ENV}, else $XDG_CACHE_HOME/rank1-cli/store.sqlite.")] = None,
+    no_store: Annotated[bool, typer.Option("--no-store", help="Import nothing into a store.")] = False,
 ) -> None:
     """Join the outputs of a sharded rerank (--shard I/N) into one run and one traces file,
     after checking that every shard is there, finished, made with the same settings, and that no
     query is in two shards."""
     from .console import setup_logging, stderr_console
+    from .outputs import check_outputs, check_traces_target
     from .shard import merge_shards
     from .textio import check_writable
 
@@ -166,10 +191,86 @@ def merge(
     check_writable(output)
     if traces_output:
         check_writable(traces_output)
+    inputs = [(f"shard run {i + 1}", path) for i, path in enumerate(runs)]
+    inputs += [(f"shard traces {i + 1}", path) for i, path in enumerate(traces)]
+    inputs.append(("first-stage run", first_stage))
+    check_outputs([("merged run", output), ("merged traces", traces_output)], inputs)
+    check_traces_target(traces_output)
     summary = merge_shards(runs, traces, output, traces_output, first_stage=first_stage)
     console.print(f"merged {summary.shards} shards ({summary.empty_shards} empty): {summary.queries} queries, "
                   f"{summary.traces} traced pairs" + (f"; traces in {traces_output}" if traces_output else ""),
                   markup=False, highlight=False)
+    if no_store:
+        if store:
+            raise InputError("--store and --no-store contradict each other; give one")
+        return
+    from .store_admin import import_files
+
+    try:
+        report = import_files(traces, store)
+    except InputError as exc:     # traces of an older rank1-cli: the merge itself is done
+        message = exc.for_command_line() if isinstance(exc, OptionError) else str(exc)
+        console.print(f"rank1: warning: the shards' reasoning was not imported into the store: {message}. "
+                      "Use `rank1 store import --model ...`", markup=False, soft_wrap=True)
+        return
+    console.print(f"store: {report.added} new generations imported into {report.store} "
+                  f"({report.already} were there already)", markup=False, highlight=False)
+
+
+store_app = typer.Typer(no_args_is_help=True, help="The reasoning store: what it holds, import and export of traces, pruning.")
+app.add_typer(store_app, name="store")
+StorePath = Annotated[Optional[str], typer.Option("--store", help=f"The store file. Default: ${STORE_ENV}, else $XDG_CACHE_HOME/rank1-cli/store.sqlite (~/.cache/...).")]
+
+
+@store_app.command("info")
+def store_info(store: StorePath = None, output_format: Annotated[StoreFormat, typer.Option("--format", "-f", help="table (for people) or json.")] = StoreFormat.table) -> None:
+    """Size of the store, and how many generations it holds per model and settings."""
+    from .store_admin import print_info
+
+    print_info(store, output_format.value, sys.stdout)
+
+
+@store_app.command("import")
+def store_import(
+    files: Annotated[list[str], typer.Argument(help="Traces files of `rank1 rerank` (any version, any machine) or files of `rank1 store export`; .gz and '-' ok.")],
+    store: StorePath = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="For traces of rank1-cli versions that did not record the model's revision or engine: the model they were made with (alias, id or folder).")] = None,
+    backend: Annotated[Backend, typer.Option(help="With --model: the engine those traces were made with.")] = Backend.vllm,
+) -> None:
+    """Load traces into the store (each line checked: prompt hash, settings, verdict), so their
+    pairs are never generated again; lines already stored are kept as they are."""
+    from .console import setup_logging, stderr_console
+    from .store_admin import import_files
+
+    console = stderr_console()
+    setup_logging(console)
+    report = import_files(files, store, model=model, backend=backend.value)
+    console.print(f"imported {report.added} new generations from {report.lines} lines of {len(files)} files "
+                  f"({report.already} already stored) into {report.store}", markup=False, highlight=False)
+
+
+@store_app.command("export")
+def store_export(
+    output: Annotated[str, typer.Option("--output", "-o", help="JSONL file ('-' for stdout, .gz ok): one generation per line, with its settings.")] = "-",
+    store: StorePath = None,
+) -> None:
+    """Write every stored generation as JSONL, for another machine's `rank1 store import`."""
+    from .store_admin import export_store
+
+    count = export_store(store, output)
+    print(f"exported {count} generations", file=sys.stderr)
+
+
+@store_app.command("prune")
+def store_prune(
+    model: Annotated[str, typer.Option("--model", "-m", help="Delete every generation of this model (as `rank1 store info` shows it).")],
+    store: StorePath = None,
+) -> None:
+    """Delete a model's generations from the store and reclaim the space."""
+    from .store_admin import prune_store
+
+    removed = prune_store(store, model)
+    print(f"deleted {removed} generations of {model}", file=sys.stderr)
 
 
 @app.command(name="eval")
@@ -219,9 +320,10 @@ def main() -> None:
         if isinstance(code, int) and code:
             sys.exit(code)
     except InputError as exc:
-        print(f"rank1: error: {exc}", file=sys.stderr)
+        message = exc.for_command_line() if isinstance(exc, OptionError) else str(exc)
+        print(f"rank1: error: {message}", file=sys.stderr)
         sys.exit(2)
-    except EngineFailure as exc:
+    except (EngineFailure, StoreError) as exc:
         print(f"rank1: error: {exc}", file=sys.stderr)
         sys.exit(1)
     except click.exceptions.Exit as exc:

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 
 from rich.console import Console
 from rich.logging import RichHandler
@@ -48,15 +54,59 @@ class RichProgress:
             self._progress.stop()
 
 
-def print_rerank_summary(console: Console, stats, traces_path: str | None) -> None:
+def print_rerank_summary(console: Console, stats, traces_path: str | None, store_path=None) -> None:
     lines = [
         f"reranked {stats.pairs} pairs of {stats.queries} queries in {stats.elapsed:.1f}s "
-        f"({stats.pairs_per_second:.2f} pairs/s)",
+        f"({stats.pairs_per_second:.2f} pairs/s" + (f"; engine start {stats.load_seconds:.1f}s more)"
+                                                   if stats.load_seconds else ")"),
         f"generated {stats.output_tokens} tokens for {stats.generated} distinct prompts "
         f"({stats.tokens_per_second:.1f} tokens/s, mean reasoning {stats.mean_reasoning_tokens:.1f} tokens)",
         f"completions: {stats.stop} finished, {stats.forced} forced, {stats.fallback} fallback (0.5); "
-        f"{stats.truncated} passages truncated; {stats.resumed} resumed from traces",
-        f"traces: {traces_path}" if traces_path else "traces: not saved (pass --traces FILE to keep them and resume)",
+        f"{stats.truncated} passages truncated",
+        f"store: {stats.from_store} pairs from {store_path}" if store_path
+        else "store: none (nothing reused or kept for a rerun)",
+        f"traces: {traces_path}" if traces_path else "traces: not saved (pass --traces FILE to keep them)",
     ]
     for line in lines:
         console.print(line, markup=False, soft_wrap=True)
+
+
+@contextlib.contextmanager
+def engine_output_captured(console: Console, capture: bool = True) -> Iterator[Path | None]:
+    """Send everything the engine libraries print (vLLM, torch, their C code and worker
+    processes: anything written to file descriptors 1 and 2) to a log file, while `console`
+    keeps writing to the real stderr. Yields the log's path (None without `capture`).
+
+    The log is deleted when the block ends normally and kept, for the error message to name,
+    when it raises. Wrap it in `textio.stdout_reserved` to keep stdout for data.
+    """
+    if not capture:
+        yield None
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    fd, name = tempfile.mkstemp(prefix="rank1-engine-", suffix=".log")
+    saved = {1: os.dup(1), 2: os.dup(2)}
+    real_stderr = open(os.dup(saved[2]), "w", encoding="utf-8", errors="replace")
+    previous = console.file
+    console.file = real_stderr
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    failed = False
+    try:
+        yield Path(name)
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for target, copy in saved.items():
+            os.dup2(copy, target)
+            os.close(copy)
+        console.file = previous
+        real_stderr.close()
+        if not failed:
+            with contextlib.suppress(OSError):
+                os.unlink(name)

@@ -1,8 +1,33 @@
-"""The one exception type that means "the user's input is wrong" (exit code 2, no traceback)."""
+"""The exception types that mean "the user's input is wrong" (exit code 2, no traceback) and
+"the engine failed" (exit code 1)."""
+
+from __future__ import annotations
+
+import re
+
+_OPTION = re.compile(r"\{(\w+)(?::([^}]*))?\}")
+_FLAGS = {"base_urls": "base-url"}          # Python names whose command-line flag differs
 
 
 class InputError(Exception):
     """Bad input: a message that says what is wrong, where, and what to do."""
+
+
+class OptionError(InputError):
+    """A bad option value. The message names options as `{name}` or `{name:value}`: a Python caller
+    reads `name` / `name='value'`, the command line `--name` / `--name value`."""
+
+    def __init__(self, template: str) -> None:
+        self.template = template
+        super().__init__(_OPTION.sub(lambda m: m.group(1) + (f"={m.group(2)!r}" if m.group(2) is not None else ""),
+                                     template))
+
+    def for_command_line(self) -> str:
+        def flag(match: re.Match) -> str:
+            name = "--" + _FLAGS.get(match.group(1), match.group(1).replace("_", "-"))
+            return name + (f" {match.group(2)}" if match.group(2) is not None else "")
+
+        return _OPTION.sub(flag, self.template)
 
 
 class EngineFailure(Exception):

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import difflib
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import InputError
+from .errors import InputError, OptionError
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,16 +71,16 @@ def resolve_model(spec: str) -> ResolvedModel:
     path = Path(spec).expanduser()
     if path.exists():
         if not path.is_dir():
-            raise InputError(f"--model {spec}: not a directory (expected a model folder with config.json)")
+            raise OptionError(f"{{model}} {spec}: not a directory (expected a model folder with config.json)")
         if not (path / "config.json").is_file():
-            raise InputError(f"--model {spec}: the directory has no config.json, so it is not a model folder")
+            raise OptionError(f"{{model}} {spec}: the directory has no config.json, so it is not a model folder")
         return ResolvedModel(spec, str(path.resolve()), None)
     if spec.count("/") == 1 and not spec.startswith((".", "/")):
         return _hub_model(spec, spec, None)
     near = difflib.get_close_matches(spec, list(MODELS), n=3, cutoff=0.5)
     hint = f" Did you mean {' or '.join(near)}?" if near else ""
-    raise InputError(
-        f"--model {spec!r}: unknown model alias and no such directory.{hint} "
+    raise OptionError(
+        f"{{model}} {spec!r}: unknown model alias and no such directory.{hint} "
         f"`rank1 models` lists the aliases; a Hugging Face id (org/name) or a local folder also works."
     )
 
@@ -90,8 +91,53 @@ def _hub_model(spec: str, hf_id: str, info: ModelInfo | None) -> ResolvedModel:
 
         cached = try_to_load_from_cache(hf_id, "config.json")
         if not isinstance(cached, str):
-            raise InputError(
-                f"--model {spec}: {hf_id} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; "
+            raise OptionError(
+                f"{{model}} {spec}: {hf_id} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; "
                 f"download it first (huggingface-cli download {hf_id}) or pass a local folder"
             )
     return ResolvedModel(spec, hf_id, info)
+
+
+FINGERPRINT_EDGE = 1 << 20   # bytes hashed at each end of a large file
+
+
+def model_revision(model: ResolvedModel) -> str:
+    """What identifies the weights, for the reasoning store.
+
+    A Hugging Face model: its commit in the local cache (fetching config.json to learn it when the
+    model is not cached yet, as loading it would). A local folder: a fingerprint of its files'
+    names, sizes and contents (whole small files; the first and last MiB of large ones), so a
+    copy of the folder matches and retrained weights do not.
+    """
+    path = Path(model.path)
+    if path.is_dir():
+        return "sha256:" + folder_fingerprint(path)
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(model.path, "config.json")
+    if not isinstance(cached, str):
+        from huggingface_hub import hf_hub_download
+
+        try:
+            cached = hf_hub_download(model.path, "config.json")
+        except Exception as exc:  # offline, unknown repository, no access ...
+            raise InputError(f"{model.spec}: cannot find {model.path} on the Hugging Face hub ({type(exc).__name__}: "
+                             f"{str(exc)[:200]})") from None
+    return "hf:" + Path(cached).parent.name
+
+
+def folder_fingerprint(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for entry in sorted(folder.iterdir(), key=lambda p: p.name):
+        if not entry.is_file() or entry.name.startswith(".") or entry.suffix in (".md", ".py"):
+            continue
+        size = entry.stat().st_size
+        digest.update(f"{entry.name}\0{size}\0".encode())
+        with open(entry, "rb") as handle:
+            if size <= 2 * FINGERPRINT_EDGE:
+                digest.update(handle.read())
+            else:
+                digest.update(handle.read(FINGERPRINT_EDGE))
+                handle.seek(size - FINGERPRINT_EDGE)
+                digest.update(handle.read(FINGERPRINT_EDGE))
+    return digest.hexdigest()

@@ -9,7 +9,7 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 
-from .errors import InputError
+from .errors import InputError, OptionError
 
 PROMPT_HEAD = "Determine if the following passage is relevant to the query. Answer only with 'true' or 'false'.\nQuery: "
 PASSAGE_LABEL = "\nPassage: "
@@ -84,7 +84,7 @@ def resolve_template(spec: str | None) -> QueryTemplate | None:
             raise InputError(f"{path}: a prompt template must contain {QUERY_SLOT} where the query goes")
         return QueryTemplate(str(path), text)
     known = ", ".join(sorted(templates))
-    raise InputError(f"--prompt {spec!r}: neither a dataset prompt nor a file. Dataset prompts: {known}")
+    raise OptionError(f"{{prompt}} {spec!r}: neither a dataset prompt nor a file. Dataset prompts: {known}")
 
 
 def rank1_query(query: str, instruction: str | None = None, template: QueryTemplate | None = None) -> str:

@@ -24,9 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
+from .errors import InputError, OptionError
 from .textio import atomic_writer, display_name, iter_lines
-from .traces import PENDING, Trace, settings_difference
+from .store import PENDING
+from .traces import Trace, settings_difference
 from .trec import RUN_COLUMNS
 
 SHARD_KEY = "shard"
@@ -49,17 +50,17 @@ def shard_queries(qids: Sequence[str], index: int, count: int) -> set[str]:
 
 def check_shard(index: int, count: int) -> None:
     if count < 1:
-        raise InputError(f"--shard {index}/{count}: the number of shards must be at least 1")
+        raise OptionError(f"{{shard}} {index}/{count}: the number of shards must be at least 1")
     if not 1 <= index <= count:
         hint = f"; shards are numbered from 1: use 1/{count} ... {count}/{count}" if index == 0 else ""
-        raise InputError(f"--shard {index}/{count}: the shard must be between 1 and {count}{hint}")
+        raise OptionError(f"{{shard}} {index}/{count}: the shard must be between 1 and {count}{hint}")
 
 
 def parse_shard(spec: str) -> tuple[int, int]:
     """'I/N' -> (I, N), 1 <= I <= N."""
     match = _SHARD_RE.fullmatch(spec or "")
     if not match:
-        raise InputError(f"--shard {spec!r}: expected I/N, e.g. 2/8 for the second of eight shards (numbered from 1)")
+        raise OptionError(f"{{shard}} {spec!r}: expected I/N, e.g. 2/8 for the second of eight shards (numbered from 1)")
     index, count = int(match.group(1)), int(match.group(2))
     check_shard(index, count)
     return index, count

@@ -13,10 +13,14 @@ first) with ties broken by doc_id ascending; every document is a candidate, so
 each query always gets 50 lines. Standard library only (Python >= 3.10).
 
 Usage: python sample_data/bm25.py
+       python sample_data/bm25.py --no-title --k1 1.2 --b 0.75 --tag bm25-notitle
+           (a second first-stage run, run.bm25-notitle.trec: text only, Robertson's k1 and b;
+           it shares part of its top 20 with run.bm25.trec, for trying the reasoning store's reuse)
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import re
@@ -45,14 +49,15 @@ def tokenize(text: str) -> list[str]:
     return [t for t in _TOKEN_RE.split(text.lower()) if t and t not in STOPWORDS]
 
 
-def load_corpus(path: Path) -> list[tuple[str, list[str]]]:
+def load_corpus(path: Path, with_title: bool = True) -> list[tuple[str, list[str]]]:
     docs = []
     with path.open(encoding="utf-8") as fh:
         for line in fh:
             if not line.strip():
                 continue
             obj = json.loads(line)
-            docs.append((obj["doc_id"], tokenize(obj.get("title", "") + " " + obj["text"])))
+            title = obj.get("title", "") if with_title else ""
+            docs.append((obj["doc_id"], tokenize(title + " " + obj["text"])))
     return docs
 
 
@@ -69,7 +74,14 @@ def load_queries(path: Path) -> list[tuple[str, str]]:
 
 
 def main() -> None:
-    docs = load_corpus(HERE / "corpus.jsonl")
+    parser = argparse.ArgumentParser(description="Deterministic BM25 run for the sample collection.")
+    parser.add_argument("--k1", type=float, default=K1)
+    parser.add_argument("--b", type=float, default=B)
+    parser.add_argument("--no-title", action="store_true", help="index the text only")
+    parser.add_argument("--tag", default=RUN_TAG, help="run tag; the output is run.TAG.trec")
+    args = parser.parse_args()
+    k1, b = args.k1, args.b
+    docs = load_corpus(HERE / "corpus.jsonl", with_title=not args.no_title)
     queries = load_queries(HERE / "queries.tsv")
 
     n_docs = len(docs)
@@ -90,18 +102,18 @@ def main() -> None:
         weights = {t: idf(t) * qtf[t] for t in qterms}
         scored = []
         for doc_id, tf, dl in tfs:
-            norm = K1 * (1.0 - B + B * dl / avgdl)
+            norm = k1 * (1.0 - b + b * dl / avgdl)
             score = 0.0
             for t in qterms:
                 f = tf.get(t, 0)
                 if f:
-                    score += weights[t] * f * (K1 + 1.0) / (f + norm)
+                    score += weights[t] * f * (k1 + 1.0) / (f + norm)
             scored.append((-score, doc_id))
         scored.sort()
         for rank, (neg, doc_id) in enumerate(scored[:DEPTH], 1):
-            lines.append(f"{qid} Q0 {doc_id} {rank} {-neg:.4f} {RUN_TAG}\n")
+            lines.append(f"{qid} Q0 {doc_id} {rank} {-neg:.4f} {args.tag}\n")
 
-    with (HERE / "run.bm25.trec").open("w", encoding="utf-8", newline="\n") as fh:
+    with (HERE / f"run.{args.tag}.trec").open("w", encoding="utf-8", newline="\n") as fh:
         fh.writelines(lines)
 
 

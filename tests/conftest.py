@@ -1,4 +1,5 @@
 import os
+import tempfile
 import sys as _sys
 import sys
 from pathlib import Path
@@ -6,6 +7,8 @@ from pathlib import Path
 import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
+# Tests never touch the user's reasoning store: commands that name none use this session's own.
+os.environ["RANK1_STORE"] = str(Path(tempfile.mkdtemp(prefix="rank1-test-store-")) / "store.sqlite")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,10 +28,10 @@ def tiny_tokenizer():
 @pytest.fixture(scope="session")
 def vllm_engine():
     """One real vLLM engine on tiny-rank1 for the whole test session (start-up takes a minute)."""
-    from rank1_cli.engines import EngineConfig, load_engine
+    from rank1_cli.engines import EngineConfig, engine_options, load_engine
 
-    engine = load_engine("vllm", EngineConfig(model=str(TINY_MODEL), dtype="float32", max_model_len=4096,
-                                              gpu_memory_utilization=0.1))
+    engine = load_engine("vllm", EngineConfig(model=str(TINY_MODEL), dtype="float32", max_model_len=4096),
+                         engine_options("vllm", gpu_memory_utilization=0.1))
     yield engine
     engine.close()
 

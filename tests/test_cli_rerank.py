@@ -1,9 +1,11 @@
-"""`rank1 rerank` end to end under real vLLM: a shell pipeline, and interrupted runs that resume."""
+"""`rank1 rerank` end to end under real vLLM: a shell pipeline, and interrupted runs that resume
+from the reasoning store."""
 
 import json
 import os
 import shlex
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -18,18 +20,18 @@ TOP_K = 20
 PAIRS = 25 * TOP_K
 
 
-def rerank_command(output, traces, *extra):
+def rerank_command(output, traces, store, *extra):
     return [sys.executable, "-m", "rank1_cli.cli", "rerank", str(SAMPLE / "run.bm25.trec"), "--model", str(TINY_MODEL),
             "--corpus", str(SAMPLE / "corpus.jsonl"), "--queries", str(SAMPLE / "queries.tsv"),
             "--top-k", str(TOP_K), "--dtype", "float32", "--max-model-len", "4096", "--max-reasoning-tokens", "64",
-            "--gpu-memory-utilization", "0.1", "--traces", str(traces), "-o", str(output), *extra]
+            "--gpu-memory-utilization", "0.1", "--traces", str(traces), "--store", str(store), "-o", str(output), *extra]
 
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     """`rank1 rerank ... -o - | tee run | rank1 eval - ...`: the run is clean on stdout, logs on stderr."""
     tmp = tmp_path_factory.mktemp("pipeline")
-    rerank = shlex.join(rerank_command("-", tmp / "traces.jsonl"))
+    rerank = shlex.join(rerank_command("-", tmp / "traces.jsonl", tmp / "store.sqlite"))
     evaluate = shlex.join([sys.executable, "-m", "rank1_cli.cli", "eval", "-", "--qrels", str(SAMPLE / "qrels.txt"),
                            "-f", "tsv", "-m", "ndcg_cut.10"])
     script = f"set -o pipefail; {rerank} 2>{tmp / 'rerank.err'} | tee {tmp / 'run.trec'} | {evaluate}"
@@ -55,48 +57,60 @@ def test_pipeline_output_is_a_clean_run_and_evaluates(uninterrupted):
     assert len((tmp / "traces.jsonl").read_text().splitlines()) == PAIRS
 
 
-def wait_for_traces(path, count, proc, timeout=600):
+def stored(store):
+    """Generations committed to the store so far (read-only, as another process sees them)."""
+    try:
+        with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as db:
+            return db.execute("SELECT COUNT(*) FROM generations").fetchone()[0]
+    except sqlite3.Error:          # not created yet
+        return 0
+
+
+def wait_for_store(store, count, proc, timeout=600):
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if path.exists() and path.read_bytes().count(b"\n") >= count:
-            return path.read_bytes().count(b"\n")
+        if stored(store) >= count:
+            return
         assert proc.poll() is None, "rerank ended before it could be interrupted"
         time.sleep(0.05)
-    raise AssertionError("traces did not grow")
+    raise AssertionError("the store did not grow")
 
 
-def test_interrupted_runs_resume_to_the_same_run(uninterrupted, tmp_path):
+def test_interrupted_runs_resume_from_the_store_to_the_same_run(uninterrupted, tmp_path):
     reference, _ = uninterrupted
-    output, traces = tmp_path / "run.trec", tmp_path / "traces.jsonl"
-    command = rerank_command(output, traces, "--chunk-size", "8")
+    output, traces, store = tmp_path / "run.trec", tmp_path / "traces.jsonl", tmp_path / "store.sqlite"
+    command = rerank_command(output, traces, store, "--chunk-size", "8")
     log = open(tmp_path / "stderr.txt", "w+")
 
     # Ctrl-C (SIGINT to the whole process group, as a terminal sends it) after a third.
     proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=log, start_new_session=True)
-    wait_for_traces(traces, PAIRS // 3, proc)
+    wait_for_store(store, PAIRS // 3, proc)
     os.killpg(proc.pid, signal.SIGINT)
     assert proc.wait(timeout=120) == 130
     log.seek(0)
     message = log.read()
-    assert "interrupted" in message and "Run the same command again to resume" in message, message
-    saved_at_interrupt = len(traces.read_text().splitlines())
-    assert not output.exists()
+    assert "interrupted" in message and "run the same command again to resume" in message, message
+    assert "Traceback" not in message
+    saved_at_interrupt = stored(store)
+    assert not output.exists() and not traces.exists()          # a failed rerank leaves no output file
 
     # SIGKILL at two thirds: nothing can be flushed by the victim.
     proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
-    wait_for_traces(traces, 2 * PAIRS // 3, proc)
+    wait_for_store(store, 2 * PAIRS // 3, proc)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=60)
-    saved_at_kill = traces.read_bytes().count(b"\n")
-    assert not output.exists()
+    saved_at_kill = stored(store)
+    assert not output.exists() and not traces.exists()
 
     finish = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert finish.returncode == 0, finish.stderr
-    resumed = int(finish.stderr.split(" resumed from traces")[0].rsplit(";", 1)[1].split()[-1])
-    regenerated = PAIRS - resumed
+    from_store = int(finish.stderr.split("store: ")[1].split()[0])
+    generated = int(finish.stderr.split(" distinct prompts")[0].rsplit(" ", 1)[1])
     print(json.dumps({"saved_at_interrupt": saved_at_interrupt, "saved_at_kill": saved_at_kill,
-                      "resumed": resumed, "regenerated": regenerated}), file=sys.stderr)
-    assert resumed >= saved_at_kill - 8 and regenerated <= PAIRS - saved_at_kill + 8
+                      "from_store": from_store, "generated": generated}), file=sys.stderr)
+    # Every committed generation is reused and no pair is generated twice.
+    assert from_store == saved_at_kill and generated == PAIRS - saved_at_kill
     records = [json.loads(line) for line in traces.read_text().splitlines()]
     assert len(records) == PAIRS == len({(r["qid"], r["docid"]) for r in records})   # no pair twice
+    assert sum(r["origin"] == "store" for r in records) == from_store
     assert output.read_bytes() == (reference / "run.trec").read_bytes()

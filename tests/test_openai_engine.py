@@ -24,13 +24,14 @@ import pytest
 
 from rank1_cli import prompts
 from rank1_cli.collection import CollectionSource
-from rank1_cli.engines import EngineConfig, GenerationSettings, load_engine
+from rank1_cli.engines import EngineConfig, GenerationSettings, engine_options, load_engine
 from rank1_cli.engines.openai_engine import OpenAIEngine, ServersUnavailable
 from rank1_cli.errors import EngineFailure, InputError
-from rank1_cli.rerank import RerankOptions, execute_rerank, prepare_rerank
+from rank1_cli.rerank import RerankOptions, prepare_rerank, rerank_with_engine
 from rank1_cli.scoring import VerdictTokens
 from rank1_cli.shard import merge_shards, shard_queries
-from rank1_cli.traces import TraceJournal, read_traces
+from rank1_cli.store import Store
+from rank1_cli.traces import read_traces, write_traces
 from rank1_cli.trec import read_run, write_run
 
 from conftest import REPO, SAMPLE, TINY_MODEL
@@ -127,8 +128,8 @@ def reference_engine():
 
     # One thread: beside two vLLM servers on a small shared machine, two torch threads run ~40x slower.
     torch.set_num_threads(1)
-    engine = load_engine("transformers", EngineConfig(model=str(TINY_MODEL), dtype="float32", max_model_len=4096,
-                                                      device="cpu", batch_size=16))
+    engine = load_engine("transformers", EngineConfig(model=str(TINY_MODEL), dtype="float32", max_model_len=4096),
+                         engine_options("transformers", device="cpu", batch_size=16))
     yield engine
     engine.close()
 
@@ -150,7 +151,8 @@ def whole_via_a(engine_a, tmp_path_factory):
     """The sample run's top 2 reranked through server A: (result, run path, traces path)."""
     out = tmp_path_factory.mktemp("whole")
     prepared = job(top_k=2)
-    result = execute_rerank(prepared, engine_a, TraceJournal(out / "whole.traces.jsonl", prepared.settings))
+    result = rerank_with_engine(prepared, engine_a)
+    write_traces(out / "whole.traces.jsonl", result.traces.values())
     write_run(out / "whole.trec", result.ranking, "rank1")
     return result, out / "whole.trec", out / "whole.traces.jsonl"
 
@@ -204,7 +206,7 @@ def test_rerank_scores_through_a_server_equal_the_reference_engines(whole_via_a,
     assert result.stats.stop >= 40                     # the tiny model mostly finishes its reasoning
     # The reference reranks the top 1 (the same prompts as the first of each query's top 2).
     prepared = job(top_k=1)
-    reference = execute_rerank(prepared, reference_engine, TraceJournal(None, prepared.settings))
+    reference = rerank_with_engine(prepared, reference_engine)
     assert len(reference.traces) == 25
     same_text = [key for key, t in reference.traces.items() if t.reasoning == result.traces[key].reasoning]
     assert len(same_text) >= 23                        # greedy decoding agrees (float32 both)
@@ -251,7 +253,7 @@ def test_repair_reads_both_raw_logprobs_even_outside_the_top_20(servers, engine_
 
 def test_a_tiny_budget_forces_every_verdict_through_the_server(engine_a):
     prepared = job(top_k=1, reasoning=4)
-    result = execute_rerank(prepared, engine_a, TraceJournal(None, prepared.settings))
+    result = rerank_with_engine(prepared, engine_a)
     assert result.stats.forced == 25 and result.stats.fallback == 0
     assert all(t.logprob_true is not None and t.logprob_false is not None for t in result.traces.values())
 
@@ -276,7 +278,8 @@ def test_sharded_reranks_through_the_servers_merge_into_the_whole(whole_via_a, s
             prepared = job(top_k=2, shard=f"{index}/2")
             assert {p.qid for p in prepared.pairs} == shard_queries(QIDS, index, 2)
             out_run, out_traces = tmp_path / f"s{index}.trec", tmp_path / f"s{index}.traces.jsonl"
-            result = execute_rerank(prepared, engine, TraceJournal(out_traces, prepared.settings))
+            result = rerank_with_engine(prepared, engine)
+            write_traces(out_traces, result.traces.values())
             write_run(out_run, result.ranking, "rank1")
             parts.append((out_run, out_traces))
     finally:
@@ -373,8 +376,9 @@ def test_servers_failing_mid_run_end_in_a_clear_error_and_a_resumable_rerank(tmp
         assert all(f.post_auth == {"Bearer s3cret-key"} for f in fakes)
         # Through the pipeline: an EngineFailure that says what is saved and how to resume.
         prepared = job(top_k=1)
-        with pytest.raises(EngineFailure, match=r"every vLLM server failed.*0 of 25 pairs are saved.*again to resume"):
-            execute_rerank(prepared, engine, TraceJournal(tmp_path / "t.jsonl", prepared.settings))
+        with Store(tmp_path / "store.sqlite") as store, \
+                pytest.raises(EngineFailure, match=r"every vLLM server failed.*holds 0 generations.*again to resume"):
+            rerank_with_engine(prepared, engine, store)
         engine.close()
     finally:
         for f in fakes:
@@ -476,7 +480,7 @@ def test_a_server_killed_mid_run_loses_no_pair(servers, whole_via_a):
 
     try:
         prepared = job(top_k=2, chunk_size=4)
-        result = execute_rerank(prepared, engine, TraceJournal(None, prepared.settings), KillBOnceItAnswered())
+        result = rerank_with_engine(prepared, engine, progress=KillBOnceItAnswered())
         assert not servers[1].alive and not b.alive                # B was killed mid-run and dropped
         assert in_flight and in_flight[0] > 0                       # ... with requests in flight
         assert b.completed + a.completed >= 50 and a.completed > 0

@@ -1,10 +1,9 @@
-"""The rerank pipeline around the engine: ordering, tail, dedup, repair bookkeeping, resume.
+"""The rerank pipeline around the engine: ordering, tail, dedup, repair, the store (resume and reuse).
 
 A scripted engine stands in for the model here so each path is hit on purpose; the real vLLM
 runs are in test_vllm_engine.py and test_cli_rerank.py.
 """
 
-import json
 import math
 
 import pytest
@@ -12,8 +11,9 @@ import pytest
 from rank1_cli.collection import CollectionSource
 from rank1_cli.engines import Generation, VerdictLogprobs
 from rank1_cli.errors import EngineFailure, InputError
-from rank1_cli.rerank import RerankOptions, execute_rerank, fit_prompts, prepare_rerank
-from rank1_cli.traces import TraceJournal, read_traces
+from rank1_cli.rerank import RerankOptions, prepare_rerank, rerank_with_engine
+from rank1_cli.scorer import fit_prompts
+from rank1_cli.store import Store
 
 from conftest import SAMPLE, TINY_MODEL
 
@@ -27,6 +27,7 @@ class ScriptedEngine:
         self.answer, self.verdict, self.fail_after = answer, verdict, fail_after
         self.generated: list[str] = []
         self.forced: list[str] = []
+        self.force_calls = 0
 
     def generate(self, prompts, settings):
         for i, prompt in enumerate(prompts):
@@ -36,6 +37,7 @@ class ScriptedEngine:
             yield i, self.answer(prompt)
 
     def force_verdict(self, prompts, true_id, false_id):
+        self.force_calls += 1
         self.forced.extend(prompts)
         return [self.verdict(p) if self.verdict else VerdictLogprobs(math.log(0.3), math.log(0.1)) for p in prompts]
 
@@ -76,7 +78,7 @@ def test_top_k_reranked_ties_by_first_stage_rank_and_tail_kept(tmp_path):
     job = prepared(tmp_path, RUN)
     scores = {"d001": 0.2, "d002": 0.9, "d003": 0.2, "d005": 0.5, "d006": 0.5}
     by_prompt = {pair.prompt: scores[pair.docid] for pair in job.pairs}
-    result = execute_rerank(job, ScriptedEngine(finished(job, by_prompt.get)), TraceJournal(None, job.settings))
+    result = rerank_with_engine(job, ScriptedEngine(finished(job, by_prompt.get)))
     q1 = result.ranking["q01"]
     assert [d for d, _ in q1] == ["d002", "d001", "d003", "d004"]  # d001/d003 tie: first-stage order
     assert q1[3][1] < q1[2][1]                                        # tail below every reranked doc
@@ -86,25 +88,23 @@ def test_top_k_reranked_ties_by_first_stage_rank_and_tail_kept(tmp_path):
 
 def test_no_keep_tail_drops_documents_beyond_top_k(tmp_path):
     job = prepared(tmp_path, RUN, keep_tail=False)
-    result = execute_rerank(job, ScriptedEngine(finished(job, lambda p: 0.7)), TraceJournal(None, job.settings))
+    result = rerank_with_engine(job, ScriptedEngine(finished(job, lambda p: 0.7)))
     assert [d for d, _ in result.ranking["q01"]] == ["d001", "d002", "d003"]
 
 
 def test_identical_prompts_are_generated_once(tmp_path):
-    # q01 twice under another qid with the same text is not possible with the sample queries, so
-    # duplicate a document id's text instead: the same doc retrieved for the same query twice over
-    # two qids sharing text.
+    # Two qids with the same text retrieving the same document make the same prompt.
     queries = tmp_path / "queries.tsv"
     queries.write_text("a\tsame question\nb\tsame question\n")
     run = write_run(tmp_path, [("a", "d001", 1, 2.0), ("b", "d001", 1, 2.0), ("b", "d002", 2, 1.0)])
     job = prepare_rerank(run, CollectionSource(corpus=str(SAMPLE / "corpus.jsonl"), queries=str(queries)),
                          RerankOptions(model=str(TINY_MODEL), max_model_len=4096, max_reasoning_tokens=64))
     engine = ScriptedEngine(finished(job, lambda p: 0.8))
-    result = execute_rerank(job, engine, TraceJournal(None, job.settings))
+    result = rerank_with_engine(job, engine)
     assert len(engine.generated) == 2 and len(result.traces) == 3
 
 
-def test_unfinished_reasoning_is_repaired_and_a_failed_repair_falls_back_in_first_stage_order(tmp_path):
+def test_unfinished_reasoning_is_repaired_in_one_batch(tmp_path):
     job = prepared(tmp_path, RUN)
 
     def answer(prompt):
@@ -112,13 +112,12 @@ def test_unfinished_reasoning_is_repaired_and_a_failed_repair_falls_back_in_firs
 
     def verdict(repair_prompt):
         assert repair_prompt.endswith("\nIt mentions colds.\n</think>")
-        return VerdictLogprobs(None, None) if "q02-marker" in repair_prompt else VerdictLogprobs(-0.5, -2.0)
+        return VerdictLogprobs(-0.5, -2.0)
 
     engine = ScriptedEngine(answer, verdict)
-    journal_path = tmp_path / "traces.jsonl"
-    result = execute_rerank(job, engine, TraceJournal(journal_path, job.settings))
-    assert len(engine.forced) == 5
-    traces = read_traces(journal_path)
+    result = rerank_with_engine(job, engine)
+    assert len(engine.forced) == 5 and engine.force_calls == 1
+    traces = list(result.traces.values())
     assert {t.completion for t in traces} == {"forced"}
     assert all(t.score == pytest.approx(1 / (1 + math.exp(-1.5))) and t.verdict == "true" for t in traces)
     assert result.stats.forced == 5
@@ -128,61 +127,108 @@ def test_fallback_is_flagged_counted_and_ordered_by_first_stage_rank(tmp_path):
     job = prepared(tmp_path, RUN)
     engine = ScriptedEngine(lambda p: Generation("unfinished", 64, "length", None, None),
                             verdict=lambda p: VerdictLogprobs(None, None))
-    result = execute_rerank(job, engine, TraceJournal(None, job.settings))
+    result = rerank_with_engine(job, engine)
     assert result.stats.fallback == 5
     assert [d for d, _ in result.ranking["q01"]] == ["d001", "d002", "d003", "d004"]
     assert all(t.completion == "fallback" and t.score == 0.5 and t.verdict is None for t in result.traces.values())
 
 
-def test_traces_are_final_one_line_per_pair_in_run_order(tmp_path):
+def test_traces_are_one_per_pair_in_the_order_of_the_output_run(tmp_path):
     job = prepared(tmp_path, RUN)
     scores = {"d001": 0.1, "d002": 0.9, "d003": 0.5, "d005": 0.3, "d006": 0.6}
     by_prompt = {pair.prompt: scores[pair.docid] for pair in job.pairs}
-    path = tmp_path / "t.jsonl"
-    execute_rerank(job, ScriptedEngine(finished(job, by_prompt.get)), TraceJournal(path, job.settings))
-    records = [json.loads(line) for line in path.read_text().splitlines()]
-    assert [(r["qid"], r["docid"]) for r in records] == [
+    result = rerank_with_engine(job, ScriptedEngine(finished(job, by_prompt.get)))
+    traces = list(result.traces.values())
+    assert [t.key for t in traces] == [
         ("q01", "d002"), ("q01", "d003"), ("q01", "d001"), ("q02", "d006"), ("q02", "d005")]
-    first = records[0]
-    assert first["first_stage_rank"] == 2 and first["verdict"] == "true" and first["completion"] == "stop"
-    assert first["score"] == pytest.approx(0.9) and first["model"] == str(TINY_MODEL)
-    assert len(first["prompt_sha256"]) == 64 and first["reasoning"] == "Some reasoning."
+    first = traces[0]
+    assert first.first_stage_rank == 2 and first.verdict == "true" and first.completion == "stop"
+    assert first.score == pytest.approx(0.9) and first.model == str(TINY_MODEL) and first.origin == "engine"
+    assert len(first.prompt_sha256) == 64 and first.reasoning == "Some reasoning."
 
 
-def test_engine_failure_keeps_saved_traces_and_a_rerun_resumes_them(tmp_path):
+# --- the store: resume and reuse -----------------------------------------------------------
+
+def test_a_failed_engine_keeps_what_was_committed_and_a_rerun_generates_only_the_rest(tmp_path):
+    job = prepared(tmp_path, RUN)            # chunk_size=2
+    with Store(tmp_path / "store.sqlite") as store:
+        broken = ScriptedEngine(finished(job, lambda p: 0.7), fail_after=3)
+        with pytest.raises(EngineFailure, match=r"holds 3 generations .* run the same command again to resume"):
+            rerank_with_engine(job, broken, store)
+        again = ScriptedEngine(finished(job, lambda p: 0.7))
+        result = rerank_with_engine(job, again, store)
+    # The generations finished before the failure are saved (the last, half-full chunk too).
+    assert len(again.generated) == 2 and result.stats.from_store == 3
+    assert [t.origin for t in result.traces.values()].count("store") == 3
+
+
+def test_a_second_run_reuses_every_shared_pair_across_runs_and_depths(tmp_path):
+    job_a = prepared(tmp_path, RUN, top_k=2)
+    run_b = RUN[:1] + [("q01", "d009", 2, 8.5)] + RUN[1:]      # shares part of A's top pairs
+    with Store(tmp_path / "store.sqlite") as store:
+        rerank_with_engine(job_a, ScriptedEngine(finished(job_a, lambda p: 0.7)), store)
+        job_b = prepared(tmp_path, run_b, top_k=3)
+        engine = ScriptedEngine(finished(job_b, lambda p: 0.7))
+        result = rerank_with_engine(job_b, engine, store)
+    shared = {p.prompt_sha256 for p in job_a.pairs} & {p.prompt_sha256 for p in job_b.pairs}
+    assert len(shared) == 4 and len(job_b.pairs) == 5          # d001, d002, d005, d006; d009 is new
+    assert len(engine.generated) == 1 and result.stats.from_store == 4
+    assert {t.key for t in result.traces.values() if t.origin == "store"} == {
+        p.key for p in job_b.pairs if p.prompt_sha256 in shared}
+
+
+def test_a_finished_rerun_never_loads_an_engine(tmp_path):
     job = prepared(tmp_path, RUN)
-    path = tmp_path / "t.jsonl"
-    broken = ScriptedEngine(finished(job, lambda p: 0.7), fail_after=2)
-    with pytest.raises(EngineFailure, match=r"2 of 5 pairs are saved in .*t.jsonl; run the same command again"):
-        execute_rerank(job, broken, TraceJournal(path, job.settings))
-    assert len(path.read_text().splitlines()) == 2
-    again = ScriptedEngine(finished(job, lambda p: 0.7))
-    result = execute_rerank(job, again, TraceJournal(path, job.settings))
-    assert len(again.generated) == 3 and result.stats.resumed == 2
-    assert len(read_traces(path)) == 5
+    with Store(tmp_path / "store.sqlite") as store:
+        first = rerank_with_engine(job, ScriptedEngine(finished(job, lambda p: 0.7)), store)
+        from rank1_cli.scorer import Scorer
+        from rank1_cli.rerank import execute_rerank
+
+        def no_engine():
+            raise AssertionError("an engine was loaded although every pair is stored")
+
+        scorer = Scorer(job.key, job.tokens, no_engine, store=store)
+        second = execute_rerank(job, scorer)
+    assert second.ranking == first.ranking
+    assert [t.score for t in second.traces.values()] == [t.score for t in first.traces.values()]
 
 
-def test_torn_last_line_is_dropped_and_regenerated(tmp_path):
+def test_other_settings_never_reuse_stored_generations(tmp_path):
     job = prepared(tmp_path, RUN)
-    path = tmp_path / "t.jsonl"
-    execute_rerank(job, ScriptedEngine(finished(job, lambda p: 0.7)), TraceJournal(path, job.settings))
-    lines = path.read_text().splitlines(keepends=True)
-    path.write_text("".join(lines[:3]) + lines[3][: len(lines[3]) // 2])
-    engine = ScriptedEngine(finished(job, lambda p: 0.7))
-    execute_rerank(job, engine, TraceJournal(path, job.settings))
-    assert len(engine.generated) == 2
-    assert len(read_traces(path)) == 5
+    with Store(tmp_path / "store.sqlite") as store:
+        rerank_with_engine(job, ScriptedEngine(finished(job, lambda p: 0.7)), store)
+        other = prepared(tmp_path, RUN, max_reasoning_tokens=128)
+        engine = ScriptedEngine(finished(other, lambda p: 0.7))
+        result = rerank_with_engine(other, engine, store)
+    assert len(engine.generated) == 5 and result.stats.from_store == 0
 
 
-def test_traces_from_other_settings_are_refused_with_the_difference(tmp_path):
+def test_unfinished_reasoning_in_the_store_is_repaired_without_generating_again(tmp_path):
     job = prepared(tmp_path, RUN)
-    path = tmp_path / "t.jsonl"
-    execute_rerank(job, ScriptedEngine(finished(job, lambda p: 0.7)), TraceJournal(path, job.settings))
-    other = prepared(tmp_path, RUN, max_reasoning_tokens=128)
-    with pytest.raises(InputError, match=r"max_reasoning_tokens: 64 in the file, 128 now.*--overwrite"):
-        TraceJournal(path, other.settings)
-    assert len(TraceJournal(path, other.settings, overwrite=True).records) == 0
+    unfinished = ScriptedEngine(lambda p: Generation("It mentions colds. And", 64, "length", None, None),
+                                verdict=lambda p: (_ for _ in ()).throw(RuntimeError("killed in the repair")))
+    with Store(tmp_path / "store.sqlite") as store:
+        with pytest.raises(EngineFailure, match="repair pass"):
+            rerank_with_engine(job, unfinished, store)
+        assert store.count(job.key) == 5                     # stored as pending
+        engine = ScriptedEngine(finished(job, lambda p: 0.7))
+        result = rerank_with_engine(job, engine, store)
+    assert engine.generated == [] and len(engine.forced) == 5
+    assert {t.completion for t in result.traces.values()} == {"forced"}
 
+
+def test_recompute_ignores_the_store_and_replaces_its_results(tmp_path):
+    job = prepared(tmp_path, RUN)
+    with Store(tmp_path / "store.sqlite") as store:
+        rerank_with_engine(job, ScriptedEngine(finished(job, lambda p: 0.2)), store)
+        engine = ScriptedEngine(finished(job, lambda p: 0.9))
+        rerank_with_engine(job, engine, store, recompute=True)
+        assert len(engine.generated) == 5
+        again = rerank_with_engine(job, ScriptedEngine(finished(job, lambda p: 0.5)), store)
+    assert all(t.score == pytest.approx(0.9) and t.origin == "store" for t in again.traces.values())
+
+
+# --- prompts and inputs --------------------------------------------------------------------
 
 def test_long_passages_are_truncated_never_the_query(tiny_tokenizer):
     passage = "word " * 3000
@@ -196,13 +242,27 @@ def test_long_passages_are_truncated_never_the_query(tiny_tokenizer):
 
 
 def test_bad_inputs_fail_before_any_model_loads(tmp_path):
-    with pytest.raises(InputError, match="--top-k must be a positive"):
+    with pytest.raises(InputError, match="top_k must be a positive"):
         prepared(tmp_path, RUN, top_k=0)
     with pytest.raises(InputError, match=r"Did you mean rank1-7b"):
         prepared(tmp_path, RUN, model="rank1-7")
     with pytest.raises(InputError, match=r"1 queries of the run have no query text .*: qX"):
         prepared(tmp_path, RUN + [("qX", "d001", 1, 1.0)])
-    with pytest.raises(InputError, match=r"2 documents of the run's top 3 are not in .*: nope1, nope2 \(2 in all\).*--missing skip"):
+    with pytest.raises(InputError, match=r"2 documents of the run's top 3 are not in .*: nope1, nope2 \(2 in all\)"):
         prepared(tmp_path, RUN + [("q03", "nope1", 1, 1.0), ("q03", "nope2", 2, 1.0)])
+    with pytest.raises(InputError, match=r"dtype must be one of auto, float16, bfloat16, float32, found 'nonsense'"):
+        prepared(tmp_path, RUN, dtype="nonsense")
+    for length in (1, -5):
+        with pytest.raises(InputError, match=rf"max_model_len must be at least 265 tokens.*found {length}"):
+            prepared(tmp_path, RUN, max_model_len=length)
+    with pytest.raises(InputError, match=r"max_reasoning_tokens must be at least 1, found 0"):
+        prepared(tmp_path, RUN, max_reasoning_tokens=0)
     job = prepared(tmp_path, RUN + [("q03", "nope1", 1, 1.0), ("q03", "d010", 2, 1.0)], missing="skip")
     assert [p.docid for p in job.pairs if p.qid == "q03"] == ["d010"]
+
+
+def test_skipping_missing_documents_leaves_out_a_query_with_none_left(tmp_path, caplog):
+    job = prepared(tmp_path, RUN + [("q03", "nope1", 1, 1.0), ("q03", "nope2", 2, 1.0), ("q03", "d010", 4, 0.5)],
+                   missing="skip", top_k=2)
+    assert "q03" not in job.run and all(p.qid != "q03" for p in job.pairs)
+    assert "1 queries have none of their top 2 documents" in caplog.text and "q03" in caplog.text

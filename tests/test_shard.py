@@ -1,6 +1,6 @@
 """Splitting a rerank by query (--shard I/N) and merging the shards back (rank1 merge).
 
-The rerank here runs the real pipeline (prepare_rerank / execute_rerank on the sample data) with
+The rerank here runs the real pipeline (prepare_rerank / rerank_with_engine on the sample data) with
 a deterministic stand-in engine, so a merged sharded rerank must equal the unsharded one byte for
 byte; test_openai_engine.py does the same through real vLLM servers.
 """
@@ -17,12 +17,13 @@ from rank1_cli import prompts
 from rank1_cli.collection import CollectionSource
 from rank1_cli.engines import Generation, VerdictLogprobs
 from rank1_cli.errors import InputError
-from rank1_cli.rerank import RerankOptions, execute_rerank, prepare_rerank
+from rank1_cli.rerank import RerankOptions, prepare_rerank, rerank_with_engine
 from rank1_cli.shard import merge_shards, parse_shard, shard_of, shard_queries
-from rank1_cli.traces import TraceJournal, read_traces
+from rank1_cli.store import Store
+from rank1_cli.traces import read_traces, write_traces
 from rank1_cli.trec import read_run, write_run
 
-from conftest import REPO, SAMPLE, TINY_MODEL
+from conftest import RANK1, REPO, SAMPLE, TINY_MODEL
 
 QIDS = [f"q{i:02d}" for i in range(1, 26)]
 
@@ -131,8 +132,8 @@ def rerank_to_files(run_path, out_dir, name, top_k=3, shard=None, **options):
                          RerankOptions(model=str(TINY_MODEL), top_k=top_k, dtype="float32", max_model_len=4096,
                                        max_reasoning_tokens=64, shard=f"{shard[0]}/{shard[1]}" if shard else None,
                                        **options))
-    result = execute_rerank(job, HashEngine(job.tokens.true_id, job.tokens.false_id),
-                            TraceJournal(out_traces, job.settings))
+    result = rerank_with_engine(job, HashEngine(job.tokens.true_id, job.tokens.false_id))
+    write_traces(out_traces, result.traces.values())
     write_run(out_run, result.ranking, job.options.tag)
     return out_run, out_traces
 
@@ -279,3 +280,15 @@ def test_an_empty_shard_merges(tmp_path):
     with pytest.raises(InputError, match="missing"):
         merge_shards([p[0] for p in full[1:] + empties], [p[1] for p in full[1:] + empties], tmp_path / "x.trec", None,
                      first_stage=str(small))
+
+
+def test_merge_imports_every_shards_reasoning_into_the_store(sharded, tmp_path):
+    _, _, parts = sharded
+    store = tmp_path / "store.sqlite"
+    traces = [arg for _, t in parts for arg in ("--traces", str(t))]
+    proc = subprocess.run([*RANK1, "merge", *[str(r) for r, _ in parts], *traces, "-o", str(tmp_path / "m.trec"),
+                           "--store", str(store)], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "store: 75 new generations imported" in proc.stderr
+    with Store(store) as opened:
+        assert opened.count() == 75

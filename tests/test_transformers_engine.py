@@ -26,7 +26,7 @@ import tokenizers  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
-from rank1_cli.engines import EngineConfig, GenerationSettings, load_engine  # noqa: E402
+from rank1_cli.engines import EngineConfig, GenerationSettings, engine_options, load_engine  # noqa: E402
 from rank1_cli.engines.transformers_engine import TransformersEngine, _check_stop_strings, _Detokenizer  # noqa: E402
 
 EOS, THINK, END_THINK = "<|endoftext|>", "<think>", "</think>"
@@ -142,10 +142,10 @@ def ref(model_dir) -> Reference:
 
 def make_engine(model_dir: Path, **kw) -> TransformersEngine:
     options = {k: kw.pop(k) for k in ("prefill_chunk_tokens", "refill") if k in kw}
-    cfg = EngineConfig(model=str(model_dir), dtype=kw.pop("dtype", "float32"), device="cpu",
-                       batch_size=kw.pop("batch_size", 4), max_model_len=kw.pop("max_model_len", 4096))
+    cfg = EngineConfig(model=str(model_dir), dtype=kw.pop("dtype", "float32"), max_model_len=kw.pop("max_model_len", 4096))
+    chosen = engine_options("transformers", device="cpu", batch_size=kw.pop("batch_size", 4), **options)
     assert not kw
-    return load_engine("transformers", cfg, **options)
+    return load_engine("transformers", cfg, chosen)
 
 
 PROMPTS = [

@@ -7,9 +7,9 @@ import pytest
 from rank1_cli import prompts
 from rank1_cli.collection import CollectionSource
 from rank1_cli.engines import GenerationSettings
-from rank1_cli.rerank import RerankOptions, execute_rerank, prepare_rerank
+from rank1_cli.rerank import RerankOptions, prepare_rerank, rerank_with_engine
 from rank1_cli.scoring import VerdictTokens
-from rank1_cli.traces import TraceJournal, read_traces
+from rank1_cli.traces import read_traces, write_traces
 from rank1_cli.trec import read_run
 
 from conftest import SAMPLE, TINY_MODEL
@@ -41,7 +41,8 @@ def test_generation_stops_on_the_verdict_with_its_logprobs(vllm_engine, tiny_tok
 def test_sample_rerank_end_to_end(vllm_engine, tmp_path):
     job = sample_job(top_k=5)
     path = tmp_path / "traces.jsonl"
-    result = execute_rerank(job, vllm_engine, TraceJournal(path, job.settings))
+    result = rerank_with_engine(job, vllm_engine)
+    write_traces(path, result.traces.values())
     run = read_run(str(SAMPLE / "run.bm25.trec"))
     assert {q: len(d) for q, d in result.ranking.items()} == {q: len(d) for q, d in run.items()}  # nothing lost
     traces = read_traces(path)
@@ -56,7 +57,7 @@ def test_sample_rerank_end_to_end(vllm_engine, tmp_path):
 
 def test_tiny_budget_forces_every_verdict_with_exact_logprobs(vllm_engine, tiny_tokenizer):
     job = sample_job(top_k=2, reasoning=4)
-    result = execute_rerank(job, vllm_engine, TraceJournal(None, job.settings))
+    result = rerank_with_engine(job, vllm_engine)
     assert result.stats.forced == 50 and result.stats.fallback == 0
     assert all(t.logprob_true is not None and t.logprob_false is not None for t in result.traces.values())
 
@@ -81,14 +82,14 @@ def test_repair_reads_both_logprobs_even_outside_the_top_20(vllm_engine, tiny_to
 
 
 def test_transformers_engine_agrees_with_vllm(vllm_engine, capsys):
-    from rank1_cli.engines import EngineConfig, load_engine
+    from rank1_cli.engines import EngineConfig, engine_options, load_engine
 
     job = sample_job(top_k=4)
-    from_vllm = execute_rerank(job, vllm_engine, TraceJournal(None, job.settings))
-    engine = load_engine("transformers", EngineConfig(model=str(TINY_MODEL), dtype="float32", max_model_len=4096,
-                                                      device="cpu", batch_size=16))
+    from_vllm = rerank_with_engine(job, vllm_engine)
+    engine = load_engine("transformers", EngineConfig(model=str(TINY_MODEL), dtype="float32", max_model_len=4096),
+                         engine_options("transformers", device="cpu", batch_size=16))
     try:
-        from_hf = execute_rerank(job, engine, TraceJournal(None, job.settings))
+        from_hf = rerank_with_engine(job, engine)
     finally:
         engine.close()
     keys = from_vllm.traces.keys()

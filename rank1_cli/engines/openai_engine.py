@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from ..errors import InputError
+from ..errors import InputError, OptionError
 from .base import EngineConfig, Generation, GenerationSettings, VerdictLogprobs
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ def normalize_base_url(url: str) -> str:
     url = url.strip()
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InputError(f"--base-url {redact_url(url)!r}: expected http://HOST:PORT (the vLLM server's address)")
+        raise OptionError(f"{{base_url}} {redact_url(url)!r}: expected http://HOST:PORT (the vLLM server's address)")
     path = parts.path.rstrip("/")
     if path.endswith("/v1"):
         path = path[: -len("/v1")]
@@ -105,6 +105,32 @@ class _Server:
         return redact_url(self.url)
 
 
+@dataclass(frozen=True, slots=True)
+class Options:
+    """The openai engine's own settings: which vLLM servers, and how hard to drive them."""
+
+    base_urls: tuple[str, ...] = ()
+    api_key_env: str = "OPENAI_API_KEY"   # the variable holding the servers' key (never shown)
+    concurrency: int = 32                 # requests in flight per server
+    served_model: str | None = None       # default: asked from the servers
+
+    def __post_init__(self) -> None:
+        if not self.base_urls:
+            raise OptionError("{backend:openai} needs at least one {base_url} http://HOST:PORT of a vLLM server")
+        for url in self.base_urls:
+            normalize_base_url(url)
+        if self.concurrency < 1:
+            raise OptionError(f"{{concurrency}} must be at least 1, found {self.concurrency}")
+
+
+def default_dtype() -> str:
+    return "auto"           # the servers load the model; the dtype only names the store's records
+
+
+def create(config: EngineConfig, options: Options) -> "OpenAIEngine":
+    return OpenAIEngine(config, options.base_urls, options.api_key_env, options.concurrency, options.served_model)
+
+
 class OpenAIEngine:
     """Greedy generation on vLLM servers; see the module docstring."""
 
@@ -113,7 +139,7 @@ class OpenAIEngine:
     def __init__(self, config: EngineConfig, base_urls: Sequence[str] | str = (), api_key_env: str = "OPENAI_API_KEY",
                  concurrency: int = 32, served_model: str | None = None, *, request_timeout: float = 3600.0,
                  connect_timeout: float = 10.0, max_tries: int = 5, backoff: float = 0.5, max_backoff: float = 8.0,
-                 verdict_mode: str = "auto", check_tokenizer: bool = True, **_: object) -> None:
+                 verdict_mode: str = "auto", check_tokenizer: bool = True) -> None:
         import httpx
 
         # httpx logs every request at INFO; a rerank makes thousands.
@@ -123,9 +149,9 @@ class OpenAIEngine:
             base_urls = [base_urls]
         urls = list(dict.fromkeys(normalize_base_url(u) for u in base_urls))
         if not urls:
-            raise InputError("--backend openai needs at least one --base-url http://HOST:PORT of a vLLM server")
+            raise OptionError("{backend:openai} needs at least one {base_url} http://HOST:PORT of a vLLM server")
         if concurrency < 1:
-            raise InputError(f"--concurrency must be at least 1, found {concurrency}")
+            raise OptionError(f"{{concurrency}} must be at least 1, found {concurrency}")
         if max_tries < 1:
             raise ValueError("max_tries must be at least 1")
         if verdict_mode not in VERDICT_MODES:
@@ -188,12 +214,12 @@ class OpenAIEngine:
                 models = [entry["id"] for entry in data]
                 context = {entry["id"]: entry.get("max_model_len") for entry in data}
             except (ValueError, KeyError, TypeError):
-                raise InputError(f"--base-url {server.shown}: GET /v1/models did not answer like an "
+                raise OptionError(f"{{base_url}} {server.shown}: GET /v1/models did not answer like an "
                                  "OpenAI-compatible server") from None
             if not models:
-                raise InputError(f"--base-url {server.shown}: the server serves no model")
+                raise OptionError(f"{{base_url}} {server.shown}: the server serves no model")
             if wanted and wanted not in models:
-                raise InputError(f"--base-url {server.shown} does not serve {wanted!r}; it serves {', '.join(models)}")
+                raise OptionError(f"{{base_url}} {server.shown} does not serve {wanted!r}; it serves {', '.join(models)}")
             served[server.url] = models
             self._check_context(server, context)
         alive = [s for s in self._servers if s.alive]
@@ -230,13 +256,13 @@ class OpenAIEngine:
             except (httpx.HTTPError, ValueError, AttributeError):
                 continue
             if isinstance(remote, list) and remote != local:
-                raise InputError(f"--base-url {server.shown} serves {self.served_model!r}, whose tokenizer differs "
+                raise OptionError(f"{{base_url}} {server.shown} serves {self.served_model!r}, whose tokenizer differs "
                                  f"from that of --model {self.config.model}: give --model the model the servers serve")
 
     def _check_context(self, server: _Server, context: dict[str, int | None]) -> None:
         lengths = [n for n in context.values() if isinstance(n, int)]
         if lengths and min(lengths) < self.config.max_model_len:
-            raise InputError(f"--base-url {server.shown} serves a context of {min(lengths)} tokens, less than "
+            raise OptionError(f"{{base_url}} {server.shown} serves a context of {min(lengths)} tokens, less than "
                              f"--max-model-len {self.config.max_model_len}: pass --max-model-len {min(lengths)} "
                              "(prompts are cut to fit it) or start the server with a larger --max-model-len")
 

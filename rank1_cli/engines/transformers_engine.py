@@ -28,6 +28,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import OptionError
 from .base import EngineConfig, Generation, GenerationSettings, VerdictLogprobs
 
 _DTYPES = {
@@ -35,6 +36,32 @@ _DTYPES = {
     "bfloat16": "bfloat16", "bf16": "bfloat16",
     "float32": "float32", "float": "float32", "fp32": "float32",
 }
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """The transformers engine's own settings."""
+
+    batch_size: int = 16                 # sequences generated together
+    device: str | None = None            # "cpu", "cuda", "cuda:1" ... (None: cuda if available)
+    prefill_chunk_tokens: int = 8192     # new tokens per prefill forward pass at most
+    refill: bool = True                  # continuous batching: refill finished rows at once
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise OptionError(f"{{batch_size}} must be at least 1, found {self.batch_size}")
+        if self.prefill_chunk_tokens < 1:
+            raise OptionError(f"{{prefill_chunk_tokens}} must be at least 1, found {self.prefill_chunk_tokens}")
+
+
+def default_dtype() -> str:
+    from . import paper_dtype
+
+    return paper_dtype()
+
+
+def create(config: EngineConfig, options: Options) -> "TransformersEngine":
+    return TransformersEngine(config, options)
 
 
 def _check_stop_strings(text: str, new_char_count: int, stop: Sequence[str]) -> tuple[str, int] | None:
@@ -112,6 +139,7 @@ class _Seq:
     detok: _Detokenizer
     text: str = ""
     n_out: int = 0
+    out_ids: list[int] = field(default_factory=list)
     result: Generation | None = field(default=None)
 
 
@@ -120,17 +148,17 @@ class TransformersEngine:
 
     name = "transformers"
 
-    def __init__(self, config: EngineConfig, *, prefill_chunk_tokens: int = 8192, refill: bool = True):
+    def __init__(self, config: EngineConfig, options: Options = Options()):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self._torch = torch
         self.config = config
-        self.prefill_chunk_tokens = max(1, int(prefill_chunk_tokens))
-        self.refill = refill
-        self.batch_size = max(1, int(config.batch_size))
+        self.prefill_chunk_tokens = options.prefill_chunk_tokens
+        self.refill = options.refill
+        self.batch_size = options.batch_size
         self.max_model_len = int(config.max_model_len)
-        device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        device = options.device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.device = torch.device(device)
         torch.manual_seed(config.seed)
 
@@ -337,18 +365,19 @@ class TransformersEngine:
     def _accept(self, seq: _Seq, token: int, settings: GenerationSettings) -> bool:
         """Append one generated token; return True when the sequence is finished (vLLM's rules)."""
         seq.n_out += 1
+        seq.out_ids.append(token)
         if token in self._eos_ids:  # EOS: not detokenized, no stop string
-            seq.result = Generation(seq.text, seq.n_out, "stop", None, None)
+            seq.result = Generation(seq.text, seq.n_out, "stop", None, None, tuple(seq.out_ids))
             return True
         piece = seq.detok.step(token)
         seq.text += piece
         hit = _check_stop_strings(seq.text, len(piece), settings.stop)
         if hit is not None:
             stop_str, idx = hit
-            seq.result = Generation(seq.text[:idx], seq.n_out, "stop", stop_str, None)
+            seq.result = Generation(seq.text[:idx], seq.n_out, "stop", stop_str, None, tuple(seq.out_ids))
             return True
         if seq.n_out >= seq.max_new:
-            seq.result = Generation(seq.text, seq.n_out, "length", None, None)
+            seq.result = Generation(seq.text, seq.n_out, "length", None, None, tuple(seq.out_ids))
             return True
         return False
 

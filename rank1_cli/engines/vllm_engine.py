@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 
+from ..errors import OptionError
 from .base import EngineConfig, Generation, GenerationSettings, VerdictLogprobs
 
 # vLLM logs to stdout by default, which would corrupt `-o -` pipelines; this must be set before
@@ -14,6 +16,42 @@ os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
 os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "1")
 # Our own progress bar and summary say what matters; set VLLM_LOGGING_LEVEL=INFO to see more.
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """The vllm engine's own settings."""
+
+    tensor_parallel: int = 1              # GPUs per model replica
+    data_parallel: int = 1                # model replicas on this node, each in its own process
+    gpu_memory_utilization: float = 0.0   # 0: 0.9 of GPU memory (the paper), 0.3 of RAM on CPU
+
+    def __post_init__(self) -> None:
+        if self.tensor_parallel < 1:
+            raise OptionError(f"{{tensor_parallel}} must be at least 1, found {self.tensor_parallel}")
+        if self.data_parallel < 1:
+            raise OptionError(f"{{data_parallel}} must be at least 1, found {self.data_parallel}")
+        if not 0 <= self.gpu_memory_utilization <= 1:
+            raise OptionError(f"{{gpu_memory_utilization}} must be a share between 0 and 1, found "
+                              f"{self.gpu_memory_utilization}")
+        if self.data_parallel > 1:
+            from .vllm_replicas import plan_replicas_here
+
+            plan_replicas_here(self.data_parallel, self.tensor_parallel)
+
+
+def default_dtype() -> str:
+    from . import paper_dtype
+
+    return paper_dtype()
+
+
+def create(config: EngineConfig, options: Options):
+    if options.data_parallel > 1:
+        from .vllm_replicas import VllmReplicas
+
+        return VllmReplicas(config, options)
+    return VllmEngine(config, options)
 
 
 def default_memory_utilization() -> float:
@@ -26,15 +64,15 @@ def default_memory_utilization() -> float:
 class VllmEngine:
     name = "vllm"
 
-    def __init__(self, config: EngineConfig, **_: object) -> None:
+    def __init__(self, config: EngineConfig, options: Options = Options()) -> None:
         from vllm import LLM
 
-        memory = config.gpu_memory_utilization or default_memory_utilization()
+        memory = options.gpu_memory_utilization or default_memory_utilization()
         self._llm = LLM(
             model=config.model,
             dtype=config.dtype,
             max_model_len=config.max_model_len,
-            tensor_parallel_size=config.tensor_parallel,
+            tensor_parallel_size=options.tensor_parallel,
             gpu_memory_utilization=memory,
             enable_prefix_caching=config.enable_prefix_caching,
             seed=config.seed,
@@ -190,6 +228,7 @@ def _generation(output) -> Generation:
         finish_reason=completion.finish_reason or "length",
         stop_reason=stop_reason,
         last_logprobs=last,
+        token_ids=tuple(completion.token_ids),
     )
 
 

@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 
-from ..errors import InputError
+from ..errors import OptionError
 from .base import EngineConfig, Generation, GenerationSettings, VerdictLogprobs
 
 log = logging.getLogger(__name__)
@@ -46,19 +46,19 @@ def plan_replicas(replicas: int, tensor_parallel: int, gpus: Sequence[str] | Non
                   cpus: Sequence[int]) -> list[Placement]:
     """Split the visible GPUs (or, with none, the usable CPU cores) among `replicas` engines."""
     if replicas < 1:
-        raise InputError(f"--data-parallel must be at least 1, found {replicas}")
+        raise OptionError(f"{{data_parallel}} must be at least 1, found {replicas}")
     if gpus:
         needed = replicas * tensor_parallel
         if needed > len(gpus):
-            raise InputError(f"--data-parallel {replicas} x --tensor-parallel {tensor_parallel} needs {needed} GPUs; "
+            raise OptionError(f"{{data_parallel}} {replicas} x {{tensor_parallel}} {tensor_parallel} needs {needed} GPUs; "
                              f"{len(gpus)} visible ({','.join(gpus)}). Lower either, or set CUDA_VISIBLE_DEVICES.")
         if needed < len(gpus):
             log.warning("using %d of the %d visible GPUs", needed, len(gpus))
         return [Placement(gpus=tuple(gpus[r * tensor_parallel:(r + 1) * tensor_parallel])) for r in range(replicas)]
     if tensor_parallel > 1:
-        raise InputError("--tensor-parallel above 1 needs GPUs; none is visible")
+        raise OptionError("{tensor_parallel} above 1 needs GPUs; none is visible")
     if replicas > len(cpus):
-        raise InputError(f"--data-parallel {replicas} needs a CPU core per replica; this process may use {len(cpus)}")
+        raise OptionError(f"{{data_parallel}} {replicas} needs a CPU core per replica; this process may use {len(cpus)}")
     share = len(cpus) // replicas
     return [Placement(cpus=tuple(cpus[r * share:(r + 1) * share])) for r in range(replicas)]
 
@@ -80,12 +80,12 @@ class VllmReplicas:
 
     name = "vllm"
 
-    def __init__(self, config: EngineConfig, **_: object) -> None:
-        placements = plan_replicas_here(config.data_parallel, config.tensor_parallel)
-        replica_config = replace(config, data_parallel=1)
-        if not placements[0].gpus and not config.gpu_memory_utilization:
+    def __init__(self, config: EngineConfig, options) -> None:
+        placements = plan_replicas_here(options.data_parallel, options.tensor_parallel)
+        replica_options = replace(options, data_parallel=1)
+        if not placements[0].gpus and not options.gpu_memory_utilization:
             # On CPU the share is of RAM, and every replica takes its own.
-            replica_config = replace(replica_config, gpu_memory_utilization=CPU_MEMORY_SHARE / len(placements))
+            replica_options = replace(replica_options, gpu_memory_utilization=CPU_MEMORY_SHARE / len(placements))
         self._config = config
         self._tokenizer = None
         self._call = 0
@@ -95,7 +95,7 @@ class VllmReplicas:
         self._inboxes = [context.Queue() for _ in placements]
         self._workers = [
             context.Process(target=_replica_main, name=f"rank1-replica-{rank + 1}",
-                            args=(rank, replica_config, placement, inbox, self._results))
+                            args=(rank, config, replica_options, placement, inbox, self._results))
             for rank, (placement, inbox) in enumerate(zip(placements, self._inboxes))
         ]
         self._window = [0] * len(placements)
@@ -212,7 +212,7 @@ class VllmReplicas:
             return kind, rank, payload
 
 
-def _replica_main(rank: int, config: EngineConfig, placement: Placement, inbox, results) -> None:
+def _replica_main(rank: int, config: EngineConfig, options, placement: Placement, inbox, results) -> None:
     """A worker process: one VllmEngine, fed prompts by the parent, streaming results back."""
     # Its own process group, so that the parent can end it together with the engine processes
     # vLLM starts (they outlive a replica that is killed). Ctrl-C reaches the parent, which stops
@@ -227,7 +227,7 @@ def _replica_main(rank: int, config: EngineConfig, placement: Placement, inbox, 
         from .vllm_engine import VllmEngine
 
         try:
-            engine = VllmEngine(config)
+            engine = VllmEngine(config, options)
         except Exception as exc:
             results.put(("failed", rank, f"{type(exc).__name__}: {exc}"))
             return

@@ -1,0 +1,337 @@
+"""The scoring core: prompts in, rank1 judgements out, every generation kept in the store.
+
+`Scorer.judge(prompts)` looks every prompt up in the reasoning store first; only the misses go
+to the engine, which is loaded on first need (a rerank whose pairs are all stored never loads a
+model). Generations are committed to the store in chunks as they stream back; reasoning that
+did not finish is stored as "pending" and then repaired in one batched pass (the reference's
+repair: cut to the last sentence, close with `\\n</think>`, force one verdict token). Results
+live in memory; the store is the only thing that persists them.
+
+The prompt side lives here too, as pure steps a front end calls before any engine exists:
+`size_budget` (how the context is split between prompt and reasoning) and `fit_prompts` (build
+each prompt, truncating the passage, never the query, to the budget).
+
+Front ends (`rank1 rerank`, `rank1 merge`, the bench) sit on top; engines and the store below.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from . import prompts
+from .engines.base import Engine, Generation, GenerationSettings
+from .errors import EngineFailure, InputError, OptionError
+from .models import ResolvedModel
+from .scoring import (FALLBACK_SCORE, VerdictTokens, relevance_score, repair_prompt, verdict_from_stop,
+                      verdict_logprobs)
+from .store import PENDING, GenerationKey, Store, StoredGeneration, StoreError
+
+log = logging.getLogger(__name__)
+
+# Tokens kept free beyond the reasoning budget: the repair prompt adds "\n" + "\n</think>"
+# around the reasoning and then generates one more token.
+REPAIR_MARGIN = 8
+MIN_PROMPT_TOKENS = 256
+TOKENIZE_CHUNK = 1024
+
+
+# --- the prompt side (no engine) -----------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """How the context is shared: prompt tokens + reasoning tokens + the repair margin."""
+
+    max_model_len: int
+    max_reasoning_tokens: int
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self.max_model_len - self.max_reasoning_tokens - REPAIR_MARGIN
+
+
+def check_lengths(max_model_len: int, max_reasoning_tokens: int) -> None:
+    smallest = MIN_PROMPT_TOKENS + REPAIR_MARGIN + 1
+    if max_model_len < smallest:
+        raise OptionError(f"{{max_model_len}} must be at least {smallest} tokens (a prompt of {MIN_PROMPT_TOKENS}, "
+                          f"one reasoning token and the repair's {REPAIR_MARGIN}), found {max_model_len}")
+    if max_reasoning_tokens < 1:
+        raise OptionError(f"{{max_reasoning_tokens}} must be at least 1, found {max_reasoning_tokens}")
+
+
+def size_budget(max_model_len: int, max_reasoning_tokens: int, model_context: int | None) -> Budget:
+    """Check the two lengths and fit them to the model's context (with a warning when changed)."""
+    check_lengths(max_model_len, max_reasoning_tokens)
+    if model_context and max_model_len > model_context:
+        log.warning("max_model_len %d exceeds the model's context of %d tokens; using %d",
+                    max_model_len, model_context, model_context)
+        max_model_len = model_context
+    reasoning = max_reasoning_tokens
+    if max_model_len - reasoning - REPAIR_MARGIN < MIN_PROMPT_TOKENS:
+        reasoning = max_model_len - REPAIR_MARGIN - MIN_PROMPT_TOKENS
+        log.warning("max_reasoning_tokens %d leaves no room for a prompt in %d tokens of context; using %d",
+                    max_reasoning_tokens, max_model_len, reasoning)
+    return Budget(max_model_len, reasoning)
+
+
+def load_tokenizer(model: ResolvedModel):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(model.path)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{model.spec}: cannot load its tokenizer ({str(exc)[:300]})") from None
+
+
+def model_context(model: ResolvedModel) -> int | None:
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(model.path)
+    except (OSError, ValueError):
+        return model.info.context if model.info else None
+    return getattr(config, "max_position_embeddings", None)
+
+
+def fit_prompts(tokenizer, queries: Sequence[str], passages: Sequence[str], budget: int) -> list[tuple[str, bool]]:
+    """Build prompts; a prompt over `budget` tokens has its passage (only) cut by tokens to fit.
+
+    Returns (prompt, truncated) per pair. Identical (query, passage) pairs are built once.
+    """
+    index: dict[tuple[str, str], int] = {}
+    for pair in zip(queries, passages):
+        index.setdefault(pair, len(index))
+    unique = list(index)
+    built = [prompts.build_prompt(q, p) for q, p in unique]
+    lengths: list[int] = []
+    for start in range(0, len(built), TOKENIZE_CHUNK):  # in chunks: all token ids at once cost GBs
+        lengths.extend(len(ids) for ids in tokenizer(built[start:start + TOKENIZE_CHUNK])["input_ids"])
+    fitted = []
+    for prompt, length, (query, passage) in zip(built, lengths, unique):
+        if length <= budget:
+            fitted.append((prompt, False))
+            continue
+        passage_ids = tokenizer(passage, add_special_tokens=False)["input_ids"]
+        keep = max(0, len(passage_ids) - (length - budget))
+        while True:
+            cut = prompts.build_prompt(query, tokenizer.decode(passage_ids[:keep]))
+            if len(tokenizer(cut)["input_ids"]) <= budget or keep == 0:
+                break
+            keep = max(0, keep - 8)
+        if len(tokenizer(cut)["input_ids"]) > budget:
+            raise OptionError(f"the query alone exceeds the prompt budget of {budget} tokens: {query[:80]!r}...; "
+                              "raise {max_model_len} or lower {max_reasoning_tokens}")
+        fitted.append((cut, True))
+    return [fitted[index[pair]] for pair in zip(queries, passages)]
+
+
+# --- judgements ----------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Judgement:
+    """rank1's verdict on one prompt."""
+
+    prompt_sha256: str
+    score: float
+    verdict: str | None            # "true" / "false"; None for a fallback
+    reasoning: str
+    logprob_true: float | None
+    logprob_false: float | None
+    completion: str                # "stop" | "forced" | "fallback"
+    output_tokens: int
+    origin: str                    # "engine" (made now) | "store" (made before)
+
+
+@dataclass(slots=True)
+class ScoringStats:
+    prompts: int = 0               # distinct prompts judged
+    from_store: int = 0            # of which finished in the store already
+    generated: int = 0             # sent to the engine
+    repaired: int = 0              # unfinished reasoning given a forced verdict (or a fallback)
+    output_tokens: int = 0         # generated now
+    load_seconds: float = 0.0      # starting the engine
+    engine_seconds: float = 0.0
+    repair_seconds: float = 0.0
+
+
+class ProgressReporter:
+    """What the scorer tells a progress bar; this base class shows nothing."""
+
+    def start(self, total: int, completed: int, description: str) -> None: ...
+    def advance(self, n: int) -> None: ...
+    def stop(self) -> None: ...
+
+
+def _judgement(stored: StoredGeneration, origin: str) -> Judgement:
+    if stored.completion == "fallback" or stored.logprob_true is None or stored.logprob_false is None:
+        score = FALLBACK_SCORE
+    else:
+        score = relevance_score(stored.logprob_true, stored.logprob_false)
+    return Judgement(stored.prompt_sha256, score, stored.verdict, stored.reasoning, stored.logprob_true,
+                     stored.logprob_false, stored.completion, stored.output_tokens, origin)
+
+
+def stored_from_generation(sha: str, generation: Generation, tokens: VerdictTokens) -> StoredGeneration:
+    """A finished record when the reasoning ended with usable logprobs, else a pending one."""
+    found = verdict_logprobs(generation.last_logprobs, tokens)
+    if found is None:
+        return StoredGeneration(sha, PENDING, None, None, None, generation.output_tokens, generation.text,
+                                generation.token_ids)
+    lt, lf = found
+    return StoredGeneration(sha, "stop", verdict_from_stop(generation.stop_reason), lt, lf, generation.output_tokens,
+                            generation.text, generation.token_ids)
+
+
+class Scorer:
+    """Judges prompts with one rank1 model: the store first, the engine for the misses.
+
+    `engine_factory` is called at most once, when the first miss needs an engine. With
+    `recompute`, stored results are ignored and replaced by the new ones.
+    """
+
+    def __init__(self, key: GenerationKey, tokens: VerdictTokens, engine_factory: Callable[[], Engine], *,
+                 store: Store | None = None, chunk_size: int = 256, recompute: bool = False) -> None:
+        if chunk_size < 1:
+            raise OptionError(f"{{chunk_size}} must be at least 1, found {chunk_size}")
+        self.key = key
+        self.tokens = tokens
+        self.store = store
+        self.chunk_size = chunk_size
+        self.recompute = recompute
+        self._engine_factory = engine_factory
+        self._engine: Engine | None = None
+        self.stats = ScoringStats()
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = self._engine_factory()
+        return self._engine
+
+    @property
+    def engine_loaded(self) -> bool:
+        return self._engine is not None
+
+    def close(self) -> None:
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            engine.close()
+
+    def judge(self, prompt_list: Sequence[str], progress: ProgressReporter | None = None) -> list[Judgement]:
+        """One judgement per prompt (identical prompts are judged once)."""
+        progress = progress or ProgressReporter()
+        shas = {prompt: prompts.prompt_sha256(prompt) for prompt in prompt_list}
+        by_sha = {sha: prompt for prompt, sha in shas.items()}
+        self.stats.prompts += len(by_sha)
+        known: dict[str, StoredGeneration] = {}
+        if self.store is not None and not self.recompute:
+            known = self.store.get_many(self.key, by_sha)
+        done = {sha: _judgement(g, "store") for sha, g in known.items() if g.completion != PENDING}
+        self.stats.from_store += len(done)
+        pending = {sha: g for sha, g in known.items() if g.completion == PENDING}
+        missing = [sha for sha in by_sha if sha not in known]
+
+        progress.start(len(by_sha), len(done), f"reasoning with {self.key.model}")
+        try:
+            if missing:
+                made = self._generate([by_sha[sha] for sha in missing], missing, progress)
+                done.update({sha: _judgement(g, "engine") for sha, g in made.items() if g.completion != PENDING})
+                pending.update({sha: g for sha, g in made.items() if g.completion == PENDING})
+            if pending:
+                repaired = self._repair(pending, by_sha)
+                origin = {sha: "store" if sha in known else "engine" for sha in pending}
+                done.update({sha: _judgement(g, origin[sha]) for sha, g in repaired.items()})
+                progress.advance(len(repaired))
+        finally:
+            progress.stop()
+        return [done[shas[prompt]] for prompt in prompt_list]
+
+    def _save(self, records: list[StoredGeneration]) -> None:
+        if self.store is not None and records:
+            self.store.put_many(self.key, records, replace=self.recompute)
+
+    def saved_hint(self) -> str:
+        if self.store is None:
+            return " Nothing was saved (no store)."
+        saved = self.store.count(self.key)
+        return (f" The store {self.store.path} holds {saved} generations of this model and settings; run the same "
+                "command again to resume.")
+
+    def _generate(self, prompt_list: list[str], shas: list[str], progress: ProgressReporter) -> dict[str, StoredGeneration]:
+        settings = GenerationSettings(max_tokens=self.key.max_reasoning_tokens, stop=prompts.STOP_STRINGS, logprobs=20)
+        made: dict[str, StoredGeneration] = {}
+        buffer: list[StoredGeneration] = []
+
+        def flush() -> None:
+            self._save(buffer)
+            progress.advance(sum(1 for g in buffer if g.completion != PENDING))
+            buffer.clear()
+
+        engine = self._start_engine()
+        started = time.perf_counter()
+        try:
+            for index, generation in engine.generate(prompt_list, settings):
+                record = stored_from_generation(shas[index], generation, self.tokens)
+                made[record.prompt_sha256] = record
+                buffer.append(record)
+                self.stats.generated += 1
+                self.stats.output_tokens += generation.output_tokens
+                if len(buffer) >= self.chunk_size:
+                    flush()
+            flush()
+        except KeyboardInterrupt:
+            flush()
+            raise
+        except (InputError, EngineFailure, StoreError):
+            raise
+        except Exception as exc:
+            flush()
+            raise EngineFailure(f"the {engine.name} engine failed: {type(exc).__name__}: {str(exc)[:500]}."
+                                + self.saved_hint()) from exc
+        finally:
+            self.stats.engine_seconds += time.perf_counter() - started
+        return made
+
+    def _start_engine(self) -> Engine:
+        if self._engine is not None:
+            return self._engine
+        started = time.perf_counter()
+        try:
+            return self.engine
+        except (InputError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # out of memory, a model the engine cannot run, a replica that failed ...
+            raise EngineFailure(f"the {self.key.engine} engine could not start: {type(exc).__name__}: "
+                                f"{str(exc)[:500]}") from exc
+        finally:
+            self.stats.load_seconds += time.perf_counter() - started
+
+    def _repair(self, pending: dict[str, StoredGeneration], by_sha: dict[str, str]) -> dict[str, StoredGeneration]:
+        """Force a verdict for every unfinished reasoning, in one batched pass (as the reference does)."""
+        started = time.perf_counter()
+        order = list(pending)
+        repair_prompts = [repair_prompt(by_sha[sha], pending[sha].reasoning) for sha in order]
+        engine = self._start_engine()
+        try:
+            verdicts = engine.force_verdict(repair_prompts, self.tokens.true_id, self.tokens.false_id)
+        except (KeyboardInterrupt, InputError):
+            raise
+        except Exception as exc:
+            raise EngineFailure(f"the {engine.name} engine failed in the repair pass: {type(exc).__name__}: "
+                                f"{str(exc)[:500]}." + self.saved_hint()) from exc
+        repaired: dict[str, StoredGeneration] = {}
+        for sha, found in zip(order, verdicts):
+            old = pending[sha]
+            lt, lf = found.logprob_true, found.logprob_false
+            if lt is None or lf is None:
+                record = StoredGeneration(sha, "fallback", None, lt, lf, old.output_tokens, old.reasoning, old.token_ids)
+            else:
+                record = StoredGeneration(sha, "forced", "true" if lt >= lf else "false", lt, lf, old.output_tokens,
+                                          old.reasoning, old.token_ids)
+            repaired[sha] = record
+        self._save(list(repaired.values()))
+        self.stats.repaired += len(repaired)
+        self.stats.repair_seconds += time.perf_counter() - started
+        return repaired

@@ -1,0 +1,371 @@
+"""The reasoning store: every generation rank1 made, in one SQLite database, so none is lost or
+made twice.
+
+A generation is keyed by what decides it: the *configuration* (model identity and revision,
+engine, dtype, reasoning budget, context length: `GenerationKey`) and the sha256 of the prompt.
+The same prompt under the same configuration is never sent to an engine again; a rerank of
+another first-stage run, another depth or another shard reuses every pair it shares.
+
+Durability: the database is in WAL mode with `synchronous=FULL`, and every `put` is one
+transaction, committed (and fsynced) before it returns; a process killed at any moment loses at
+most the batch it was writing. Several processes on one machine may write one store at once
+(SQLite's locking; a writer waits up to `BUSY_SECONDS` for another). SQLite's locking is not safe
+on network filesystems: on a cluster give each job its own store on local disk and gather the
+traces with `rank1 store import`.
+
+Nothing here ever deletes or truncates a store it cannot read: a damaged file is a `StoreError`
+that names it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import sqlite3
+import time
+from array import array
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA = "rank1-cli-store/1"
+STORE_ENV = "RANK1_STORE"
+STORE_FILE = "store.sqlite"
+BUSY_SECONDS = 120
+LOOKUP_BATCH = 500          # prompt hashes per SELECT (SQLite allows 32,766 parameters)
+PENDING = "pending"         # reasoning that did not finish; its forced verdict is still to be made
+COMPLETIONS = ("stop", "forced", "fallback", PENDING)
+
+_SCHEMA_SQL = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS configs (
+    config_id INTEGER PRIMARY KEY,
+    config_key TEXT NOT NULL UNIQUE,     -- sha256 of the canonical JSON of the key's fields
+    model TEXT NOT NULL,                 -- what the user named (alias, id or folder), for display
+    identity TEXT NOT NULL,              -- the key's fields, as JSON
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS generations (
+    config_id INTEGER NOT NULL REFERENCES configs(config_id),
+    prompt_sha256 BLOB NOT NULL,         -- 32 bytes
+    completion TEXT NOT NULL,            -- stop | forced | fallback | pending (awaits its repair)
+    verdict TEXT,
+    logprob_true REAL,
+    logprob_false REAL,
+    output_tokens INTEGER NOT NULL,
+    reasoning TEXT NOT NULL,
+    token_ids BLOB,                      -- the generated token ids, uint32 little-endian, if known
+    created REAL NOT NULL,
+    UNIQUE (config_id, prompt_sha256)
+);
+"""
+
+
+class StoreError(Exception):
+    """The store cannot be opened, read or written; the message names the file and what to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationKey:
+    """Everything besides the prompt that decides a generation.
+
+    `model_revision` identifies the weights: the commit of a Hugging Face model, or a content
+    fingerprint of a local folder (so a copied folder still matches and a retrained one does not).
+    `model` is what the user named; it is shown, not compared.
+    """
+
+    model: str
+    model_revision: str
+    engine: str
+    dtype: str
+    max_reasoning_tokens: int
+    max_model_len: int
+
+    def identity(self) -> dict[str, Any]:
+        return {"model_revision": self.model_revision, "engine": self.engine, "dtype": self.dtype,
+                "max_reasoning_tokens": self.max_reasoning_tokens, "max_model_len": self.max_model_len}
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any]) -> "GenerationKey":
+        """The key recorded in a trace's settings; KeyError/ValueError when it is incomplete."""
+        return cls(str(settings["model"]), str(settings["model_revision"]), str(settings["engine"]),
+                   str(settings["dtype"]), int(settings["max_reasoning_tokens"]), int(settings["max_model_len"]))
+
+
+@dataclass(frozen=True, slots=True)
+class StoredGeneration:
+    """One generation as stored; `completion` "pending" means the reasoning did not finish and
+    the forced verdict is still to be made."""
+
+    prompt_sha256: str
+    completion: str
+    verdict: str | None
+    logprob_true: float | None
+    logprob_false: float | None
+    output_tokens: int
+    reasoning: str
+    token_ids: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigSummary:
+    model: str
+    identity: dict[str, Any]
+    generations: int
+    pending: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoreInfo:
+    path: str
+    bytes: int
+    generations: int
+    configs: list[ConfigSummary]
+
+
+def default_store_path() -> Path:
+    """$RANK1_STORE, else $XDG_CACHE_HOME/rank1-cli/store.sqlite, else ~/.cache/rank1-cli/store.sqlite."""
+    if os.environ.get(STORE_ENV):
+        return Path(os.environ[STORE_ENV]).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "rank1-cli" / STORE_FILE
+
+
+def _pack_tokens(token_ids: Sequence[int] | None) -> bytes | None:
+    if token_ids is None:
+        return None
+    packed = array("I", token_ids)
+    if packed.itemsize != 4:  # pragma: no cover - every platform rank1 runs on has 4-byte unsigned int
+        raise RuntimeError("array('I') is not 4 bytes here")
+    return packed.tobytes()
+
+
+def _unpack_tokens(blob: bytes | None) -> tuple[int, ...] | None:
+    if blob is None:
+        return None
+    return tuple(array("I", blob))
+
+
+class Store:
+    """An open store; see the module docstring. Use as a context manager or call `close`."""
+
+    def __init__(self, path: str | os.PathLike, *, create: bool = True) -> None:
+        self.path = Path(path).expanduser()
+        self._config_ids: dict[str, int] = {}
+        if self.path.is_dir():
+            raise StoreError(f"{self.path}: is a directory; the store is a file (e.g. {self.path / STORE_FILE})")
+        if not self.path.exists():
+            if not create:
+                raise StoreError(f"{self.path}: no such store")
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"{self.path}: cannot create the store's folder ({exc.strerror})") from None
+        try:
+            self._db = sqlite3.connect(self.path, timeout=BUSY_SECONDS, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot open the store ({exc})") from None
+        try:
+            self._setup()
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _setup(self) -> None:
+        with self._errors("open"):
+            tables = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if tables and "meta" not in tables:
+                raise StoreError(f"{self.path}: an SQLite database, but not a rank1 store (its tables: "
+                                 f"{', '.join(sorted(tables))[:100]}); choose another store path")
+            if "meta" in tables:
+                row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+                if row is None or row[0] != SCHEMA:
+                    found = row[0] if row else "none"
+                    raise StoreError(f"{self.path}: store schema {found!r}, this rank1 reads {SCHEMA!r}; "
+                                     "use another store path, or the rank1 version that wrote it")
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            if "meta" not in tables:
+                with self._transaction():
+                    for statement in _SCHEMA_SQL.split(";"):
+                        if statement.strip():
+                            self._db.execute(statement)
+                    self._db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', ?)", (SCHEMA,))
+
+    # --- plumbing ----------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _errors(self, doing: str) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise self._explain(exc, doing) from None
+
+    def _explain(self, exc: sqlite3.Error, doing: str) -> StoreError:
+        text = str(exc)
+        if "not a database" in text or "malformed" in text or isinstance(exc, sqlite3.DatabaseError) and \
+                "corrupt" in text:
+            return StoreError(f"{self.path}: the store is damaged ({text}); it was left as it is. Move it aside "
+                              "(its readable records can be recovered with `sqlite3 FILE .recover`) or use another "
+                              "store path")
+        if "full" in text or "disk I/O" in text:
+            return StoreError(f"{self.path}: cannot {doing} the store: {text} (no space left, or a quota?). The "
+                              "store is intact; free some space and run the same command again")
+        if "locked" in text or "busy" in text:
+            return StoreError(f"{self.path}: the store stayed locked by another process for {BUSY_SECONDS} s; "
+                              "is a store on a network filesystem? Give each job its own store on local disk")
+        if "readonly" in text or "unable to open" in text:
+            return StoreError(f"{self.path}: cannot {doing} the store ({text}); check its permissions, or use "
+                              "another store path")
+        return StoreError(f"{self.path}: cannot {doing} the store ({text})")
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            self._db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        db = getattr(self, "_db", None)
+        if db is not None:
+            db.close()
+            self._db = None
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- configurations ----------------------------------------------------------------------
+
+    def _config_id(self, key: GenerationKey, create: bool) -> int | None:
+        digest = key.digest
+        if digest in self._config_ids:
+            return self._config_ids[digest]
+        row = self._db.execute("SELECT config_id FROM configs WHERE config_key=?", (digest,)).fetchone()
+        if row is None and create:
+            self._db.execute("INSERT OR IGNORE INTO configs(config_key, model, identity, created) VALUES (?,?,?,?)",
+                             (digest, key.model, json.dumps(key.identity(), sort_keys=True), time.time()))
+            row = self._db.execute("SELECT config_id FROM configs WHERE config_key=?", (digest,)).fetchone()
+        if row is None:
+            return None
+        self._config_ids[digest] = row[0]
+        return row[0]
+
+    # --- reading and writing -----------------------------------------------------------------
+
+    def get_many(self, key: GenerationKey, prompt_hashes: Iterable[str]) -> dict[str, StoredGeneration]:
+        """The stored generations among `prompt_hashes` (hex sha256) under `key`."""
+        with self._errors("read"):
+            config_id = self._config_id(key, create=False)
+            if config_id is None:
+                return {}
+            wanted = [bytes.fromhex(h) for h in dict.fromkeys(prompt_hashes)]
+            found: dict[str, StoredGeneration] = {}
+            for start in range(0, len(wanted), LOOKUP_BATCH):
+                batch = wanted[start:start + LOOKUP_BATCH]
+                rows = self._db.execute(
+                    "SELECT prompt_sha256, completion, verdict, logprob_true, logprob_false, output_tokens, reasoning, "
+                    f"token_ids FROM generations WHERE config_id=? AND prompt_sha256 IN ({','.join('?' * len(batch))})",
+                    (config_id, *batch))
+                for digest, completion, verdict, lt, lf, tokens, reasoning, token_ids in rows:
+                    found[digest.hex()] = StoredGeneration(digest.hex(), completion, verdict, lt, lf, tokens, reasoning,
+                                                           _unpack_tokens(token_ids))
+            return found
+
+    def put_many(self, key: GenerationKey, generations: Sequence[StoredGeneration], *, replace: bool = False) -> int:
+        """Store `generations` in one committed transaction; return how many were written.
+
+        A finished generation replaces a pending one for the same prompt; otherwise an existing
+        record is kept (the first writer wins) unless `replace` is set.
+        """
+        if not generations:
+            return 0
+        now = time.time()
+        rows = [(g.prompt_sha256, g.completion, g.verdict, g.logprob_true, g.logprob_false, g.output_tokens,
+                 g.reasoning, _pack_tokens(g.token_ids)) for g in generations]
+        for g in generations:
+            if g.completion not in COMPLETIONS:
+                raise ValueError(f"completion must be one of {', '.join(COMPLETIONS)}, found {g.completion!r}")
+        with self._errors("write"), self._transaction():
+            config_id = self._config_id(key, create=True)
+            condition = "" if replace else " WHERE generations.completion = 'pending' AND excluded.completion != 'pending'"
+            before = self._db.total_changes
+            self._db.executemany(
+                "INSERT INTO generations(config_id, prompt_sha256, completion, verdict, logprob_true, logprob_false, "
+                "output_tokens, reasoning, token_ids, created) VALUES (?,?,?,?,?,?,?,?,?,?) "
+                "ON CONFLICT(config_id, prompt_sha256) DO UPDATE SET completion=excluded.completion, "
+                "verdict=excluded.verdict, logprob_true=excluded.logprob_true, logprob_false=excluded.logprob_false, "
+                "output_tokens=excluded.output_tokens, reasoning=excluded.reasoning, token_ids=excluded.token_ids, "
+                "created=excluded.created" + condition,
+                [(config_id, bytes.fromhex(sha), *rest, now) for sha, *rest in rows])
+            return self._db.total_changes - before
+
+    def count(self, key: GenerationKey | None = None) -> int:
+        with self._errors("read"):
+            if key is None:
+                return self._db.execute("SELECT COUNT(*) FROM generations").fetchone()[0]
+            config_id = self._config_id(key, create=False)
+            if config_id is None:
+                return 0
+            return self._db.execute("SELECT COUNT(*) FROM generations WHERE config_id=?", (config_id,)).fetchone()[0]
+
+    # --- administration ----------------------------------------------------------------------
+
+    def info(self) -> StoreInfo:
+        with self._errors("read"):
+            configs = [ConfigSummary(model, json.loads(identity), count, pending)
+                       for model, identity, count, pending in self._db.execute(
+                           "SELECT c.model, c.identity, COUNT(g.prompt_sha256), "
+                           "COALESCE(SUM(g.completion = 'pending'), 0) FROM configs c "
+                           "LEFT JOIN generations g ON g.config_id = c.config_id GROUP BY c.config_id ORDER BY c.created")]
+            total = sum(c.generations for c in configs)
+        size = sum(p.stat().st_size for p in (self.path, Path(f"{self.path}-wal")) if p.exists())
+        return StoreInfo(str(self.path), size, total, configs)
+
+    def export(self) -> Iterator[dict[str, Any]]:
+        """Every stored generation as a self-describing record (see `rank1 store export`)."""
+        with self._errors("read"):
+            rows = self._db.execute(
+                "SELECT c.model, c.identity, g.prompt_sha256, g.completion, g.verdict, g.logprob_true, g.logprob_false, "
+                "g.output_tokens, g.reasoning, g.token_ids FROM generations g JOIN configs c USING (config_id) "
+                "ORDER BY g.rowid")
+            for model, identity, digest, completion, verdict, lt, lf, tokens, reasoning, token_ids in rows:
+                settings = {"model": model, **json.loads(identity)}
+                record = {"prompt_sha256": digest.hex(), "settings": settings, "completion": completion,
+                          "verdict": verdict, "logprob_true": lt, "logprob_false": lf, "output_tokens": tokens,
+                          "reasoning": reasoning}
+                if token_ids is not None:
+                    record["token_ids"] = list(_unpack_tokens(token_ids))
+                yield record
+
+    def prune(self, model: str) -> int:
+        """Delete every generation of the configurations whose model is `model`; return how many."""
+        with self._errors("write"):
+            with self._transaction():
+                ids = [row[0] for row in self._db.execute("SELECT config_id FROM configs WHERE model=?", (model,))]
+                removed = 0
+                for config_id in ids:
+                    removed += self._db.execute("DELETE FROM generations WHERE config_id=?", (config_id,)).rowcount
+                    self._db.execute("DELETE FROM configs WHERE config_id=?", (config_id,))
+            self._config_ids.clear()
+            if removed:
+                self._db.execute("VACUUM")
+            return removed
+
+    def models(self) -> list[str]:
+        with self._errors("read"):
+            return [row[0] for row in self._db.execute("SELECT DISTINCT model FROM configs ORDER BY model")]

@@ -1,0 +1,156 @@
+"""What a user computed or owns is never lost: `rank1 rerank` and `rank1 merge` through the CLI
+with the reasoning store (the transformers engine on tiny-rank1: real generations, no vLLM start).
+
+Each data-loss case of the traces-journal era is a test here."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, SAMPLE, TINY_MODEL
+
+RUN = SAMPLE / "run.bm25.trec"
+OTHER_RUN = SAMPLE / "run.bm25-notitle.trec"
+INPUTS = ["--corpus", str(SAMPLE / "corpus.jsonl"), "--queries", str(SAMPLE / "queries.tsv")]
+
+
+def rerank(*args, store, cwd=REPO):
+    command = [sys.executable, "-m", "rank1_cli.cli", "rerank", "--model", str(TINY_MODEL), *INPUTS,
+               "--backend", "transformers", "--device", "cpu", "--dtype", "float32", "--max-model-len", "1024",
+               "--max-reasoning-tokens", "48", "--store", str(store), *args]    # later options win
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def summary_number(stderr: str, before: str) -> int:
+    """The number in the summary line just before `before` (e.g. ' distinct prompts')."""
+    return int(stderr.split(before)[0].rsplit(" ", 1)[1])
+
+
+def from_store(stderr: str) -> int:
+    return int(stderr.split("store: ")[1].split()[0])
+
+
+@pytest.fixture(scope="module")
+def first(tmp_path_factory):
+    """The sample run's top 6 reranked once: (folder, store)."""
+    tmp = tmp_path_factory.mktemp("first")
+    store = tmp / "store.sqlite"
+    proc = rerank(str(RUN), "--top-k", "6", "-o", str(tmp / "a.trec"), store=store)
+    assert proc.returncode == 0, proc.stderr
+    assert summary_number(proc.stderr, " distinct prompts") == 150 and from_store(proc.stderr) == 0
+    return tmp, store
+
+
+def copy_store(first, tmp_path):
+    folder, store = first
+    shutil.copy(store, tmp_path / "store.sqlite")
+    return tmp_path / "store.sqlite"
+
+
+def test_a_smaller_top_k_reuses_the_stored_reasoning_and_keeps_the_rest(first, tmp_path):
+    store = copy_store(first, tmp_path)
+    proc = rerank(str(RUN), "--top-k", "3", "-o", str(tmp_path / "b.trec"), store=store)
+    assert proc.returncode == 0, proc.stderr
+    assert summary_number(proc.stderr, " distinct prompts") == 0 and from_store(proc.stderr) == 75
+    deeper = rerank(str(RUN), "--top-k", "6", "-o", str(tmp_path / "c.trec"), store=store)
+    assert summary_number(deeper.stderr, " distinct prompts") == 0 and from_store(deeper.stderr) == 150
+    assert (tmp_path / "c.trec").read_bytes() == (first[0] / "a.trec").read_bytes()
+    origins = {json.loads(line)["origin"] for line in (tmp_path / "c.traces.jsonl").read_text().splitlines()}
+    assert origins == {"store"}
+
+
+def test_another_first_stage_run_generates_only_the_pairs_it_does_not_share(first, tmp_path):
+    store = copy_store(first, tmp_path)
+    proc = rerank(str(OTHER_RUN), "--top-k", "6", "-o", str(tmp_path / "other.trec"), store=store)
+    assert proc.returncode == 0, proc.stderr
+    top = {}
+    for path in (RUN, OTHER_RUN):
+        pairs = set()
+        for line in path.read_text().splitlines():
+            qid, _, docid, rank, _, _ = line.split()
+            if int(rank) <= 6:
+                pairs.add((qid, docid))
+        top[path] = pairs
+    shared = len(top[RUN] & top[OTHER_RUN])
+    assert 0 < shared < 150
+    assert from_store(proc.stderr) == shared and summary_number(proc.stderr, " distinct prompts") == 150 - shared
+
+
+def test_two_reranks_on_one_traces_file_lose_no_reasoning(first, tmp_path):
+    store = copy_store(first, tmp_path)
+    traces = tmp_path / "shared.traces.jsonl"
+    for run, out in ((RUN, "a.trec"), (OTHER_RUN, "b.trec")):
+        proc = rerank(str(run), "--top-k", "6", "-o", str(tmp_path / out), "--traces", str(traces), store=store)
+        assert proc.returncode == 0, proc.stderr
+    again = rerank(str(RUN), "--top-k", "6", "-o", str(tmp_path / "a2.trec"), store=store)
+    assert summary_number(again.stderr, " distinct prompts") == 0 and from_store(again.stderr) == 150
+
+
+CORPUS = str(SAMPLE / "corpus.jsonl")
+
+
+@pytest.mark.parametrize("case", ["traces is the output", "traces is the corpus", "output is the run",
+                                  "overwrite with traces on the corpus", "traces is a notes file",
+                                  "traces is a one-line settings.json", "traces reformatted as one JSON array"])
+def test_rank1_never_writes_to_a_file_it_reads_or_did_not_write(case, tmp_path):
+    run = tmp_path / "run.trec"
+    shutil.copy(RUN, run)
+    corpus = tmp_path / "corpus.jsonl"
+    shutil.copy(CORPUS, corpus)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("call Ana about the qrels\n")
+    settings = tmp_path / "settings.json"
+    settings.write_text('{"model": "rank1-7b", "top_k": 100}\n')
+    array = tmp_path / "traces.json"
+    array.write_text(json.dumps([{"qid": "q01", "docid": "d001", "reasoning": "..."}]) + "\n")
+    output = tmp_path / "out.trec"
+    args, message = {
+        "traces is the output": (["-o", str(output), "--traces", str(output)],
+                                 "named both as the output run and as the traces"),
+        "traces is the corpus": (["-o", str(output), "--traces", str(corpus)], "the traces would overwrite the corpus"),
+        "output is the run": (["-o", str(run)], "the output run would overwrite the first-stage run"),
+        "overwrite with traces on the corpus": (["-o", str(output), "--traces", str(corpus), "--overwrite"],
+                                                "the traces would overwrite the corpus"),
+        "traces is a notes file": (["-o", str(output), "--traces", str(notes)], "exists and is not a rank1 traces file"),
+        "traces is a one-line settings.json": (["-o", str(output), "--traces", str(settings)],
+                                               "exists and is not a rank1 traces file"),
+        "traces reformatted as one JSON array": (["-o", str(output), "--traces", str(array)],
+                                                 "exists and is not a rank1 traces file"),
+    }[case]
+    before = {p: p.read_bytes() for p in tmp_path.iterdir()}
+    command = [sys.executable, "-m", "rank1_cli.cli", "rerank", str(run), "--model", str(TINY_MODEL),
+               "--corpus", str(corpus), "--queries", str(SAMPLE / "queries.tsv"), "--store",
+               str(tmp_path / "store.sqlite"), *args]
+    proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert {p: p.read_bytes() for p in tmp_path.iterdir()} == before        # nothing written, nothing changed
+
+
+def test_merge_never_writes_over_a_shard(tmp_path):
+    shard = tmp_path / "s1.trec"
+    shard.write_text("q01 Q0 d001 1 0.9 rank1\n")
+    (tmp_path / "s1.traces.jsonl").write_text("")
+    before = shard.read_bytes()
+    proc = subprocess.run([sys.executable, "-m", "rank1_cli.cli", "merge", str(shard), "-o", str(shard)],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "the merged run would overwrite the shard run 1" in proc.stderr, proc.stderr
+    assert shard.read_bytes() == before
+
+
+def test_a_failed_rerank_leaves_no_output_file(tmp_path):
+    proc = rerank(str(RUN), "--top-k", "2", "-o", str(tmp_path / "out.trec"), "--device", "nonsense",
+                  store=tmp_path / "store.sqlite")
+    assert proc.returncode == 1 and "the transformers engine could not start" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("store.sqlite")) == []
+
+
+def test_a_damaged_store_stops_the_rerank_before_any_model_loads(tmp_path):
+    store = tmp_path / "store.sqlite"
+    store.write_bytes(b"not a database, but mine\n")
+    proc = rerank(str(RUN), "--top-k", "2", "-o", str(tmp_path / "out.trec"), store=store)
+    assert proc.returncode == 1 and f"{store}: the store is damaged" in proc.stderr, proc.stderr
+    assert store.read_bytes() == b"not a database, but mine\n" and not (tmp_path / "out.trec").exists()

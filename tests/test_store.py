@@ -1,0 +1,234 @@
+"""The reasoning store: keys, durability, concurrency, damage and full disks, import/export/prune."""
+
+import dataclasses
+import json
+import sqlite3
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from rank1_cli.errors import InputError
+from rank1_cli.store import GenerationKey, Store, StoredGeneration, StoreError, default_store_path
+from rank1_cli.store_admin import import_files, record_generation
+
+from conftest import REPO, RANK1
+
+KEY = GenerationKey("rank1-7b", "hf:abc123", "vllm", "float16", 8192, 16000)
+
+
+def sha(i: int) -> str:
+    return f"{i:064x}"
+
+
+def generation(i: int, completion="stop", reasoning=None, tokens=(1, 2, 3)) -> StoredGeneration:
+    lt, lf = (-0.1, -2.5) if completion != "pending" else (None, None)
+    verdict = "true" if completion in ("stop", "forced") else None
+    return StoredGeneration(sha(i), completion, verdict, lt, lf, len(tokens), reasoning or f"reasoning {i}.", tokens)
+
+
+def test_a_generation_comes_back_as_it_was_stored(tmp_path):
+    with Store(tmp_path / "s.sqlite") as store:
+        assert store.put_many(KEY, [generation(1, tokens=(5, 4_000_000_000, 0))]) == 1
+        assert store.get_many(KEY, [sha(1), sha(2)]) == {sha(1): generation(1, tokens=(5, 4_000_000_000, 0))}
+
+
+def test_any_setting_of_the_key_separates_generations(tmp_path):
+    with Store(tmp_path / "s.sqlite") as store:
+        store.put_many(KEY, [generation(1)])
+        for field, value in [("model_revision", "hf:other"), ("engine", "transformers"), ("dtype", "bfloat16"),
+                             ("max_reasoning_tokens", 4096), ("max_model_len", 8000)]:
+            other = dataclasses.replace(KEY, **{field: value})
+            assert store.get_many(other, [sha(1)]) == {}, field
+        # The name the model was given is shown, not compared: a copy of a folder still matches.
+        renamed = dataclasses.replace(KEY, model="/copy/of/rank1-7b")
+        assert store.get_many(renamed, [sha(1)]).keys() == {sha(1)}
+
+
+def test_finished_replaces_pending_and_otherwise_the_first_writer_wins(tmp_path):
+    with Store(tmp_path / "s.sqlite") as store:
+        store.put_many(KEY, [generation(1, "pending"), generation(2)])
+        store.put_many(KEY, [generation(1, "forced"), generation(2, reasoning="another.")])
+        got = store.get_many(KEY, [sha(1), sha(2)])
+        assert got[sha(1)].completion == "forced" and got[sha(2)].reasoning == "reasoning 2."
+        store.put_many(KEY, [generation(2, reasoning="recomputed.")], replace=True)
+        assert store.get_many(KEY, [sha(2)])[sha(2)].reasoning == "recomputed."
+
+
+def test_the_default_path_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.delenv("RANK1_STORE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert default_store_path() == tmp_path / "cache" / "rank1-cli" / "store.sqlite"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_store_path() == tmp_path / "home" / ".cache" / "rank1-cli" / "store.sqlite"
+    monkeypatch.setenv("RANK1_STORE", str(tmp_path / "mine.sqlite"))
+    assert default_store_path() == tmp_path / "mine.sqlite"
+
+
+# --- damage: reported, never "repaired" by emptying --------------------------------------------
+
+@pytest.mark.parametrize("content", [b"these are my notes\n", b"SQLite format 3\x00" + b"\x07" * 600])
+def test_a_damaged_store_is_reported_and_left_as_it_is(tmp_path, content):
+    path = tmp_path / "s.sqlite"
+    path.write_bytes(content)
+    with pytest.raises(StoreError, match=rf"{path}: the store is damaged .*left as it is"):
+        Store(path)
+    assert path.read_bytes() == content
+
+
+def test_a_store_cut_short_is_reported_and_left_as_it_is(tmp_path):
+    path = tmp_path / "s.sqlite"
+    with Store(path) as store:
+        store.put_many(KEY, [generation(i, reasoning="x" * 3000) for i in range(200)])
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(StoreError, match="damaged"):
+        with Store(path) as store:
+            store.get_many(KEY, [sha(i) for i in range(200)])
+    assert path.read_bytes() == data[: len(data) // 2]
+
+
+def test_another_sqlite_database_is_not_taken_for_a_store(tmp_path):
+    path = tmp_path / "app.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE users (name TEXT)")
+    before = path.read_bytes()
+    with pytest.raises(StoreError, match=r"an SQLite database, but not a rank1 store \(its tables: users\)"):
+        Store(path)
+    assert path.read_bytes() == before
+
+
+# --- durability and concurrency ------------------------------------------------------------
+
+WRITER = textwrap.dedent("""
+    import sys
+    from rank1_cli.store import GenerationKey, Store, StoredGeneration
+    key = GenerationKey("m", "rev", "vllm", "auto", 64, 4096)
+    path, first, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    with Store(path) as store:
+        for start in range(first, first + count, 50):
+            store.put_many(key, [StoredGeneration(f"{i:064x}", "stop", "true", -0.1, -2.0, 3, "r" * 500, (1, 2, 3))
+                                 for i in range(start, min(start + 50, first + count))])
+""")
+
+
+def test_two_processes_writing_one_store_lose_nothing(tmp_path):
+    path = tmp_path / "s.sqlite"
+    # Overlapping ranges: 0-2999 and 2000-4999, written at the same time.
+    writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(first), "3000"], cwd=REPO)
+               for first in (0, 2000)]
+    assert [w.wait(timeout=300) for w in writers] == [0, 0]
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert db.execute("SELECT COUNT(*) FROM generations").fetchone() == (5000,)
+
+
+def test_a_full_disk_is_a_clear_error_and_the_store_stays_usable(tmp_path):
+    path = tmp_path / "s.sqlite"
+    with Store(path) as store:
+        store.put_many(KEY, [generation(i) for i in range(10)])
+    # A file size limit makes every write past it fail, as a full disk or a quota does.
+    script = textwrap.dedent(f"""
+        import resource, signal, sys
+        from rank1_cli.store import GenerationKey, Store, StoredGeneration, StoreError
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        key = GenerationKey{dataclasses.astuple(KEY)!r}
+        store = Store({str(path)!r})
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+        try:
+            for start in range(100, 10_000, 100):
+                store.put_many(key, [StoredGeneration(f"{{i:064x}}", "stop", "true", -0.1, -2.0, 1, "x" * 2000)
+                                     for i in range(start, start + 100)])
+        except StoreError as exc:
+            print(exc)
+            sys.exit(3)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 3, proc.stderr
+    assert f"{path}: cannot write the store" in proc.stdout and "run the same command again" in proc.stdout
+    with Store(path) as store:       # intact: what was committed is there, and it takes new writes
+        assert store.get_many(KEY, [sha(i) for i in range(10)]).keys() == {sha(i) for i in range(10)}
+        store.put_many(KEY, [generation(99_999)])
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+# --- import, export, prune -----------------------------------------------------------------
+
+def trace_line(i, **changes):
+    record = {"qid": "q1", "docid": f"d{i}", "first_stage_rank": i, "score": 1 / (1 + 2.718281828459045 ** -2.4),
+              "verdict": "true", "reasoning": f"reasoning {i}.", "logprob_true": -0.1, "logprob_false": -2.5,
+              "completion": "stop", "output_tokens": 3, "truncated": False, "model": "rank1-7b",
+              "prompt_sha256": sha(i), "settings": {"format": "rank1-cli/1", "model": "rank1-7b",
+                                                    "model_revision": "hf:abc123", "engine": "vllm",
+                                                    "dtype": "float16", "max_reasoning_tokens": 8192,
+                                                    "max_model_len": 16000}}
+    record.update(changes)
+    return json.dumps(record)
+
+
+def test_imported_traces_are_reused_and_an_export_round_trips(tmp_path):
+    traces = tmp_path / "t.jsonl"
+    traces.write_text("".join(trace_line(i) + "\n" for i in range(3)))
+    report = import_files([str(traces)], str(tmp_path / "a.sqlite"))
+    assert (report.lines, report.added, report.already) == (3, 3, 0)
+    assert import_files([str(traces)], str(tmp_path / "a.sqlite")).already == 3
+    with Store(tmp_path / "a.sqlite") as store:
+        assert store.get_many(KEY, [sha(1)])[sha(1)].reasoning == "reasoning 1."
+    exported = subprocess.run([*RANK1, "store", "export", "--store", str(tmp_path / "a.sqlite")], cwd=REPO,
+                              capture_output=True, text=True)
+    assert exported.returncode == 0 and exported.stderr == "exported 3 generations\n"
+    (tmp_path / "e.jsonl").write_text(exported.stdout)
+    assert import_files([str(tmp_path / "e.jsonl")], str(tmp_path / "b.sqlite")).added == 3
+    with Store(tmp_path / "b.sqlite") as store:
+        assert store.get_many(KEY, [sha(i) for i in range(3)]) == \
+            Store(tmp_path / "a.sqlite").get_many(KEY, [sha(i) for i in range(3)])
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"prompt_sha256": "abc"}, "prompt_sha256 must be 64 lowercase hex digits"),
+    ({"completion": "pending-ish"}, "completion must be one of"),
+    ({"score": 0.01}, "score 0.01 does not follow from its logprobs"),
+    ({"logprob_true": None}, "a stop completion needs both logprobs and a verdict"),
+    ({"settings": {"format": "rank1-cli/1", "model": "rank1-7b", "dtype": "float16", "max_reasoning_tokens": 8192,
+                   "max_model_len": 16000}}, r"the settings do not say .* name the model they were made with \(model\)"),
+])
+def test_import_checks_every_line_and_stores_nothing_from_a_bad_file(tmp_path, changes, message):
+    traces = tmp_path / "t.jsonl"
+    traces.write_text(trace_line(0) + "\n" + trace_line(1, **changes) + "\n")
+    with pytest.raises(InputError, match=rf"t.jsonl:2: not a rank1 trace: {message}"):
+        import_files([str(traces)], str(tmp_path / "s.sqlite"))
+    assert not (tmp_path / "s.sqlite").exists()
+
+
+def test_store_info_and_prune_through_the_cli(tmp_path):
+    store = tmp_path / "s.sqlite"
+    traces = tmp_path / "t.jsonl"
+    traces.write_text("".join(trace_line(i) + "\n" for i in range(4)))
+    imported = subprocess.run([*RANK1, "store", "import", str(traces), "--store", str(store)], cwd=REPO,
+                              capture_output=True, text=True)
+    assert imported.returncode == 0 and "imported 4 new generations from 4 lines of 1 files" in imported.stderr
+    info = subprocess.run([*RANK1, "store", "info", "--store", str(store), "-f", "json"], cwd=REPO,
+                          capture_output=True, text=True)
+    summary = json.loads(info.stdout)
+    assert summary["generations"] == 4 and summary["configurations"][0]["model"] == "rank1-7b"
+    bad = subprocess.run([*RANK1, "store", "prune", "--model", "rank1-8b", "--store", str(store)], cwd=REPO,
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "holds no generations of 'rank1-8b' (its models: rank1-7b)" in bad.stderr
+    pruned = subprocess.run([*RANK1, "store", "prune", "--model", "rank1-7b", "--store", str(store)], cwd=REPO,
+                            capture_output=True, text=True)
+    assert pruned.returncode == 0 and pruned.stderr == "deleted 4 generations of rank1-7b\n"
+    with Store(store) as opened:
+        assert opened.count() == 0
+
+
+def test_record_generation_takes_the_model_from_the_caller_for_old_traces():
+    record = json.loads(trace_line(0))
+    del record["settings"]["model_revision"], record["settings"]["engine"]
+    fallback = GenerationKey("rank1-7b", "hf:abc123", "vllm", "", 0, 0)
+    key, stored = record_generation(record, fallback)
+    assert key == KEY and stored.prompt_sha256 == sha(0)
