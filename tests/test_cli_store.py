@@ -154,3 +154,26 @@ def test_a_damaged_store_stops_the_rerank_before_any_model_loads(tmp_path):
     proc = rerank(str(RUN), "--top-k", "2", "-o", str(tmp_path / "out.trec"), store=store)
     assert proc.returncode == 1 and f"{store}: the store is damaged" in proc.stderr, proc.stderr
     assert store.read_bytes() == b"not a database, but mine\n" and not (tmp_path / "out.trec").exists()
+
+
+def test_two_reranks_writing_one_store_at_once_lose_nothing(tmp_path):
+    import sqlite3
+
+    store = tmp_path / "store.sqlite"
+    base = [sys.executable, "-m", "rank1_cli.cli", "rerank", "--model", str(TINY_MODEL), *INPUTS, "--backend",
+            "transformers", "--device", "cpu", "--dtype", "float32", "--max-model-len", "1024",
+            "--max-reasoning-tokens", "48", "--store", str(store), "--top-k", "5", "--chunk-size", "4"]
+    procs = [subprocess.Popen([*base, str(run), "-o", str(tmp_path / f"{i}.trec")], cwd=REPO, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for i, run in enumerate((RUN, OTHER_RUN))]
+    outcomes = [proc.communicate(timeout=600) for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], outcomes
+    traces = [[json.loads(line) for line in (tmp_path / f"{i}.traces.jsonl").read_text().splitlines()] for i in (0, 1)]
+    distinct = {t["prompt_sha256"] for ts in traces for t in ts}
+    with sqlite3.connect(store) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert db.execute("SELECT COUNT(*) FROM generations").fetchone() == (len(distinct),)
+    # Both finished with every pair, and a third run finds all of them stored.
+    assert [len(ts) for ts in traces] == [125, 125]
+    again = rerank(str(OTHER_RUN), "--top-k", "5", "-o", str(tmp_path / "again.trec"), store=store)
+    assert summary_number(again.stderr, " distinct prompts") == 0 and from_store(again.stderr) == 125
