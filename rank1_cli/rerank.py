@@ -27,11 +27,10 @@ from typing import Any
 
 from . import prompts
 from .collection import CollectionSource, Document, Query
-from .engines import Engine, EngineConfig, default_dtype, engine_module, engine_options, load_engine
+from .engines import Engine, engine_module, engine_options
 from .errors import InputError, OptionError
-from .models import ResolvedModel, model_revision, resolve_model
-from .scorer import (Budget, ProgressReporter, Scorer, check_lengths, fit_prompts, load_tokenizer, model_context,
-                     size_budget)
+from .models import ResolvedModel, resolve_model
+from .scorer import Budget, ProgressReporter, Scorer, ScoringModel, check_lengths, fit_prompts, load_scoring_model
 from .scoring import VerdictTokens
 from .store import GenerationKey, Store
 from .traces import TRACE_FORMAT, Trace
@@ -94,18 +93,25 @@ class PreparedRerank:
     run: Run
     pairs: list[Pair]
     options: RerankOptions
-    model: ResolvedModel
-    tokens: VerdictTokens
-    budget: Budget
-    engine_config: EngineConfig
-    engine_options: Any               # the backend's Options
-    key: GenerationKey
+    scoring: ScoringModel
     settings: dict[str, Any]
     dropped_missing: int = 0
 
     @property
     def queries(self) -> int:
         return len({p.qid for p in self.pairs})
+
+    @property
+    def model(self) -> ResolvedModel:
+        return self.scoring.model
+
+    @property
+    def tokens(self) -> VerdictTokens:
+        return self.scoring.tokens
+
+    @property
+    def key(self) -> GenerationKey:
+        return self.scoring.key
 
 
 @dataclass(slots=True)
@@ -241,16 +247,10 @@ def prepare_rerank(run_path: str, source: CollectionSource, options: RerankOptio
     model = resolve_model(options.model)
     template = prompts.resolve_template(options.prompt)
     inputs = read_inputs(run_path, source, options)
-    budget = size_budget(options.max_model_len, options.max_reasoning_tokens, model_context(model))
-    tokenizer = load_tokenizer(model)
-    tokens = VerdictTokens.from_tokenizer(tokenizer)
-    if tokens.true_id == tokens.false_id:
-        raise InputError(f"{model.spec}: ' true' and ' false' start with the same token; not a rank1 model")
-    pairs = build_pairs(inputs, tokenizer, budget, template, options.top_k)
-
-    dtype = options.dtype or default_dtype(options.backend)
-    key = GenerationKey(model.spec, model_revision(model), options.backend, dtype, budget.max_reasoning_tokens,
-                        budget.max_model_len)
+    scoring = load_scoring_model(model, options.backend, chosen_engine_options, dtype=options.dtype,
+                                 max_model_len=options.max_model_len, max_reasoning_tokens=options.max_reasoning_tokens)
+    budget, key = scoring.budget, scoring.key
+    pairs = build_pairs(inputs, scoring.tokenizer, budget, template, options.top_k)
     settings = {
         "format": TRACE_FORMAT,
         "model": model.spec,
@@ -260,25 +260,20 @@ def prepare_rerank(run_path: str, source: CollectionSource, options: RerankOptio
         "prompt_template_sha256": prompts.prompt_sha256(template.text) if template else None,
         "max_reasoning_tokens": budget.max_reasoning_tokens,
         "max_model_len": budget.max_model_len,
-        "dtype": dtype,
+        "dtype": key.dtype,
     }
     if options.shard:
         from .shard import SHARD_KEY, format_shard, parse_shard
 
         settings[SHARD_KEY] = format_shard(*parse_shard(options.shard))
-    engine_config = EngineConfig(model=model.path, dtype=dtype, max_model_len=budget.max_model_len)
-    return PreparedRerank(inputs.run, pairs, options, model, tokens, budget, engine_config, chosen_engine_options,
-                          key, settings, inputs.dropped_missing)
+    return PreparedRerank(inputs.run, pairs, options, scoring, settings, inputs.dropped_missing)
 
 
 # --- execute -------------------------------------------------------------------------------
 
 def make_scorer(prepared: PreparedRerank, store: Store | None, *, recompute: bool = False) -> Scorer:
     """The scorer for a prepared rerank; its engine loads only if some pair is not in the store."""
-    options = prepared.options
-    return Scorer(prepared.key, prepared.tokens,
-                  lambda: load_engine(options.backend, prepared.engine_config, prepared.engine_options),
-                  store=store, chunk_size=options.chunk_size, recompute=recompute)
+    return prepared.scoring.scorer(store, chunk_size=prepared.options.chunk_size, recompute=recompute)
 
 
 def execute_rerank(prepared: PreparedRerank, scorer: Scorer, progress: ProgressReporter | None = None) -> RerankResult:

@@ -20,11 +20,13 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from . import prompts
-from .engines.base import Engine, Generation, GenerationSettings
+from .engines import default_dtype, load_engine
+from .engines.base import Engine, EngineConfig, Generation, GenerationSettings
 from .errors import EngineFailure, InputError, OptionError
-from .models import ResolvedModel
+from .models import ResolvedModel, model_revision
 from .scoring import (FALLBACK_SCORE, VerdictTokens, relevance_score, repair_prompt, verdict_from_stop,
                       verdict_logprobs)
 from .store import PENDING, GenerationKey, Store, StoredGeneration, StoreError
@@ -125,6 +127,41 @@ def fit_prompts(tokenizer, queries: Sequence[str], passages: Sequence[str], budg
                               "raise {max_model_len} or lower {max_reasoning_tokens}")
         fitted.append((cut, True))
     return [fitted[index[pair]] for pair in zip(queries, passages)]
+
+
+@dataclass(frozen=True, slots=True)
+class ScoringModel:
+    """A rank1 model ready to score with, no engine loaded yet: its tokenizer, verdict tokens,
+    sized budget, store key, and what its engine will be started with."""
+
+    model: ResolvedModel
+    backend: str
+    tokenizer: Any
+    tokens: VerdictTokens
+    budget: Budget
+    key: GenerationKey
+    engine_config: EngineConfig
+    engine_options: Any
+
+    def scorer(self, store: Store | None, *, chunk_size: int = 256, recompute: bool = False) -> "Scorer":
+        """A scorer whose engine is started on first need."""
+        return Scorer(self.key, self.tokens, lambda: load_engine(self.backend, self.engine_config, self.engine_options),
+                      store=store, chunk_size=chunk_size, recompute=recompute)
+
+
+def load_scoring_model(model: ResolvedModel, backend: str, engine_options: Any, *, dtype: str | None,
+                       max_model_len: int, max_reasoning_tokens: int) -> ScoringModel:
+    """Size the budget to the model's context, load the tokenizer, and derive the store key."""
+    budget = size_budget(max_model_len, max_reasoning_tokens, model_context(model))
+    tokenizer = load_tokenizer(model)
+    tokens = VerdictTokens.from_tokenizer(tokenizer)
+    if tokens.true_id == tokens.false_id:
+        raise InputError(f"{model.spec}: ' true' and ' false' start with the same token; not a rank1 model")
+    dtype = dtype or default_dtype(backend)
+    key = GenerationKey(model.spec, model_revision(model), backend, dtype, budget.max_reasoning_tokens,
+                        budget.max_model_len)
+    config = EngineConfig(model=model.path, dtype=dtype, max_model_len=budget.max_model_len)
+    return ScoringModel(model, backend, tokenizer, tokens, budget, key, config, engine_options)
 
 
 # --- judgements ----------------------------------------------------------------------------
