@@ -111,6 +111,7 @@ def rerank(
               ("prompt file", prompt if prompt and Path(prompt).is_file() else None)]
     check_outputs([("output run", output), ("traces", traces)], inputs)
     check_traces_target(traces)
+    _check_store_choice(store, no_store)
     given = {"tensor_parallel": tensor_parallel, "data_parallel": data_parallel,
              "gpu_memory_utilization": gpu_memory_utilization, "base_urls": tuple(base_url) if base_url else None,
              "api_key_env": api_key_env, "concurrency": concurrency, "served_model": served_model,
@@ -154,14 +155,15 @@ def rerank(
         print_rerank_summary(console, result.stats, traces, reasoning_store.path if reasoning_store else None)
 
 
+def _check_store_choice(path: str | None, no_store: bool) -> None:
+    if no_store and path:
+        raise InputError("--store and --no-store contradict each other; give one")
+
+
 def _open_store(path: str | None, no_store: bool):
     from .store import Store, default_store_path
 
-    if no_store:
-        if path:
-            raise InputError("--store and --no-store contradict each other; give one")
-        return None
-    return Store(path or default_store_path())
+    return None if no_store else Store(path or default_store_path())
 
 
 @app.command()
@@ -196,13 +198,12 @@ def merge(
     inputs.append(("first-stage run", first_stage))
     check_outputs([("merged run", output), ("merged traces", traces_output)], inputs)
     check_traces_target(traces_output)
+    _check_store_choice(store, no_store)
     summary = merge_shards(runs, traces, output, traces_output, first_stage=first_stage)
     console.print(f"merged {summary.shards} shards ({summary.empty_shards} empty): {summary.queries} queries, "
                   f"{summary.traces} traced pairs" + (f"; traces in {traces_output}" if traces_output else ""),
                   markup=False, highlight=False)
     if no_store:
-        if store:
-            raise InputError("--store and --no-store contradict each other; give one")
         return
     from .store_admin import import_files
 
