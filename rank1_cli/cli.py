@@ -211,9 +211,31 @@ def models() -> None:
     Console(stderr=True).print("Memory is for the weights; vLLM adds KV cache up to --gpu-memory-utilization.")
 
 
-def main() -> None:
-    import click
+def _click_exception_types() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...]]:
+    """(Exit, ClickException, Abort) classes of every click layout typer may use.
 
+    typer up to 0.2x raises click's own exceptions; newer typer vendors click as `typer._click` and
+    defines Exit and Abort itself. Both are collected, so a typer upgrade cannot turn usage
+    errors back into tracebacks.
+    """
+    import importlib
+
+    exits: list[type] = [typer.Exit]
+    errors: list[type] = []
+    aborts: list[type] = [typer.Abort]
+    for name in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        exits += [module.Exit] if hasattr(module, "Exit") else []
+        errors += [module.ClickException] if hasattr(module, "ClickException") else []
+        aborts += [module.Abort] if hasattr(module, "Abort") else []
+    return tuple(exits), tuple(errors), tuple(aborts)
+
+
+def main() -> None:
+    exits, click_errors, aborts = _click_exception_types()
     try:
         code = app(standalone_mode=False)
         if isinstance(code, int) and code:
@@ -224,12 +246,12 @@ def main() -> None:
     except EngineFailure as exc:
         print(f"rank1: error: {exc}", file=sys.stderr)
         sys.exit(1)
-    except click.exceptions.Exit as exc:
+    except exits as exc:
         sys.exit(exc.exit_code)
-    except click.exceptions.ClickException as exc:
+    except click_errors as exc:  # usage errors: click prints the usage line and the message
         exc.show()
-        sys.exit(2)
-    except (click.exceptions.Abort, KeyboardInterrupt):
+        sys.exit(exc.exit_code if isinstance(getattr(exc, "exit_code", None), int) else 2)
+    except (*aborts, KeyboardInterrupt):
         print("rank1: interrupted", file=sys.stderr)
         sys.exit(130)
     except BrokenPipeError:

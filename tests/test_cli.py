@@ -111,3 +111,19 @@ def test_cli_never_imports_torch_or_vllm_for_help_and_eval(files):
     proc = subprocess.run([RANK1[0], "-c", code % (SAMPLE / "run.bm25.trec", SAMPLE / "qrels.txt")],
                           capture_output=True, text=True, cwd=REPO)
     assert "HEAVY []" in proc.stdout, proc.stdout + proc.stderr
+
+
+USAGE_ERRORS = {
+    "unknown option": (["rerank", "x", "--bogus"], "No such option"),
+    "unknown command": (["nosuchcmd"], "No such command"),
+    "eval without arguments": (["eval"], "Missing"),
+}
+
+
+@pytest.mark.parametrize("case", list(USAGE_ERRORS))
+def test_usage_errors_print_usage_and_exit_2(case):
+    args, message = USAGE_ERRORS[case]
+    proc, _ = rank1(*args)
+    assert proc.returncode == 2, proc.stderr
+    assert "Usage: " in proc.stderr and message in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
