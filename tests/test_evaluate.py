@@ -23,14 +23,14 @@ from rank1_cli.evaluate import (
 from rank1_cli.measures import ALL_TREC
 from rank1_cli.trec import read_qrels_file, read_run_scores
 
-CONFORMANCE = Path(__file__).resolve().parents[2] / "shared" / "conformance" / "trec_eval"
+# trec_eval's own test files (usnistgov/trec_eval test/, with its licence), vendored in the repository
+CONFORMANCE = Path(__file__).resolve().parent / "data" / "trec_eval"
 
 
 @pytest.fixture(scope="module")
 def data() -> Path:
     assert CONFORMANCE.is_dir(), (
-        f"trec_eval conformance data not found at {CONFORMANCE}: the repository expects shared/ beside "
-        "its checkout (shared/conformance/trec_eval from usnistgov/trec_eval's test/ folder)")
+        f"trec_eval conformance data not found at {CONFORMANCE} (tests/data/trec_eval in the repository)")
     return CONFORMANCE
 
 
