@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import groupby
 from typing import IO, TypeVar
 
-from .errors import InputError
-from .textio import atomic_writer, display_name, iter_lines
+from .errors import InputError, quote
+from .textio import atomic_writer, display_name, iter_chunks, utf8_error
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -34,91 +36,238 @@ Qrels = dict[str, dict[str, int]]
 """qid -> docid -> relevance grade."""
 
 
-def iter_run_lines(path: str | os.PathLike) -> Iterator[tuple[str, str, int, float]]:
-    """Yield (qid, docid, rank, score) for each line of a TREC run, validating as it goes."""
-    name = display_name(path)
-    for lineno, line in iter_lines(path):
-        fields = line.split()
-        if not fields:
+# Numbers as trec_eval 10.0 writes them and C's strtod reads them whole. Python's float() also
+# takes '2_0' (as 20.0), 'nan', 'infinity' and non-ASCII digits; trec_eval's atof reads '2_0' as
+# 2.0. Neither is a silent answer here: anything else is an error naming the line.
+_DECIMAL = re.compile(rb"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_INTEGER = re.compile(rb"[+-]?[0-9]+")
+
+
+def _text(field: bytes) -> str:
+    return field.decode("utf-8", errors="replace")
+
+
+def _check_utf8(name: str, first: int, chunk: bytes) -> None:
+    """Raise the InputError of the first line of `chunk` that is not valid UTF-8."""
+    if chunk.isascii():
+        return
+    try:
+        chunk.decode("utf-8")
+    except UnicodeDecodeError:
+        for i, raw in enumerate(chunk.split(b"\n")):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError(utf8_error(name, first + i, raw, exc)) from None
+
+
+def _is_comment(fields: list[bytes]) -> bool:
+    return fields[0].startswith(b"#")  # trec_eval 10.0 skips lines starting with '#'
+
+
+def _score(name: str, lineno: int, field: bytes) -> float:
+    if not _DECIMAL.fullmatch(field):
+        kind = field.lstrip(b"+-").lower()
+        if kind in (b"nan", b"inf", b"infinity"):
+            raise InputError(f"{name}:{lineno}: score (column 5) must be finite, found {quote(_text(field))}")
+        raise InputError(f"{name}:{lineno}: score (column 5) must be a number written in decimal "
+                         f"(like 12.5 or -3.1e-2), found {quote(_text(field))}")
+    value = float(field)
+    if not math.isfinite(value):
+        raise InputError(f"{name}:{lineno}: score (column 5) must be finite, found {quote(_text(field))}")
+    return value
+
+
+def _run_rows_slow(name: str, first: int, chunk: bytes) -> Iterator[tuple[int, str, str, int, float]]:
+    """(line, qid, docid, rank, score) per line of a chunk, with the error of the first bad line."""
+    _check_utf8(name, first, chunk)
+    for i, raw in enumerate(chunk.split(b"\n")[:-1]):
+        lineno = first + i
+        # bytes.split() splits at C's isspace, as trec_eval does (str.split also splits at NBSP ...).
+        fields = raw.split()
+        if not fields or _is_comment(fields):
             continue
         if len(fields) < 6:
             raise InputError(
                 f"{name}:{lineno}: expected 6 whitespace-separated columns {RUN_COLUMNS}, "
-                f"found {len(fields)}: {line[:120]!r}"
+                f"found {len(fields)}: {quote(_text(raw))}"
             )
         # Like trec_eval, words after the tag are ignored (its own test data has them).
         qid, _, docid, rank, score = fields[:5]
-        try:
-            rank_value = int(rank)
-        except ValueError:
-            raise InputError(f"{name}:{lineno}: rank (column 4) must be an integer, found {rank!r}") from None
-        try:
-            score_value = float(score)
-        except ValueError:
-            raise InputError(f"{name}:{lineno}: score (column 5) must be a number, found {score!r}") from None
-        if not math.isfinite(score_value):
-            raise InputError(f"{name}:{lineno}: score (column 5) must be finite, found {score!r}")
-        yield qid, docid, rank_value, score_value
+        if not _INTEGER.fullmatch(rank):
+            raise InputError(f"{name}:{lineno}: rank (column 4) must be an integer, found {quote(_text(rank))}")
+        yield lineno, qid.decode(), docid.decode(), int(rank), _score(name, lineno, score)
 
 
-def _first_of_each(path: str | os.PathLike, value: Callable[[str, float, int], T]) -> dict[str, dict[str, T]]:
-    """qid -> docid -> value(docid, score, rank), keeping the first line of each (qid, docid)."""
-    run: dict[str, dict[str, T]] = {}
-    duplicates = 0
-    for qid, docid, rank, score in iter_run_lines(path):
-        docs = run.get(qid)
-        if docs is None:
-            docs = run[qid] = {}
-        if docid in docs:
-            duplicates += 1
-            continue
-        docs[docid] = value(docid, score, rank)
-    if duplicates:
-        log.warning("%s: %d duplicate (qid, docid) lines ignored (the first of each was kept)",
-                    display_name(path), duplicates)
+def _run_rows_fast(chunk: bytes) -> tuple[Sequence[str], Sequence[str], Sequence[bytes], list[float]] | None:
+    """Columns (qids, docids, ranks, scores) of a chunk of plain 6-column lines, parsed in bulk.
+
+    None if anything is unusual (other column counts, comments, non-digit ranks, scores float()
+    would read differently from strtod, bad UTF-8): the caller then parses line by line, which
+    accepts the same inputs and words the error.
+    """
+    if not chunk.isascii():
+        try:
+            chunk.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    rows = list(map(bytes.split, chunk.split(b"\n")))
+    lengths = set(map(len, rows))
+    if 0 in lengths:
+        rows = list(filter(None, rows))
+        lengths.discard(0)
+    if not rows:
+        return (), (), (), []
+    if lengths != {6}:
+        return None
+    qids, _, docids, ranks, scores, _ = zip(*rows)
+    del rows
+    qid_text = b"\n".join(qids)
+    scores_text = b"".join(scores)
+    if (qid_text.startswith(b"#") or b"\n#" in qid_text or not b"".join(ranks).isdigit()
+            or b"_" in scores_text or not scores_text.isascii()):
+        return None
+    try:
+        values = list(map(float, scores))
+    except ValueError:
+        return None
+    if not all(map(math.isfinite, values)):
+        return None
+    return qid_text.decode().split("\n"), b"\n".join(docids).decode().split("\n"), ranks, values
+
+
+def _duplicate_error(path: str | os.PathLike, qid: str, docid: str, advice: str) -> InputError:
+    """The error for a (qid, docid) given twice, with both line numbers (found by reading again)."""
+    name = display_name(path)
+    lines: list[int] = []
+    if str(path) != "-":
+        want = (qid.encode(), docid.encode())
+        for first, chunk in iter_chunks(path):
+            for i, raw in enumerate(chunk.split(b"\n")[:-1]):
+                fields = raw.split()
+                if len(fields) > 2 and (fields[0], fields[2]) == want:
+                    lines.append(first + i)
+            if len(lines) >= 2:
+                break
+    place = f"{name}:{lines[1]}" if len(lines) >= 2 else name
+    earlier = f" (first at line {lines[0]})" if len(lines) >= 2 else ""
+    return InputError(f"{place}: document {quote(docid)} is given twice for query {quote(qid)}{earlier}; "
+                      f"{advice}")
+
+
+RUN_DUPLICATE = ("trec_eval refuses a run with a duplicate document in a query; keep one line "
+                 "per (qid, docid)")
+
+
+def _read_run_table(path: str | os.PathLike, with_rank: bool) -> dict[str, dict[str, T]]:
+    """qid -> docid -> score, or -> (score, rank) with_rank; queries in file order."""
+    name = display_name(path)
+    run: dict[str, dict] = {}
+    for first, chunk in iter_chunks(path):
+        columns = _run_rows_fast(chunk)
+        if columns is None:  # line by line: the same result, or the error of the first bad line
+            rows = list(_run_rows_slow(name, first, chunk))
+            columns = ([r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows], [r[4] for r in rows])
+        qids, docids, ranks, scores = columns
+        values: Sequence = list(zip(scores, map(int, ranks))) if with_rank else scores
+        start = 0
+        for qid, group in groupby(qids):
+            count = len(list(group))
+            end = start + count
+            docs = dict(zip(docids[start:end], values[start:end]))
+            if len(docs) != count:
+                raise _duplicate_error(path, qid, _first_repeat(docids[start:end]), RUN_DUPLICATE)
+            known = run.get(qid)
+            if known is None:
+                run[qid] = docs
+            else:  # the query's lines are not contiguous, or span two chunks
+                repeat = next((docid for docid in docs if docid in known), None)
+                if repeat is not None:
+                    raise _duplicate_error(path, qid, repeat, RUN_DUPLICATE)
+                known.update(docs)
+            start = end
     if not run:
-        raise InputError(f"{display_name(path)}: the run is empty (no lines of the form {RUN_COLUMNS})")
+        raise InputError(f"{name}: the run is empty (no lines of the form {RUN_COLUMNS})")
     return run
 
 
+def _first_repeat(items: Iterable[str]) -> str:
+    seen: set[str] = set()
+    for item in items:
+        if item in seen:
+            return item
+        seen.add(item)
+    return ""
+
+
+def iter_run_lines(path: str | os.PathLike) -> Iterator[tuple[str, str, int, float]]:
+    """Yield (qid, docid, rank, score) for each line of a TREC run, validating as it goes."""
+    name = display_name(path)
+    for first, chunk in iter_chunks(path):
+        for _, qid, docid, rank, score in _run_rows_slow(name, first, chunk):
+            yield qid, docid, rank, score
+
+
 def read_run(path: str | os.PathLike) -> Run:
-    """Read a TREC run; duplicates of (qid, docid) keep their first line, with one warning."""
-    run = _first_of_each(path, RunEntry)
-    return {qid: sorted(docs.values(), key=lambda e: (-e.score, e.rank)) for qid, docs in run.items()}
+    """Read a TREC run; a (qid, docid) given twice is an error, as in trec_eval."""
+    run = _read_run_table(path, with_rank=True)
+    return {qid: sorted((RunEntry(docid, score, rank) for docid, (score, rank) in docs.items()),
+                        key=lambda e: (-e.score, e.rank))
+            for qid, docs in run.items()}
 
 
 def read_run_scores(path: str | os.PathLike) -> dict[str, dict[str, float]]:
-    """Read a TREC run as qid -> docid -> score, the shape evaluators want (first duplicate wins)."""
-    return _first_of_each(path, lambda docid, score, rank: score)
+    """Read a TREC run as qid -> docid -> score, the shape evaluators want."""
+    return _read_run_table(path, with_rank=False)
+
+
+QRELS_DUPLICATE = "trec_eval refuses qrels with two lines for one (qid, docid); keep one"
+
+
+def _qrels_grade(name: str, lineno: int, field: bytes) -> tuple[int, bool]:
+    """(grade, was it written as a non-integer) the way trec_eval's atol reads it."""
+    if _INTEGER.fullmatch(field):
+        return int(field), False
+    if _DECIMAL.fullmatch(field):  # atol: the leading integer ('1.7' -> 1, '2e1' -> 2, '.5' -> 0)
+        digits = _INTEGER.match(field)
+        return (int(digits.group()) if digits else 0), True
+    raise InputError(f"{name}:{lineno}: grade (column 4) must be a number, found {quote(_text(field))}")
 
 
 def read_qrels_file(path: str | os.PathLike) -> Qrels:
-    """Read TREC qrels (`qid iter docid grade`). Non-integer grades are truncated, with a warning."""
+    """Read TREC qrels (`qid iter docid grade`).
+
+    Non-integer grades are cut to their integer part as trec_eval reads them, with a warning;
+    a (qid, docid) given twice is an error, as in trec_eval. Lines starting with '#' are skipped.
+    """
     name = display_name(path)
     qrels: Qrels = {}
     non_integer = 0
-    for lineno, line in iter_lines(path):
-        fields = line.split()
-        if not fields:
-            continue
-        if len(fields) != 4:
-            raise InputError(
-                f"{name}:{lineno}: expected 4 whitespace-separated columns 'qid iter docid grade', "
-                f"found {len(fields)}: {line[:120]!r}"
-            )
-        qid, _, docid, grade = fields
-        try:
-            value = int(grade)
-        except ValueError:
-            try:
-                value = int(float(grade))
-            except ValueError:
-                raise InputError(f"{name}:{lineno}: grade (column 4) must be a number, found {grade!r}") from None
-            non_integer += 1
-        qrels.setdefault(qid, {})[docid] = value
+    for first, chunk in iter_chunks(path):
+        _check_utf8(name, first, chunk)
+        for i, raw in enumerate(chunk.split(b"\n")[:-1]):
+            lineno = first + i
+            fields = raw.split()
+            if not fields or _is_comment(fields):
+                continue
+            if len(fields) != 4:
+                raise InputError(
+                    f"{name}:{lineno}: expected 4 whitespace-separated columns 'qid iter docid grade', "
+                    f"found {len(fields)}: {quote(_text(raw))}"
+                )
+            qid, _, docid, grade = fields
+            value, truncated = _qrels_grade(name, lineno, grade)
+            non_integer += truncated
+            docs = qrels.get(qid.decode())
+            if docs is None:
+                docs = qrels[qid.decode()] = {}
+            key = docid.decode()
+            if key in docs:
+                raise _duplicate_error(path, qid.decode(), key, QRELS_DUPLICATE)
+            docs[key] = value
     if non_integer:
-        log.warning("%s: %d non-integer relevance grades truncated to integers (trec_eval does the same)",
-                    name, non_integer)
+        log.warning("%s: %d non-integer relevance grades cut to their integer part (trec_eval reads them "
+                    "the same way)", name, non_integer)
     if not qrels:
         raise InputError(f"{name}: the qrels file is empty")
     return qrels

@@ -28,11 +28,47 @@ def test_gzip_and_stdin_runs(tmp_path, monkeypatch):
     assert trec.read_run(str(gz))["q1"][0].docid == "a"
 
 
-def test_duplicates_keep_the_first_and_warn_once(tmp_path, caplog):
-    path = write(tmp_path / "run", "q1 Q0 a 1 3 t\nq1 Q0 a 2 9 t\nq1 Q0 b 3 1 t\nq1 Q0 b 4 0 t\n")
-    run = trec.read_run(path)
-    assert [(e.docid, e.score) for e in run["q1"]] == [("a", 3.0), ("b", 1.0)]
-    assert "2 duplicate (qid, docid) lines" in caplog.text
+@pytest.mark.parametrize("text, lines", [
+    ("q1 Q0 a 1 3 t\nq1 Q0 b 2 9 t\nq1 Q0 a 3 1 t\n", (3, 1)),  # within one query's lines
+    ("q1 Q0 a 1 3 t\nq2 Q0 a 1 9 t\nq1 Q0 a 2 1 t\n", (3, 1)),  # the query's lines apart
+    ("q1 Q0 a 1 3 t\nq1 Q0 a 2 3 t extra words\n", (2, 1)),  # line-by-line path
+])
+def test_a_document_twice_in_a_query_is_refused_like_trec_eval(tmp_path, text, lines):
+    path = write(tmp_path / "run", text)
+    for reader in (trec.read_run, trec.read_run_scores):
+        with pytest.raises(InputError, match=rf"run:{lines[0]}: document 'a' is given twice for query 'q1' "
+                                             rf"\(first at line {lines[1]}\); trec_eval refuses"):
+            reader(path)
+
+
+def test_a_bom_crlf_tabs_comments_and_scattered_queries_read_as_trec_eval_does(tmp_path):
+    text = ("\ufeffq01 Q0 a 1 2.5 t\r\n# a comment line\r\n  \r\nq02\tQ0\tb\t1\t-1e-3\tt\r\n"
+            "q01 Q0 c 2 +.5 t\r\n")
+    path = tmp_path / "run"
+    path.write_bytes(text.encode())
+    assert trec.read_run_scores(str(path)) == {"q01": {"a": 2.5, "c": 0.5}, "q02": {"b": -0.001}}
+    run = trec.read_run(str(path))
+    assert list(run) == ["q01", "q02"] and [e.docid for e in run["q01"]] == ["a", "c"]
+
+
+def test_only_ascii_whitespace_separates_columns_as_in_trec_eval(tmp_path):
+    # A no-break space is part of the docid for trec_eval (C isspace); Python's str.split would cut there.
+    path = tmp_path / "run"
+    path.write_bytes("q1 Q0 doc\u00a0one 1 1.0 t\n".encode())
+    assert trec.read_run_scores(str(path)) == {"q1": {"doc\u00a0one": 1.0}}
+
+
+def test_bulk_and_line_by_line_parsing_agree(tmp_path):
+    import random
+
+    rng = random.Random(7)
+    lines = [f"q{rng.randrange(20)} Q0 d{i} {i} {rng.uniform(-5, 5)!r} tag" for i in range(3000)]
+    plain = write(tmp_path / "plain", "\n".join(lines) + "\n")
+    # trailing words push every chunk down the line-by-line path
+    slow = write(tmp_path / "slow", "\n".join(line + " extra" for line in lines) + "\n")
+    assert trec.read_run_scores(plain) == trec.read_run_scores(slow)
+    assert trec.read_run(plain) == trec.read_run(slow)
+    assert sum(map(len, trec.read_run_scores(plain).values())) == 3000
 
 
 @pytest.mark.parametrize("line, message", [
@@ -40,11 +76,22 @@ def test_duplicates_keep_the_first_and_warn_once(tmp_path, caplog):
     ("q1 Q0 a one 1.0 t", "run:2: rank (column 4) must be an integer"),
     ("q1 Q0 a 1 high t", "run:2: score (column 5) must be a number"),
     ("q1 Q0 a 1 nan t", "run:2: score (column 5) must be finite"),
+    ("q1 Q0 a 1 -Infinity t", "run:2: score (column 5) must be finite"),
+    ("q1 Q0 a 1 1e999 t", "run:2: score (column 5) must be finite"),
+    # Python's float() reads '2_0' as 20.0 (trec_eval's atof as 2.0): neither, an error
+    ("q1 Q0 a 1 2_0 t", "run:2: score (column 5) must be a number written in decimal (like 12.5 or -3.1e-2), "
+                        "found '2_0'"),
+    ("q1 Q0 a 1 0x1p3 t", "run:2: score (column 5) must be a number"),
+    ("q1 Q0 a 1 \u0661 t", "run:2: score (column 5) must be a number"),  # an Arabic-Indic digit one
+    ("q1 Q0 a 1_0 1.0 t", "run:2: rank (column 4) must be an integer, found '1_0'"),
+    ("q1 Q0 " + "x" * 1_000_000 + " 1", "run:2: expected 6 whitespace-separated columns"),
 ])
 def test_malformed_lines_name_file_and_line(tmp_path, line, message):
     path = write(tmp_path / "run", "q1 Q0 z 1 1.0 t\n" + line + "\n")
-    with pytest.raises(InputError, match=re.escape(message)):
-        trec.read_run(path)
+    for reader in (trec.read_run, trec.read_run_scores):
+        with pytest.raises(InputError, match=re.escape(message)) as error:
+            reader(path)
+        assert len(str(error.value)) < 400  # values are quoted up to 100 characters
 
 
 def test_empty_and_non_utf8_and_missing_runs(tmp_path):
@@ -59,9 +106,35 @@ def test_empty_and_non_utf8_and_missing_runs(tmp_path):
 
 
 def test_qrels_grades_and_non_integer_warning(tmp_path, caplog):
-    qrels = trec.read_qrels_file(write(tmp_path / "qrels", "q1 0 a 2\nq1 0 b 0\nq2 0 c 1.7\n"))
-    assert qrels == {"q1": {"a": 2, "b": 0}, "q2": {"c": 1}}
-    assert "non-integer" in caplog.text
+    qrels = trec.read_qrels_file(write(tmp_path / "qrels", "# judged by NIST\nq1 0 a 2\nq1 0 b 0\nq2 0 c 1.7\n"
+                                                              "q2 0 d -1\nq2 0 e 2e1\n"))
+    # trec_eval reads grades with atol: 1.7 -> 1, 2e1 -> 2
+    assert qrels == {"q1": {"a": 2, "b": 0}, "q2": {"c": 1, "d": -1, "e": 2}}
+    assert "2 non-integer" in caplog.text
+
+
+def test_qrels_with_a_bom_keep_the_first_query(tmp_path):
+    path = tmp_path / "qrels"
+    path.write_bytes(b"\xef\xbb\xbfq01 0 a 1\r\nq01 0 b 0\r\n")
+    assert trec.read_qrels_file(str(path)) == {"q01": {"a": 1, "b": 0}}
+
+
+@pytest.mark.parametrize("second", ["q1 0 a 0", "q1 0 a 2"])
+def test_qrels_with_a_document_twice_are_refused_like_trec_eval(tmp_path, second):
+    path = write(tmp_path / "qrels", f"q1 0 a 2\nq1 0 b 1\n{second}\n")
+    with pytest.raises(InputError, match=r"qrels:3: document 'a' is given twice for query 'q1' \(first at line 1\)"):
+        trec.read_qrels_file(path)
+
+
+@pytest.mark.parametrize("line, message", [
+    ("q1 0 a 2_0", "qrels:2: grade (column 4) must be a number, found '2_0'"),
+    ("q1 0 a high", "qrels:2: grade (column 4) must be a number, found 'high'"),
+    ("q1 0 a", "qrels:2: expected 4 whitespace-separated columns"),
+    ("q1 0 a 1 extra", "qrels:2: expected 4 whitespace-separated columns"),
+])
+def test_malformed_qrels_lines_name_file_and_line(tmp_path, line, message):
+    with pytest.raises(InputError, match=re.escape(message)):
+        trec.read_qrels_file(write(tmp_path / "qrels", f"q0 0 z 1\n{line}\n"))
 
 
 def test_written_scores_strictly_decrease_so_trec_eval_keeps_our_order(tmp_path):
