@@ -3,8 +3,11 @@
 pytrec_eval (trec_eval's C code) computes most measures. The measures trec_eval 10.0 has and
 pytrec_eval lacks (rbp, rbp_resid, unj, relstring's text), those where pytrec_eval's bundled
 trec_eval 9 differs from 10.0 (iprec_at_recall and 11pt_avg: 10.0 rounds recall cutoffs with
-lround, 9 added 0.9 and truncated), and Judged@k / RR@k are computed here, on the ranking trec_eval
-builds: score read as a C float, descending, ties broken by docid descending.
+lround, 9 added 0.9 and truncated), and Judged@k / RR@k are computed here. Every measure sees the
+ranking trec_eval 10.0 builds: score read as a C double, descending, ties broken by docid
+descending. pytrec_eval (trec_eval 9 inside) would read scores as C floats, where scores closer than
+a float step tie and are reordered by docid; it is given ranks as scores instead (n, n-1, ... 1,
+exact in a float), which encode the order decided here.
 
 Entry points: `run_eval` (what the CLI calls: read runs, evaluate, print), `evaluate_run` (one run
 already in memory), and the formatters `format_tsv`, `to_json`, `build_table`.
@@ -12,12 +15,10 @@ already in memory), and the formatters `format_tsv`, `to_json`, `build_table`.
 
 from __future__ import annotations
 
-import heapq
 import json
 import logging
 import math
 import sys
-from array import array
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePath
@@ -74,23 +75,39 @@ class RunEvaluation:
 # The ranking trec_eval evaluates
 
 
+def trec_order(docs: Mapping[str, float]) -> list[str]:
+    """Docids in trec_eval 10.0's order: score (a double) descending, then docid descending.
+
+    (form_res_rels.c, comp_sim_docno: strcmp on the docids; Python's code-point order is UTF-8
+    byte order.)
+    """
+    order = sorted(docs, reverse=True)
+    order.sort(key=docs.__getitem__, reverse=True)  # stable: equal scores keep docid descending
+    return order
+
+
+def rank_scores(docs: Mapping[str, float]) -> dict[str, float]:
+    """The same ranking with scores n, n-1, ... 1: distinct and exact as C floats, so a reader of
+    floats (pytrec_eval) ranks exactly as trec_eval 10.0 ranks the double scores."""
+    order = trec_order(docs)
+    if len(order) > 1 << 24:
+        raise InputError(f"a query has {len(order)} documents; at most {1 << 24} can be ranked exactly")
+    return dict(zip(order, map(float, range(len(order), 0, -1))))
+
+
 def ranked_relevance(docs: Mapping[str, float], qrel: Mapping[str, int], *, judged_only: bool = False,
                      depth: int | None = None) -> list[int]:
     """Grades of the retrieved documents in trec_eval's order, NONPOOL/UNJUDGED for the others.
 
-    trec_eval stores scores as C floats and sorts by score descending, then docid descending
-    (strcmp; Python's code-point order is UTF-8 byte order). `depth` keeps only the top documents.
+    The order is trec_eval 10.0's (`trec_order`). `depth` keeps only the top documents.
     judged_only (trec_eval -J) drops documents without a grade >= 0 before ranking positions count.
     """
-    sims = array("f", docs.values())  # rounds to float32, as trec_eval's TEXT_RESULTS.sim
-    pairs = zip(sims, docs.keys())
-    if depth is not None and not judged_only and depth < len(docs):
-        top = heapq.nlargest(depth, pairs)
-    else:
-        top = sorted(pairs, reverse=True)
+    top = trec_order(docs)
+    if depth is not None and not judged_only:
+        del top[depth:]
     get = qrel.get
     rels = []
-    for _, docid in top:
+    for docid in top:
         grade = get(docid)
         rels.append(NONPOOL if grade is None else (grade if grade >= 0 else UNJUDGED))
     if judged_only:
@@ -294,7 +311,8 @@ def evaluate_run(run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Map
                         "means (%s); --complete (trec_eval -c) counts them as empty rankings",
                         name, len(missing), len(judged), _sample(missing))
 
-    eval_run: dict[str, Mapping[str, float]] = {qid: run[qid] for qid in common}
+    # trec_eval 10.0's ranking, as scores any float reader ranks the same way
+    eval_run: dict[str, Mapping[str, float]] = {qid: rank_scores(run[qid]) for qid in common}
     if complete:
         eval_run.update((qid, {}) for qid in missing)
     queries = sorted(eval_run)

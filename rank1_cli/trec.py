@@ -6,6 +6,7 @@ import logging
 import math
 import os
 import re
+import struct
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import groupby
@@ -273,18 +274,44 @@ def read_qrels_file(path: str | os.PathLike) -> Qrels:
     return qrels
 
 
+def _as_float32(x: float) -> float:
+    """x rounded to a C float (what pytrec_eval, trec_eval 9 and ir_measures read), as a double."""
+    try:
+        return struct.unpack("<f", struct.pack("<f", x))[0]
+    except OverflowError:
+        return math.copysign(math.inf, x)
+
+
+def _float32_below(x: float) -> float:
+    """The next C float below x, itself a C float (-inf below the lowest)."""
+    if x == 0:
+        bits = 0x80000001  # the negative float closest to zero
+    else:
+        bits = struct.unpack("<I", struct.pack("<f", x))[0]
+        bits = bits - 1 if x > 0 else bits + 1
+    return struct.unpack("<f", struct.pack("<I", bits))[0]
+
+
 def strictly_decreasing(scores: Sequence[float]) -> list[float]:
-    """Nudge scores down by the smallest float step where needed so they strictly decrease.
+    """Lower scores where needed so they strictly decrease as doubles and as C floats.
 
     trec_eval sorts by score and breaks ties by docid, which would silently reorder a ranking
-    with tied scores; this keeps the order that was decided and changes no score more than
-    needed.
+    with tied scores; readers of C floats (pytrec_eval, ir_measures) also tie scores closer than
+    a float step (6e-8 near 1.0). A score that is not below the previous one in both senses becomes
+    the next C float below the previous score (the smallest step a float reader sees); the others
+    are kept as they are.
     """
     out: list[float] = []
+    previous32 = math.inf
     for score in scores:
-        if out and score >= out[-1]:
-            score = math.nextafter(out[-1], -math.inf)
+        score32 = _as_float32(score)
+        if out and not (score < out[-1] and score32 < previous32):
+            lower = _float32_below(previous32) if math.isfinite(previous32) else -math.inf
+            # beyond the float range only the double can decrease
+            score = lower if math.isfinite(lower) and lower < out[-1] else math.nextafter(out[-1], -math.inf)
+            score32 = _as_float32(score)
         out.append(score)
+        previous32 = score32
     return out
 
 

@@ -170,17 +170,49 @@ def test_trec_eval_9_rounding_reproduces_pytrec_eval(data):
 # The ranking trec_eval evaluates, and measures computed on it
 
 
-def test_ranking_ties_break_by_docid_descending_and_scores_are_c_floats():
-    qrel = {"a": 1, "b": 0, "c": -1}
-    # 1.0 and 1.00000001 are the same C float: a tie, broken by docid descending (z before a)
-    docs = {"a": 1.0, "z": 1.00000001, "b": 0.5, "c": 2.0}
-    assert ranked_relevance(docs, qrel) == [UNJUDGED, NONPOOL, 1, 0]
-    assert ranked_relevance(docs, qrel, depth=2) == [UNJUDGED, NONPOOL]
-    assert ranked_relevance(docs, qrel, judged_only=True) == [1, 0]
+def test_ranking_ties_break_by_docid_descending_and_scores_are_c_doubles():
+    qrel = {"a": 1, "b": 0, "c": -1, "m": 1}
+    # 1.0 and 1.00000001 are one C float but two doubles: trec_eval 10.0 ranks z above a.
+    # m and a tie exactly: docid descending puts m first.
+    docs = {"a": 1.0, "z": 0.99999999, "m": 1.0, "b": 0.5, "c": 2.0}
+    assert ranked_relevance(docs, qrel) == [UNJUDGED, 1, 1, NONPOOL, 0]
+    assert ranked_relevance(docs, qrel, depth=2) == [UNJUDGED, 1]
+    assert ranked_relevance(docs, qrel, judged_only=True) == [1, 1, 0]
+
+
+# Near ties, checked against trec_eval 10.0 built from source (tests/data/near_ties/README.md).
+NEAR_TIES = Path(__file__).resolve().parent / "data" / "near_ties"
+NEAR_TIE_SUITES = {"out.pair": ("qrels.pair", "run.pair"), "out.random1": ("qrels.near_ties", "run.random1"),
+                   "out.random2": ("qrels.near_ties", "run.random2"),
+                   "out.random3": ("qrels.near_ties", "run.random3")}
+
+
+@pytest.mark.parametrize("name", list(NEAR_TIE_SUITES))
+def test_near_ties_rank_as_trec_eval_10_reads_doubles(name):
+    import subprocess
+    import sys
+
+    qrels, run = NEAR_TIE_SUITES[name]
+    proc = subprocess.run([sys.executable, "-m", "rank1_cli.cli", "eval", str(NEAR_TIES / run), "--qrels",
+                           str(NEAR_TIES / qrels), "-m", "all_trec", "-q", "-f", "tsv"],
+                          capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stderr
+    expected = (NEAR_TIES / name).read_text()
+    got, want = cells(proc.stdout), cells(expected)
+    assert {k: (want[k], got.get(k)) for k in want if got.get(k) != want[k]} == {}
+    assert proc.stdout == expected
+
+
+def test_the_relevant_document_scored_higher_as_a_double_is_first():
+    # a: 0.99999999 and z: 0.99999998 are one C float; as floats z (docid descending) would lead.
+    evaluation = evaluate_run({"q1": {"a": 0.99999999, "z": 0.99999998}}, {"q1": {"a": 1, "z": 0}},
+                              ["P@1", "RR", "Judged@1", "relstring.2"])
+    assert evaluation.value("P@1", "q1") == 1.0 and evaluation.value("RR", "q1") == 1.0
+    assert evaluation.value("relstring_2", "q1") == "10"
 
 
 def test_python_ranking_agrees_with_pytrec_eval_on_ties():
-    """P@k, RR@k from our ranking == pytrec_eval's on runs full of ties and float32 collisions."""
+    """P@k, RR@k from our ranking == pytrec_eval's given rank_scores, on runs full of exact ties."""
     rng = random.Random(7)
     qrels, run = {}, {}
     for q in range(60):
@@ -191,14 +223,17 @@ def test_python_ranking_agrees_with_pytrec_eval_on_ties():
     ours = evaluate_run(run, qrels, ["RR@1000", "RR", "P@5", "P@20", "unj.5,20", "Judged@20"])
     import pytrec_eval
 
-    theirs = pytrec_eval.RelevanceEvaluator(qrels, {"P.5,20", "recip_rank"}).evaluate(run)
+    from rank1_cli.evaluate import rank_scores
+
+    theirs = pytrec_eval.RelevanceEvaluator(qrels, {"P.5,20", "recip_rank"}).evaluate(
+        {qid: rank_scores(docs) for qid, docs in run.items()})
     for qid in run:
         rels = ranked_relevance(run[qid], qrels[qid])
         for k in (5, 20):
             assert sum(1 for r in rels[:k] if r >= 1) / k == pytest.approx(theirs[qid][f"P_{k}"], abs=1e-12)
+            assert ours.value(f"P@{k}", qid) == pytest.approx(theirs[qid][f"P_{k}"], abs=1e-12)
         assert ours.value("RR@1000", qid) == pytest.approx(theirs[qid]["recip_rank"], abs=1e-12)
         assert ours.value("RR", qid) == pytest.approx(theirs[qid]["recip_rank"], abs=1e-12)
-        assert ours.value("Judged@20", qid) == pytest.approx(1 - ours.value("unj_20", qid))
 
 
 def test_judged_at_k_on_a_hand_made_example():

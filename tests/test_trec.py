@@ -3,6 +3,7 @@ import gzip
 import math
 from pathlib import Path
 
+import numpy
 import pytest
 
 from rank1_cli import trec
@@ -146,9 +147,37 @@ def test_written_scores_strictly_decrease_so_trec_eval_keeps_our_order(tmp_path)
     assert [r[3] for r in rows] == ["1", "2", "3"]
     scores = [float(r[4]) for r in rows]
     assert scores[0] == 0.5 and scores[0] > scores[1] > scores[2]
-    assert scores[1] == math.nextafter(0.5, -math.inf)
+    assert scores[1] == float(numpy.nextafter(numpy.float32(0.5), numpy.float32(-1)))  # one C float step
     reread = trec.read_run(str(out))
     assert [e.docid for e in reread["q1"]] == ["a", "z", "m"]
+
+
+def test_written_scores_strictly_decrease_for_float_readers_too(tmp_path):
+    """pytrec_eval and ir_measures read C floats: near 1.0 a float step is 6e-8, so scores one double
+    step apart (or 1e-9 apart) would tie there and be reordered by docid."""
+    import random
+
+    rng = random.Random(3)
+    scores = sorted((rng.choice([1.0, 1.0 - 1e-9, 0.99999999, 0.5, 0.5, 1e-30, 0.0, -2.5])
+                     for _ in range(300)), reverse=True)
+    ranking = {"q1": [(f"d{i:03d}", s) for i, s in enumerate(scores)]}
+    out = tmp_path / "out.trec"
+    trec.write_run(str(out), ranking, "tag")
+    written = [line.split()[4] for line in out.read_text().splitlines()]
+    doubles = [float(w) for w in written]
+    floats = [numpy.float32(w) for w in written]  # parsed from the text, as a float reader does
+    assert all(a > b for a, b in zip(doubles, doubles[1:]))
+    assert all(a > b for a, b in zip(floats, floats[1:]))
+    assert [repr(d) for d in doubles] == written  # repr: the text round-trips
+    assert all(d <= s for d, s in zip(doubles, scores))
+    # only what must change changes: a score already below the previous one, as a float too, stays
+    original = [0.9, 0.5, 0.5, 0.1]
+    lowered = trec.strictly_decreasing(original)
+    assert lowered[:2] == [0.9, 0.5] and lowered[3] == 0.1
+    assert lowered[2] == float(numpy.nextafter(numpy.float32(0.5), numpy.float32(-1)))
+    assert trec.strictly_decreasing([0.99999999, 0.99999998]) == [0.99999999, float(
+        numpy.nextafter(numpy.float32(0.99999999), numpy.float32(-1)))]
+    assert trec.strictly_decreasing([3e38, 3e38, -3.4e38, -3.4e38])[3] < -3.4e38  # float range ends
 
 
 def test_write_is_atomic(tmp_path):
