@@ -6,10 +6,11 @@ corpus keeping only the ids asked for), so memory follows the pairs reranked, no
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,37 @@ def load_ir_dataset(dataset_id: str) -> Any:
 
         near = difflib.get_close_matches(dataset_id, list(ir_datasets.registry), n=3, cutoff=0.6)
         hint = f" Did you mean {' or '.join(near)}?" if near else ""
-        raise InputError(f"--dataset {dataset_id!r}: unknown ir_datasets id.{hint} See https://ir-datasets.com") from None
+        raise InputError(f"{quote(dataset_id)}: unknown ir_datasets id.{hint} See https://ir-datasets.com") from None
+
+
+def _drop_download_failed(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("Download failed")
+
+
+@contextlib.contextmanager
+def dataset_files(dataset_id: str, what: str) -> Iterator[None]:
+    """Turn a failure to get an ir_datasets dataset's files into one InputError line.
+
+    Files that are not downloaded, on a machine without network, otherwise end in a long
+    traceback from requests; ir_datasets' own 'Download failed' warning, which repeats the
+    cause, is left out.
+    """
+    irds_logger = logging.getLogger("ir_datasets")
+    irds_logger.addFilter(_drop_download_failed)
+    try:
+        yield
+    except (InputError, KeyboardInterrupt, MemoryError):
+        raise
+    except Exception as exc:
+        cause = str(exc) or type(exc).__name__
+        cause = cause if len(cause) <= 200 else cause[:200] + "..."
+        raise InputError(
+            f"ir_datasets {dataset_id!r}: cannot get its {what} ({type(exc).__name__}: {cause}). "
+            "Its files are not on this machine and could not be downloaded (offline?): fetch them once "
+            "where the network is reachable (see https://ir-datasets.com), or use local files"
+        ) from None
+    finally:
+        irds_logger.removeFilter(_drop_download_failed)
 
 
 def _is_jsonl(path: str) -> bool:
@@ -233,13 +264,14 @@ def load_qrels(spec: str) -> Qrels:
     import ir_datasets
 
     if spec not in ir_datasets.registry:
-        raise InputError(f"--qrels {spec}: no such file, and not an ir_datasets id")
+        raise InputError(f"qrels {quote(spec)}: no such file, and not an ir_datasets id")
     dataset = load_ir_dataset(spec)
     if not dataset.has_qrels():
-        raise InputError(f"--qrels {spec}: the ir_datasets dataset has no qrels")
+        raise InputError(f"ir_datasets {spec!r}: the dataset has no qrels")
     qrels: Qrels = {}
-    for qrel in dataset.qrels_iter():
-        qrels.setdefault(qrel.query_id, {})[qrel.doc_id] = int(qrel.relevance)
+    with dataset_files(spec, "qrels"):
+        for qrel in dataset.qrels_iter():
+            qrels.setdefault(qrel.query_id, {})[qrel.doc_id] = int(qrel.relevance)
     return qrels
 
 
@@ -266,9 +298,11 @@ class CollectionSource:
     def load_queries(self) -> dict[str, Query]:
         if self.queries:
             return read_queries_file(self.queries)
-        return dataset_queries(load_ir_dataset(self.dataset))
+        with dataset_files(self.dataset, "queries"):
+            return dataset_queries(load_ir_dataset(self.dataset))
 
     def load_documents(self, doc_ids: set[str]) -> dict[str, Document]:
         if self.corpus:
             return read_corpus_docs(self.corpus, doc_ids)
-        return dataset_docs(load_ir_dataset(self.dataset), doc_ids)
+        with dataset_files(self.dataset, "documents"):
+            return dataset_docs(load_ir_dataset(self.dataset), doc_ids)

@@ -127,3 +127,18 @@ def test_usage_errors_print_usage_and_exit_2(case):
     assert proc.returncode == 2, proc.stderr
     assert "Usage: " in proc.stderr and message in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+@pytest.mark.parametrize("which", ["run", "qrels"])
+def test_a_truncated_gzip_input_is_one_line_naming_the_file(files, which):
+    import gzip
+
+    good = {"run": "".join(f"q01 Q0 x{i} {i + 1} {-i} t\n" for i in range(20000)),
+            "qrels": "".join(f"q01 0 x{i} {i % 2}\n" for i in range(20000))}
+    data = gzip.compress(good[which].encode())
+    broken = files(f"{which}.gz", data[: len(data) // 2])
+    args = {"run": [broken, "--qrels", SAMPLE / "qrels.txt"], "qrels": [files("run", GOOD), "--qrels", broken]}
+    proc, _ = rank1("eval", *args[which])
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith(f"rank1: error: {broken}:") and "cannot read" in proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr and proc.stdout == ""

@@ -134,3 +134,38 @@ def test_a_long_id_is_quoted_short(tmp_path):
     with pytest.raises(InputError) as error:
         collection.read_queries_file(path)
     assert "1000000 characters" in str(error.value) and len(str(error.value)) < 400
+
+
+@pytest.fixture(scope="module")
+def offline_dataset(tmp_path_factory):
+    import irds_offline
+
+    return irds_offline.register(tmp_path_factory.mktemp("irds-offline"))
+
+
+def test_a_dataset_whose_files_cannot_be_downloaded_is_one_clear_error(offline_dataset):
+    source = CollectionSource(dataset=offline_dataset)
+    for load, what in ((lambda: collection.load_qrels(offline_dataset), "qrels"), (source.load_queries, "queries"),
+                       (lambda: source.load_documents({"d1"}), "documents")):
+        with pytest.raises(InputError, match=rf"ir_datasets 'rank1-cli-offline': cannot get its {what} "
+                                             r"\(ConnectionError: .*\)\. .*offline") as error:
+            load()
+        assert "\n" not in str(error.value) and len(str(error.value)) < 600
+
+
+def test_rank1_eval_with_an_offline_dataset_prints_one_line_and_exits_2(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    run = write(tmp_path / "run", "1 Q0 d1 1 1.0 t\n")
+    code = ("import sys, pathlib; sys.path.insert(0, 'tests'); import irds_offline\n"
+            f"irds_offline.register(pathlib.Path({str(tmp_path)!r}))\n"
+            "from rank1_cli import cli\n"
+            f"sys.argv = ['rank1', 'eval', {str(run)!r}, '--qrels', irds_offline.DATASET_ID]\n"
+            "cli.main()")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("rank1: error: ir_datasets 'rank1-cli-offline': cannot get its qrels")
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr and proc.stdout == ""
