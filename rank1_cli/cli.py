@@ -187,9 +187,11 @@ def evaluate(
     from .collection import load_qrels
     from .console import setup_logging, stderr_console
     from .evaluate import run_eval
+    from .textio import check_stdin_once
 
     console = stderr_console()
     setup_logging(console)
+    check_stdin_once(runs, qrels)
     run_eval(runs, load_qrels(qrels), measure or ["nDCG@10"], per_query=per_query, complete=complete,
              relevance_level=relevance_level, judged_only=judged_only, output_format=output_format.value,
              stdout=sys.stdout)

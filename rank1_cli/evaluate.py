@@ -489,8 +489,10 @@ def run_eval(run_paths: Sequence[str], qrels: Mapping[str, Mapping[str, int]], m
     (tsv for one run, table for several). Measure names are checked before any run is read.
     Returns the evaluations.
     """
+    from .textio import check_stdin_once
     from .trec import read_run_scores
 
+    check_stdin_once(run_paths)
     if output_format not in OUTPUT_FORMATS:
         raise InputError(f"unknown output format {output_format!r}; choose from {', '.join(OUTPUT_FORMATS)}")
     if not run_paths:

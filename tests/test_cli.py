@@ -142,3 +142,14 @@ def test_a_truncated_gzip_input_is_one_line_naming_the_file(files, which):
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith(f"rank1: error: {broken}:") and "cannot read" in proc.stderr
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+@pytest.mark.parametrize("args", [["-", "-"], ["-", "--qrels", "-"]])
+def test_stdin_given_twice_is_an_error_not_an_empty_run(args):
+    if "--qrels" not in args:
+        args = [*args, "--qrels", SAMPLE / "qrels.txt"]
+    proc, _ = rank1("eval", *args, stdin=GOOD)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr == "rank1: error: '-' (stdin) is given 2 times, but stdin can be read only once; give a " \
+                          "file for all inputs but one\n"
+    assert proc.stdout == ""

@@ -424,3 +424,8 @@ def test_read_run_scores_and_evaluate_agree_with_a_file_round_trip(tmp_path, dat
     run = read_run_scores(data / "results.test")
     qrels = read_qrels_file(data / "qrels.test")
     assert evaluate_run(run, qrels, ["map"]).value("map") == pytest.approx(0.1785, abs=5e-5)
+
+
+def test_run_eval_refuses_stdin_twice():
+    with pytest.raises(InputError, match="stdin"):
+        run_eval(["-", "-"], {"q": {"d": 1}}, ["P@1"], stdout=io.StringIO())
