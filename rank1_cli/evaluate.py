@@ -19,12 +19,15 @@ import json
 import logging
 import math
 import sys
+from array import array
+from itertools import islice
+from operator import gt
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import IO, Any
 
-from .errors import InputError
+from .errors import InputError, quote
 from .measures import (
     Measure,
     parse_measures,
@@ -81,18 +84,39 @@ def trec_order(docs: Mapping[str, float]) -> list[str]:
     (form_res_rels.c, comp_sim_docno: strcmp on the docids; Python's code-point order is UTF-8
     byte order.)
     """
+    scores = list(docs.values())
+    if len(set(scores)) == len(scores):  # no ties: the score alone decides
+        if scores == sorted(scores, reverse=True):
+            return list(docs)  # the usual run: written in that order already
+        return sorted(docs, key=docs.__getitem__, reverse=True)
     order = sorted(docs, reverse=True)
     order.sort(key=docs.__getitem__, reverse=True)  # stable: equal scores keep docid descending
     return order
+
+
+_RANKS: list[float] = []
 
 
 def rank_scores(docs: Mapping[str, float]) -> dict[str, float]:
     """The same ranking with scores n, n-1, ... 1: distinct and exact as C floats, so a reader of
     floats (pytrec_eval) ranks exactly as trec_eval 10.0 ranks the double scores."""
     order = trec_order(docs)
-    if len(order) > 1 << 24:
-        raise InputError(f"a query has {len(order)} documents; at most {1 << 24} can be ranked exactly")
-    return dict(zip(order, map(float, range(len(order), 0, -1))))
+    n = len(order)
+    if n > 1 << 24:
+        raise InputError(f"a query has {n} documents; at most {1 << 24} can be ranked exactly")
+    if len(_RANKS) < n:
+        _RANKS[:] = map(float, range(max(n, 2 * len(_RANKS)), 0, -1))
+    return dict(zip(order, _RANKS[len(_RANKS) - n:]))
+
+
+def float_safe(docs: Mapping[str, float]) -> Mapping[str, float]:
+    """Scores a reader of C floats ranks as trec_eval 10.0 ranks `docs`: `docs` itself when its
+    scores strictly decrease as floats in the order given (the usual run: then float order is
+    double order and no tie is left for the docid to break), else `rank_scores(docs)`."""
+    floats = array("f", docs.values()).tolist()
+    if all(map(gt, floats, islice(floats, 1, None))):
+        return docs
+    return rank_scores(docs)
 
 
 def ranked_relevance(docs: Mapping[str, float], qrel: Mapping[str, int], *, judged_only: bool = False,
@@ -267,7 +291,7 @@ def _python_values(measures: Sequence[Measure], rels: list[int], qrel: Mapping[s
 
 def _sample(ids: Iterable[str], n: int = 3) -> str:
     items = sorted(ids)
-    shown = ", ".join(repr(i) for i in items[:n])
+    shown = ", ".join(quote(i) for i in items[:n])
     return shown + (", ..." if len(items) > n else "")
 
 
@@ -312,7 +336,7 @@ def evaluate_run(run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Map
                         name, len(missing), len(judged), _sample(missing))
 
     # trec_eval 10.0's ranking, as scores any float reader ranks the same way
-    eval_run: dict[str, Mapping[str, float]] = {qid: rank_scores(run[qid]) for qid in common}
+    eval_run: dict[str, Mapping[str, float]] = {qid: float_safe(run[qid]) for qid in common}
     if complete:
         eval_run.update((qid, {}) for qid in missing)
     queries = sorted(eval_run)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import math
 import os
@@ -9,7 +11,7 @@ import re
 import struct
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import groupby
+from itertools import groupby, islice
 from typing import IO, TypeVar
 
 from .errors import InputError, quote
@@ -42,6 +44,19 @@ Qrels = dict[str, dict[str, int]]
 # 2.0. Neither is a silent answer here: anything else is an error naming the line.
 _DECIMAL = re.compile(rb"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _INTEGER = re.compile(rb"[+-]?[0-9]+")
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection inside: readers make millions of objects, none in cycles, and
+    the collector would otherwise walk them again and again (it doubled the time to read a run)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _text(field: bytes) -> str:
@@ -79,8 +94,12 @@ def _score(name: str, lineno: int, field: bytes) -> float:
     return value
 
 
-def _run_rows_slow(name: str, first: int, chunk: bytes) -> Iterator[tuple[int, str, str, int, float]]:
-    """(line, qid, docid, rank, score) per line of a chunk, with the error of the first bad line."""
+def _run_rows_slow(name: str, first: int, chunk: bytes,
+                   with_rank: bool = True) -> Iterator[tuple[int, str, str, int, float]]:
+    """(line, qid, docid, rank, score) per line of a chunk, with the error of the first bad line.
+
+    Without with_rank the rank column is not read (0), as trec_eval ignores it.
+    """
     _check_utf8(name, first, chunk)
     for i, raw in enumerate(chunk.split(b"\n")[:-1]):
         lineno = first + i
@@ -95,46 +114,79 @@ def _run_rows_slow(name: str, first: int, chunk: bytes) -> Iterator[tuple[int, s
             )
         # Like trec_eval, words after the tag are ignored (its own test data has them).
         qid, _, docid, rank, score = fields[:5]
-        if not _INTEGER.fullmatch(rank):
+        if with_rank and not _INTEGER.fullmatch(rank):
             raise InputError(f"{name}:{lineno}: rank (column 4) must be an integer, found {quote(_text(rank))}")
-        yield lineno, qid.decode(), docid.decode(), int(rank), _score(name, lineno, score)
+        yield lineno, qid.decode(), docid.decode(), int(rank) if with_rank else 0, _score(name, lineno, score)
 
 
-def _run_rows_fast(chunk: bytes) -> tuple[Sequence[str], Sequence[str], Sequence[bytes], list[float]] | None:
+_SPACES = bytes.maketrans(b"\t\r\v\f", b"    ")  # C's isspace, as trec_eval splits columns
+
+
+def _words_by_line(text: bytes, columns: int) -> list[str] | None:
+    """Words of `text` (single spaces, \\n line ends) followed by a "\\n" word per line, if every
+    line has exactly `columns` non-empty words; else None."""
+    try:
+        decoded = text.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if decoded.startswith("#") or "\n#" in decoded:  # comment lines
+        return None
+    lines = decoded.count("\n")
+    words = decoded.replace("\n", " \n ").split(" ")
+    words.pop()  # after the last newline
+    # Each line has `columns` words exactly when the newlines sit every columns + 1 words
+    # (and no word is empty: no double, leading or trailing spaces, no blank lines).
+    if len(words) != lines * (columns + 1) or words[columns::columns + 1].count("\n") != lines or "" in words:
+        return None
+    return words
+
+
+def _bulk_tokens(chunk: bytes, columns: int) -> list[str] | None:
+    """The words of a chunk whose non-blank lines all have exactly `columns` words, or None.
+
+    Line after line of words, with a "\\n" word closing each line. Whitespace is C's (space, tab,
+    CR, VT, FF), as in trec_eval. None also for bad UTF-8 and for comment lines ('#'): the caller
+    then goes line by line, which accepts the same input.
+    """
+    text = chunk.translate(_SPACES)
+    words = _words_by_line(text, columns)
+    if words is None:  # runs of spaces, CRLF line ends, blank lines: tidy up, and try again
+        while b"  " in text:
+            text = text.replace(b"    ", b" ").replace(b"  ", b" ")
+        text = text.replace(b" \n", b"\n").replace(b"\n ", b"\n").lstrip(b" ")
+        while b"\n\n" in text:
+            text = text.replace(b"\n\n", b"\n")
+        words = _words_by_line(text.lstrip(b"\n"), columns)
+    return words
+
+
+def _run_rows_fast(chunk: bytes, with_rank: bool) -> tuple[Iterable[str], Sequence[str], Sequence[str],
+                                                          list[float]] | None:
     """Columns (qids, docids, ranks, scores) of a chunk of plain 6-column lines, parsed in bulk.
 
-    None if anything is unusual (other column counts, comments, non-digit ranks, scores float()
-    would read differently from strtod, bad UTF-8): the caller then parses line by line, which
-    accepts the same inputs and words the error.
+    None if anything is unusual (other column counts, comments, ranks other than ASCII digits,
+    scores float() would read differently from strtod, bad UTF-8): the caller then parses line by
+    line, which accepts the same inputs and words the error.
     """
-    if not chunk.isascii():
-        try:
-            chunk.decode("utf-8")
-        except UnicodeDecodeError:
-            return None
-    rows = list(map(bytes.split, chunk.split(b"\n")))
-    lengths = set(map(len, rows))
-    if 0 in lengths:
-        rows = list(filter(None, rows))
-        lengths.discard(0)
-    if not rows:
-        return (), (), (), []
-    if lengths != {6}:
+    words = _bulk_tokens(chunk, 6)
+    if words is None:
         return None
-    qids, _, docids, ranks, scores, _ = zip(*rows)
-    del rows
-    qid_text = b"\n".join(qids)
-    scores_text = b"".join(scores)
-    if (qid_text.startswith(b"#") or b"\n#" in qid_text or not b"".join(ranks).isdigit()
-            or b"_" in scores_text or not scores_text.isascii()):
+    ranks: Sequence[str] = ()
+    if with_rank:
+        ranks = words[3::7]
+        ranks_text = "".join(ranks)
+        if ranks and not (ranks_text.isdigit() and ranks_text.isascii()):
+            return None
+    scores_text = "".join(islice(words, 4, None, 7))
+    if "_" in scores_text or not scores_text.isascii():
         return None
     try:
-        values = list(map(float, scores))
+        values = list(map(float, islice(words, 4, None, 7)))
     except ValueError:
         return None
-    if not all(map(math.isfinite, values)):
+    if not math.isfinite(sum(values)):  # nan or inf somewhere (or a huge sum): line by line decides
         return None
-    return qid_text.decode().split("\n"), b"\n".join(docids).decode().split("\n"), ranks, values
+    return islice(words, 0, None, 7), words[2::7], ranks, values
 
 
 def _duplicate_error(path: str | os.PathLike, qid: str, docid: str, advice: str) -> InputError:
@@ -164,32 +216,49 @@ def _read_run_table(path: str | os.PathLike, with_rank: bool) -> dict[str, dict[
     """qid -> docid -> score, or -> (score, rank) with_rank; queries in file order."""
     name = display_name(path)
     run: dict[str, dict] = {}
-    for first, chunk in iter_chunks(path):
-        columns = _run_rows_fast(chunk)
-        if columns is None:  # line by line: the same result, or the error of the first bad line
-            rows = list(_run_rows_slow(name, first, chunk))
-            columns = ([r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows], [r[4] for r in rows])
-        qids, docids, ranks, scores = columns
-        values: Sequence = list(zip(scores, map(int, ranks))) if with_rank else scores
-        start = 0
-        for qid, group in groupby(qids):
-            count = len(list(group))
-            end = start + count
-            docs = dict(zip(docids[start:end], values[start:end]))
-            if len(docs) != count:
-                raise _duplicate_error(path, qid, _first_repeat(docids[start:end]), RUN_DUPLICATE)
-            known = run.get(qid)
-            if known is None:
-                run[qid] = docs
-            else:  # the query's lines are not contiguous, or span two chunks
-                repeat = next((docid for docid in docs if docid in known), None)
-                if repeat is not None:
-                    raise _duplicate_error(path, qid, repeat, RUN_DUPLICATE)
-                known.update(docs)
-            start = end
+    with gc_paused():
+        for first, chunk in iter_chunks(path):
+            _add_run_chunk(run, path, name, first, chunk, with_rank)
     if not run:
         raise InputError(f"{name}: the run is empty (no lines of the form {RUN_COLUMNS})")
     return run
+
+
+def _add_run_chunk(run: dict[str, dict], path: str | os.PathLike, name: str, first: int, chunk: bytes,
+                   with_rank: bool) -> None:
+    """Add one chunk's lines to `run`; a (qid, docid) seen before is an error."""
+    columns = _run_rows_fast(chunk, with_rank)
+    if columns is None:  # line by line: the same result, or the error of the first bad line
+        rows = list(_run_rows_slow(name, first, chunk, with_rank))
+        columns = ([r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows], [r[4] for r in rows])
+    qids, docids, ranks, scores = columns
+    values: Sequence = list(zip(scores, map(int, ranks))) if with_rank else scores
+    _add_groups(run, path, qids, docids, values, RUN_DUPLICATE)
+
+
+def _add_groups(table: dict[str, dict], path: str | os.PathLike, qids: Iterable[str], docids: Sequence[str],
+                values: Sequence, advice: str) -> None:
+    """table[qid][docid] = value for parallel columns, a query's consecutive lines at once.
+
+    A (qid, docid) already in the table, or twice in the columns, is an error naming both lines.
+    """
+    start = 0
+    pairs = zip(docids, values)
+    for qid, group in groupby(qids):
+        count = len(list(group))
+        end = start + count
+        docs = dict(islice(pairs, count))
+        if len(docs) != count:
+            raise _duplicate_error(path, qid, _first_repeat(docids[start:end]), advice)
+        known = table.get(qid)
+        if known is None:
+            table[qid] = docs
+        else:  # the query's lines are not contiguous, or span two chunks
+            again = next((docid for docid in docs if docid in known), None)
+            if again is not None:
+                raise _duplicate_error(path, qid, again, advice)
+            known.update(docs)
+        start = end
 
 
 def _first_repeat(items: Iterable[str]) -> str:
@@ -235,6 +304,48 @@ def _qrels_grade(name: str, lineno: int, field: bytes) -> tuple[int, bool]:
     raise InputError(f"{name}:{lineno}: grade (column 4) must be a number, found {quote(_text(field))}")
 
 
+def _qrels_rows_slow(name: str, first: int, chunk: bytes) -> tuple[list[str], list[str], list[int], int]:
+    """Columns (qids, docids, grades) of a chunk line by line, and how many grades were not integers."""
+    _check_utf8(name, first, chunk)
+    qids: list[str] = []
+    docids: list[str] = []
+    grades: list[int] = []
+    non_integer = 0
+    for i, raw in enumerate(chunk.split(b"\n")[:-1]):
+        lineno = first + i
+        fields = raw.split()
+        if not fields or _is_comment(fields):
+            continue
+        if len(fields) != 4:
+            raise InputError(
+                f"{name}:{lineno}: expected 4 whitespace-separated columns 'qid iter docid grade', "
+                f"found {len(fields)}: {quote(_text(raw))}"
+            )
+        qid, _, docid, grade = fields
+        value, truncated = _qrels_grade(name, lineno, grade)
+        non_integer += truncated
+        qids.append(qid.decode())
+        docids.append(docid.decode())
+        grades.append(value)
+    return qids, docids, grades, non_integer
+
+
+def _qrels_rows_fast(chunk: bytes) -> tuple[Sequence[str], Sequence[str], list[int]] | None:
+    """Columns (qids, docids, grades) of a chunk of plain 4-column lines with integer grades, or None."""
+    words = _bulk_tokens(chunk, 4)
+    if words is None:
+        return None
+    grades = words[3::5]
+    text = "".join(grades)
+    if grades and not (text.isascii() and text.replace("-", "").isdigit()):
+        return None
+    try:
+        values = list(map(int, grades))
+    except ValueError:
+        return None
+    return words[0::5], words[2::5], values
+
+
 def read_qrels_file(path: str | os.PathLike) -> Qrels:
     """Read TREC qrels (`qid iter docid grade`).
 
@@ -244,28 +355,13 @@ def read_qrels_file(path: str | os.PathLike) -> Qrels:
     name = display_name(path)
     qrels: Qrels = {}
     non_integer = 0
-    for first, chunk in iter_chunks(path):
-        _check_utf8(name, first, chunk)
-        for i, raw in enumerate(chunk.split(b"\n")[:-1]):
-            lineno = first + i
-            fields = raw.split()
-            if not fields or _is_comment(fields):
-                continue
-            if len(fields) != 4:
-                raise InputError(
-                    f"{name}:{lineno}: expected 4 whitespace-separated columns 'qid iter docid grade', "
-                    f"found {len(fields)}: {quote(_text(raw))}"
-                )
-            qid, _, docid, grade = fields
-            value, truncated = _qrels_grade(name, lineno, grade)
-            non_integer += truncated
-            docs = qrels.get(qid.decode())
-            if docs is None:
-                docs = qrels[qid.decode()] = {}
-            key = docid.decode()
-            if key in docs:
-                raise _duplicate_error(path, qid.decode(), key, QRELS_DUPLICATE)
-            docs[key] = value
+    with gc_paused():
+        for first, chunk in iter_chunks(path):
+            columns = _qrels_rows_fast(chunk)
+            if columns is None:
+                *columns, truncated = _qrels_rows_slow(name, first, chunk)
+                non_integer += truncated
+            _add_groups(qrels, path, *columns, QRELS_DUPLICATE)
     if non_integer:
         log.warning("%s: %d non-integer relevance grades cut to their integer part (trec_eval reads them "
                     "the same way)", name, non_integer)
