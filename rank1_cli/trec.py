@@ -421,7 +421,7 @@ def format_run_lines(ranking: Mapping[str, Sequence[tuple[str, float]]], tag: st
 
 def check_tag(tag: str) -> None:
     if not tag or any(c.isspace() for c in tag):
-        raise InputError(f"--tag must be one word without spaces, found {tag!r}")
+        raise InputError(f"the run tag (column 6) must be one word without spaces, found {quote(tag)}")
 
 
 def write_run(path: str | os.PathLike, ranking: Mapping[str, Sequence[tuple[str, float]]], tag: str,

@@ -251,3 +251,10 @@ def test_write_is_atomic(tmp_path):
 def test_missing_output_directory_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match="does not exist"):
         trec.write_run(str(tmp_path / "nodir" / "x.trec"), {"q": [("d", 1.0)]}, "t")
+
+
+@pytest.mark.parametrize("tag", ["", "two words", "tab\there"])
+def test_a_run_tag_must_be_one_word(tmp_path, tag):
+    with pytest.raises(InputError, match=r"the run tag \(column 6\) must be one word"):
+        trec.write_run(str(tmp_path / "out.trec"), {"q": [("d", 1.0)]}, tag)
+    assert not (tmp_path / "out.trec").exists()
