@@ -490,16 +490,22 @@ def build_table(evaluations: Sequence[RunEvaluation], *, per_query: bool = False
 
 
 def read_runid(path: str) -> str:
-    """The run tag (6th column) of the first line, as trec_eval's runid; "" for stdin."""
-    from .textio import iter_lines
+    """The run tag (6th column) of the last line, as trec_eval 10.0's runid; "" for stdin.
+
+    (get_trec_results.c keeps the run_id of every line it parses, so the last one wins.)
+    """
+    from .textio import iter_chunks
 
     if str(path) == "-":
         return ""
-    for _, line in iter_lines(path):
-        fields = line.split()
-        if fields:
-            return fields[5] if len(fields) >= 6 else ""
-    return ""
+    runid = ""
+    for _, chunk in iter_chunks(path):
+        for raw in reversed(chunk.split(b"\n")):
+            fields = raw.split()
+            if fields and not fields[0].startswith(b"#"):
+                runid = fields[5].decode("utf-8", errors="replace") if len(fields) >= 6 else ""
+                break
+    return runid
 
 
 def run_eval(run_paths: Sequence[str], qrels: Mapping[str, Mapping[str, int]], measures: Sequence[str], *,

@@ -429,3 +429,12 @@ def test_read_run_scores_and_evaluate_agree_with_a_file_round_trip(tmp_path, dat
 def test_run_eval_refuses_stdin_twice():
     with pytest.raises(InputError, match="stdin"):
         run_eval(["-", "-"], {"q": {"d": 1}}, ["P@1"], stdout=io.StringIO())
+
+
+def test_runid_is_the_last_lines_tag_as_in_trec_eval_10(tmp_path):
+    run = write_run(tmp_path / "mixed.run", ["q1 Q0 r1 1 3 first", "q1 Q0 n1 2 2 middle", "q2 Q0 r3 1 1 last",
+                                             "# a comment at the end"])
+    out = io.StringIO()
+    run_eval([run], QRELS, ["runid"], stdout=out, output_format="tsv")
+    # what `trec_eval -m runid` (10.0, built from source) prints for these qrels and run
+    assert out.getvalue() == "runid                 \tall\tlast\n"
