@@ -7,7 +7,7 @@
 The run (qid Q0 docid rank score tag, `--queries` x `--docs` lines) and the qrels (`--judged`
 documents per query, half of them retrieved) are written deterministically into a temporary
 folder (or --keep). Each round times both commands once, in alternating order, as fresh processes
-(start-up included, as a user sees it); both must print the same lines (in any order) (`rank1 eval -f tsv` is
+(start-up included, as a user sees it); both must print the same bytes (`rank1 eval -f tsv` is
 trec_eval's layout). Printed: each round, the median of each, and the median of the per-round
 ratios rank1 / trec_eval. Build trec_eval 10.0 from https://github.com/usnistgov/trec_eval
 (`make` in a clone gives ./trec_eval).
@@ -78,7 +78,7 @@ def main() -> None:
             order = (rank1, trec_eval) if i % 2 == 0 else (trec_eval, rank1)
             results = {id(c): timed(c) for c in order}
             (ours, ours_out), (theirs, theirs_out) = results[id(rank1)], results[id(trec_eval)]
-            if sorted(ours_out.splitlines()) != sorted(theirs_out.splitlines()):  # trec_eval: its own order
+            if ours_out != theirs_out:
                 sys.exit(f"outputs differ:\nrank1:\n{ours_out}\ntrec_eval:\n{theirs_out}")
             pairs.append((ours, theirs))
             print(f"round {i + 1}: rank1 eval {ours:.3f} s, trec_eval {theirs:.3f} s, ratio {ours / theirs:.2f}")

@@ -29,6 +29,7 @@ from typing import IO, Any
 
 from .errors import InputError, quote
 from .measures import (
+    FAMILIES,
     Measure,
     parse_measures,
     pt_avg_points,
@@ -47,6 +48,7 @@ OUTPUT_FORMATS = ("auto", "tsv", "json", "table")
 EVAL_CHUNK = 256  # queries per pytrec_eval call: bounds the C copy of the run
 
 Value = float | int | str
+FAMILY_ORDER = {name: i for i, name in enumerate(FAMILIES)}  # trec_eval's measure table order
 
 
 @dataclass
@@ -408,16 +410,22 @@ def _line(label: str, qid: str, text: str) -> str:
     return f"{label:<22}\t{qid}\t{text}\n"
 
 
+def trec_eval_order(measures: Sequence[Measure]) -> list[Measure]:
+    """Measures in the order trec_eval prints them (its measure table), whatever order -m gave."""
+    return sorted(measures, key=lambda m: FAMILY_ORDER[m.family])  # stable within a family
+
+
 def format_tsv(evaluation: RunEvaluation, *, per_query: bool = False) -> str:
     """Lines exactly as trec_eval prints them (`-q` with per_query): per-query lines, then `all`."""
     lines = []
+    measures = trec_eval_order(evaluation.measures)
     if per_query:
-        shown = [m for m in evaluation.measures if m.per_query]
+        shown = [m for m in measures if m.per_query]
         for qid in evaluation.queries:
             row = evaluation.per_query[qid]
             lines.extend(_line(m.label, qid, format_value(m, row[m.name])) for m in shown)
     lines.extend(_line(m.label, "all", format_value(m, evaluation.summary[m.name]))
-                 for m in evaluation.measures if m.summary)
+                 for m in measures if m.summary)
     return "".join(lines)
 
 

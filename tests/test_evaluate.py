@@ -273,7 +273,17 @@ def test_aliases_give_the_trec_eval_values(data):
             assert ev.value(alias, qid) == ev.value(name, qid)
     assert f"{ev.value('nDCG@10'):.4f}" == "0.3016"  # out.test.a
     assert f"{ev.value('AP'):.4f}" == "0.1785"
-    assert format_tsv(ev).splitlines()[0] == "nDCG@10               \tall\t0.3016"
+    assert format_tsv(ev).splitlines()[0] == "AP                    \tall\t0.1785"  # map's place in trec_eval
+
+
+def test_tsv_lists_measures_in_trec_eval_order_whatever_the_order_asked(data):
+    # trec_eval -m ndcg_cut.10 -m map -m P.10 qrels.test results.test (10.0 built from source) prints:
+    trec_eval_10 = ("map                   \tall\t0.1785\n"
+                    "P_10                  \tall\t0.3000\n"
+                    "ndcg_cut_10           \tall\t0.3016\n")
+    run = read_results(data / "results.test")
+    ev = evaluate_run(run, read_qrels_file(data / "qrels.test"), ["ndcg_cut.10", "map", "P.10"])
+    assert format_tsv(ev) == trec_eval_10
 
 
 # ---------------------------------------------------------------------------------------------
