@@ -20,10 +20,10 @@ import logging
 import math
 import sys
 from array import array
-from itertools import islice
-from operator import gt
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
+from operator import gt
 from pathlib import PurePath
 from typing import IO, Any
 
