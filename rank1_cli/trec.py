@@ -177,9 +177,10 @@ def _run_rows_fast(chunk: bytes, with_rank: bool) -> tuple[Iterable[str], Sequen
         ranks_text = "".join(ranks)
         if ranks and not (ranks_text.isdigit() and ranks_text.isascii()):
             return None
-    scores_text = "".join(islice(words, 4, None, 7))
-    if "_" in scores_text or not scores_text.isascii():
-        return None
+    if b"_" in chunk or not chunk.isascii():  # float() takes '2_0' and non-ASCII digits; strtod not
+        scores_text = "".join(islice(words, 4, None, 7))
+        if "_" in scores_text or not scores_text.isascii():
+            return None
     try:
         values = list(map(float, islice(words, 4, None, 7)))
     except ValueError:
