@@ -9,7 +9,8 @@ documents per query, half of them retrieved) are written deterministically into 
 folder (or --keep). Each round times both commands once, in alternating order, as fresh processes
 (start-up included, as a user sees it); both must print the same bytes (`rank1 eval -f tsv` is
 trec_eval's layout). Printed: each round, the median of each, and the median of the per-round
-ratios rank1 / trec_eval. Build trec_eval 10.0 from https://github.com/usnistgov/trec_eval
+ratios rank1 / trec_eval, in wall time and in CPU time (user + system, which other jobs on the
+machine disturb less). Build trec_eval 10.0 from https://github.com/usnistgov/trec_eval
 (`make` in a clone gives ./trec_eval).
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import resource
 import statistics
 import subprocess
 import sys
@@ -45,13 +47,20 @@ def write_inputs(folder: Path, queries: int, docs: int, judged: int) -> tuple[Pa
     return run_path, qrels_path
 
 
-def timed(command: list[str]) -> tuple[float, str]:
+def cpu_of_children() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(command: list[str]) -> tuple[float, float, str]:
+    """(wall seconds, CPU seconds, stdout) of one run of `command`."""
+    cpu = cpu_of_children()
     started = time.perf_counter()
     proc = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
     seconds = time.perf_counter() - started
     if proc.returncode != 0:
         sys.exit(f"{command[0]} failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    return seconds, proc.stdout
+    return seconds, cpu_of_children() - cpu, proc.stdout
 
 
 def main() -> None:
@@ -77,14 +86,18 @@ def main() -> None:
         for i in range(args.rounds):
             order = (rank1, trec_eval) if i % 2 == 0 else (trec_eval, rank1)
             results = {id(c): timed(c) for c in order}
-            (ours, ours_out), (theirs, theirs_out) = results[id(rank1)], results[id(trec_eval)]
+            (ours, ours_cpu, ours_out), (theirs, theirs_cpu, theirs_out) = results[id(rank1)], results[id(trec_eval)]
             if ours_out != theirs_out:
                 sys.exit(f"outputs differ:\nrank1:\n{ours_out}\ntrec_eval:\n{theirs_out}")
-            pairs.append((ours, theirs))
-            print(f"round {i + 1}: rank1 eval {ours:.3f} s, trec_eval {theirs:.3f} s, ratio {ours / theirs:.2f}")
+            pairs.append((ours, theirs, ours_cpu, theirs_cpu))
+            print(f"round {i + 1}: rank1 eval {ours:.3f} s, trec_eval {theirs:.3f} s, ratio {ours / theirs:.2f} "
+                  f"(CPU {ours_cpu:.3f} s / {theirs_cpu:.3f} s)")
         print(f"median: rank1 eval {statistics.median(p[0] for p in pairs):.3f} s, "
               f"trec_eval {statistics.median(p[1] for p in pairs):.3f} s, "
-              f"median paired ratio {statistics.median(p[0] / p[1] for p in pairs):.2f}")
+              f"median paired ratio {statistics.median(p[0] / p[1] for p in pairs):.2f} "
+              f"(CPU time: {statistics.median(p[2] for p in pairs):.3f} s / "
+              f"{statistics.median(p[3] for p in pairs):.3f} s, "
+              f"ratio {statistics.median(p[2] / p[3] for p in pairs):.2f}; less sensitive to other jobs)")
 
 
 if __name__ == "__main__":
