@@ -255,8 +255,8 @@ def _add_groups(table: dict[str, dict], path: str | os.PathLike, qids: Iterable[
         if known is None:
             table[qid] = docs
         else:  # the query's lines are not contiguous, or span two chunks
-            again = next((docid for docid in docs if docid in known), None)
-            if again is not None:
+            if not known.keys().isdisjoint(docs):
+                again = next(docid for docid in docs if docid in known)
                 raise _duplicate_error(path, qid, again, advice)
             known.update(docs)
         start = end
