@@ -131,12 +131,14 @@ def _words_by_line(text: bytes, columns: int) -> list[str] | None:
         return None
     if decoded.startswith("#") or "\n#" in decoded:  # comment lines
         return None
+    marked = decoded.replace("\n", " \n ")
+    if "  " in marked or marked.startswith(" "):  # an empty word: runs of spaces, blank lines ...
+        return None
     lines = decoded.count("\n")
-    words = decoded.replace("\n", " \n ").split(" ")
-    words.pop()  # after the last newline
-    # Each line has `columns` words exactly when the newlines sit every columns + 1 words
-    # (and no word is empty: no double, leading or trailing spaces, no blank lines).
-    if len(words) != lines * (columns + 1) or words[columns::columns + 1].count("\n") != lines or "" in words:
+    words = marked.split(" ")
+    words.pop()  # the empty word after the last newline
+    # Each line has `columns` words exactly when the newlines sit every columns + 1 words.
+    if len(words) != lines * (columns + 1) or words[columns::columns + 1].count("\n") != lines:
         return None
     return words
 
