@@ -226,6 +226,8 @@ def _click_exception_types() -> tuple[tuple[type, ...], tuple[type, ...], tuple[
     errors: list[type] = []
     aborts: list[type] = [typer.Abort]
     for name in ("typer._click.exceptions", "click.exceptions"):
+        if name == "click.exceptions" and "click" not in sys.modules:
+            continue  # typer did not import click, so it raises none of click's exceptions
         try:
             module = importlib.import_module(name)
         except ImportError:

@@ -22,7 +22,6 @@ import sys
 from array import array
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import islice
 from operator import gt
 from pathlib import PurePath
 from typing import IO, Any
@@ -115,8 +114,8 @@ def float_safe(docs: Mapping[str, float]) -> Mapping[str, float]:
     """Scores a reader of C floats ranks as trec_eval 10.0 ranks `docs`: `docs` itself when its
     scores strictly decrease as floats in the order given (the usual run: then float order is
     double order and no tie is left for the docid to break), else `rank_scores(docs)`."""
-    floats = array("f", docs.values()).tolist()
-    if all(map(gt, floats, islice(floats, 1, None))):
+    floats = array("f", docs.values())
+    if all(map(gt, floats, floats[1:])):
         return docs
     return rank_scores(docs)
 
