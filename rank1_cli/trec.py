@@ -129,7 +129,7 @@ def _words_by_line(text: bytes, columns: int) -> list[str] | None:
         decoded = text.decode("utf-8")
     except UnicodeDecodeError:
         return None
-    if decoded.startswith("#") or "\n#" in decoded:  # comment lines
+    if "#" in decoded and (decoded.startswith("#") or "\n#" in decoded):  # comment lines ('#': memchr)
         return None
     marked = decoded.replace("\n", " \n ")
     if "  " in marked or marked.startswith(" "):  # an empty word: runs of spaces, blank lines ...
