@@ -184,13 +184,25 @@ def evaluate(
     output_format: Annotated[OutputFormat, typer.Option("--format", "-f", help="table (for people), tsv (exactly trec_eval's layout), json (for scripts).")] = OutputFormat.table,
 ) -> None:
     """Evaluate runs against qrels with trec_eval's own numbers (pytrec_eval)."""
+    import logging
+
     from .collection import load_qrels
-    from .console import setup_logging, stderr_console
     from .evaluate import run_eval
     from .textio import check_stdin_once
 
-    console = stderr_console()
-    setup_logging(console)
+    def first_warning(record: logging.LogRecord) -> None:
+        """Set up rank1's logging on stderr when a warning comes: rich is not imported before."""
+        from .console import setup_logging, stderr_console
+
+        setup_logging(stderr_console())
+        logging.getLogger("rank1_cli").handle(record)
+
+    pending = logging.Handler(logging.WARNING)
+    pending.emit = first_warning  # type: ignore[method-assign]
+    logger = logging.getLogger("rank1_cli")
+    logger.handlers[:] = [pending]
+    logger.setLevel(logging.WARNING)
+    logger.propagate = False
     check_stdin_once(runs, qrels)
     run_eval(runs, load_qrels(qrels), measure or ["nDCG@10"], per_query=per_query, complete=complete,
              relevance_level=relevance_level, judged_only=judged_only, output_format=output_format.value,
