@@ -6,6 +6,7 @@ import contextlib
 import gzip
 import io
 import os
+import stat
 import sys
 import tempfile
 import zlib
@@ -179,6 +180,15 @@ def current_umask() -> int:
     return mask
 
 
+def _mode_for(path: Path) -> int:
+    """The mode a file written at `path` gets: the one it has if it exists (replacing a file keeps
+    its permissions), else 0666 less the umask, as for any new file."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return 0o666 & ~current_umask()
+
+
 @contextlib.contextmanager
 def atomic_writer(path: str | os.PathLike, stdout: IO[str] | None = None) -> Iterator[IO[str]]:
     """Write text to `path` all or nothing: a temporary file beside it, renamed on success.
@@ -195,7 +205,7 @@ def atomic_writer(path: str | os.PathLike, stdout: IO[str] | None = None) -> Ite
     p = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent if str(p.parent) else ".")
     try:
-        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600; a new file follows the umask
+        os.fchmod(fd, _mode_for(p))  # mkstemp makes 0600
         if p.suffix == ".gz":
             with os.fdopen(fd, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
                 text = io.TextIOWrapper(gz, encoding="utf-8", newline="\n")

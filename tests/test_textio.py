@@ -94,3 +94,12 @@ def test_written_files_follow_the_umask(tmp_path):
         proc = subprocess.run([sys.executable, "-c", code, umask, str(folder)], capture_output=True, text=True,
                               cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         assert proc.stdout.split() == [mode, mode], proc.stderr
+
+
+def test_a_replaced_file_keeps_its_mode(tmp_path):
+    out = tmp_path / "run.trec"
+    out.write_text("old\n")
+    out.chmod(0o640)
+    with textio.atomic_writer(out) as handle:
+        handle.write("new\n")
+    assert out.read_text() == "new\n" and oct(out.stat().st_mode & 0o777) == "0o640"
