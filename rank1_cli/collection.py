@@ -6,15 +6,16 @@ corpus keeping only the ids asked for), so memory follows the pairs reranked, no
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
+from .errors import InputError, quote
 from .textio import display_name, iter_lines
 from .trec import Qrels, read_qrels_file
 
@@ -51,19 +52,42 @@ def load_ir_dataset(dataset_id: str) -> Any:
 
         near = difflib.get_close_matches(dataset_id, list(ir_datasets.registry), n=3, cutoff=0.6)
         hint = f" Did you mean {' or '.join(near)}?" if near else ""
-        raise InputError(f"--dataset {dataset_id!r}: unknown ir_datasets id.{hint} See https://ir-datasets.com") from None
+        raise InputError(f"{quote(dataset_id)}: unknown ir_datasets id.{hint} See https://ir-datasets.com") from None
+
+
+def _drop_download_failed(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("Download failed")
+
+
+@contextlib.contextmanager
+def dataset_files(dataset_id: str, what: str) -> Iterator[None]:
+    """Turn a failure to get an ir_datasets dataset's files into one InputError line.
+
+    Files that are not downloaded, on a machine without network, otherwise end in a long
+    traceback from requests; ir_datasets' own 'Download failed' warning, which repeats the
+    cause, is left out.
+    """
+    irds_logger = logging.getLogger("ir_datasets")
+    irds_logger.addFilter(_drop_download_failed)
+    try:
+        yield
+    except (InputError, KeyboardInterrupt, MemoryError):
+        raise
+    except Exception as exc:
+        cause = str(exc) or type(exc).__name__
+        cause = cause if len(cause) <= 200 else cause[:200] + "..."
+        raise InputError(
+            f"ir_datasets {dataset_id!r}: cannot get its {what} ({type(exc).__name__}: {cause}). "
+            "Its files are not on this machine and could not be downloaded (offline?): fetch them once "
+            "where the network is reachable (see https://ir-datasets.com), or use local files"
+        ) from None
+    finally:
+        irds_logger.removeFilter(_drop_download_failed)
 
 
 def _is_jsonl(path: str) -> bool:
     name = path[:-3] if path.endswith(".gz") else path
     return name.endswith((".jsonl", ".json", ".ndjson"))
-
-
-def _first_key(record: dict, keys: Iterable[str]) -> Any:
-    for key in keys:
-        if key in record:
-            return record[key]
-    return None
 
 
 def _json_record(name: str, lineno: int, line: str) -> dict:
@@ -78,43 +102,91 @@ def _json_record(name: str, lineno: int, line: str) -> dict:
 
 # --- queries -------------------------------------------------------------------------------
 
+def _string(name: str, lineno: int, record: dict, keys: Iterable[str]) -> str | None:
+    """The first of `keys` in a JSON object, which must be a string (or a number, for ids)."""
+    for key in keys:
+        if key in record:
+            value = record[key]
+            if value is None:
+                return None
+            if isinstance(value, bool) or not isinstance(value, (str, int)):
+                raise InputError(f"{name}:{lineno}: {key!r} must be a string, found a {type(value).__name__}")
+            return str(value)
+    return None
+
+
+def _tab_fields(name: str, lineno: int, line: str, expected: str) -> tuple[str, str]:
+    """`id<TAB>text` of a two-column TSV line; a third column is an error, not part of the text."""
+    fields = line.split("\t")
+    if len(fields) != 2:
+        found = "no tab" if len(fields) == 1 else f"{len(fields)} tab-separated fields"
+        raise InputError(f"{name}:{lineno}: expected {expected!r}, found {found}: {quote(line)}")
+    return fields[0].strip(), fields[1]
+
+
+class _Unique:
+    """id -> value of one file, refusing an id given again with a different value (file:line of both)."""
+
+    def __init__(self, name: str, what: str, values: str):
+        self.name, self.what, self.values = name, what, values
+        self.items: dict[str, Any] = {}
+        self.lines: dict[str, int] = {}
+
+    def add(self, lineno: int, key: str, value: Any) -> None:
+        if not key:
+            raise InputError(f"{self.name}:{lineno}: empty {self.what} id")
+        if key in self.items:
+            if self.items[key] != value:
+                raise InputError(f"{self.name}:{lineno}: {self.what} {quote(key)} is given twice with different "
+                                 f"{self.values} (first at line {self.lines[key]})")
+            return
+        self.items[key] = value
+        self.lines[key] = lineno
+
+
 def read_queries_file(path: str | os.PathLike) -> dict[str, Query]:
-    """Queries from TSV (`qid<TAB>text`) or JSONL (`{"qid", "text", "instruction"?}`)."""
+    """Queries from TSV (`qid<TAB>text`) or JSONL (`{"qid", "text", "instruction"?}`).
+
+    Errors (file:line): a third TSV column, an empty id or text, a qid given twice with different
+    texts (an identical repeat is fine).
+    """
     name = display_name(path)
-    queries: dict[str, Query] = {}
+    queries = _Unique(name, "query", "texts")
     jsonl = _is_jsonl(str(path))
     for lineno, line in iter_lines(path):
         if not line.strip():
             continue
         if jsonl:
             record = _json_record(name, lineno, line)
-            qid, text = _first_key(record, QUERY_ID_KEYS), _first_key(record, QUERY_TEXT_KEYS)
+            qid = _string(name, lineno, record, QUERY_ID_KEYS)
+            text = _string(name, lineno, record, QUERY_TEXT_KEYS)
             if qid is None or text is None:
                 raise InputError(f"{name}:{lineno}: expected keys 'qid' and 'text' in each query object")
-            instruction = record.get("instruction")
-            queries[str(qid)] = Query(str(qid), str(text), str(instruction) if instruction else None)
+            instruction = _string(name, lineno, record, ("instruction",))
+            qid = qid.strip()
         else:
-            qid, sep, text = line.partition("\t")
-            if not sep:
-                raise InputError(f"{name}:{lineno}: expected 'qid<TAB>query text', found no tab: {line[:120]!r}")
-            queries[qid.strip()] = Query(qid.strip(), text)
-    if not queries:
+            qid, text = _tab_fields(name, lineno, line, "qid<TAB>query text")
+            instruction = None
+        if not text.strip():
+            raise InputError(f"{name}:{lineno}: query {quote(qid)} has an empty text")
+        queries.add(lineno, qid, Query(qid, text, instruction or None))
+    if not queries.items:
         raise InputError(f"{name}: no queries in the file")
-    return queries
+    return queries.items
 
 
 def read_instructions_file(path: str | os.PathLike) -> dict[str, str]:
-    """FollowIR-style instructions, `qid<TAB>instruction` per line."""
+    """FollowIR-style instructions, `qid<TAB>instruction` per line (same checks as queries)."""
     name = display_name(path)
-    instructions: dict[str, str] = {}
+    instructions = _Unique(name, "query", "instructions")
     for lineno, line in iter_lines(path):
         if not line.strip():
             continue
-        qid, sep, text = line.partition("\t")
-        if not sep:
-            raise InputError(f"{name}:{lineno}: expected 'qid<TAB>instruction', found no tab")
-        instructions[qid.strip()] = text
-    return instructions
+        qid, text = _tab_fields(name, lineno, line, "qid<TAB>instruction")
+        if not text.strip():
+            raise InputError(f"{name}:{lineno}: query {quote(qid)} has an empty instruction")
+        instructions.add(lineno, qid, text)
+    return instructions.items
 
 
 def dataset_queries(dataset: Any) -> dict[str, Query]:
@@ -135,25 +207,25 @@ def read_corpus_docs(path: str | os.PathLike, doc_ids: set[str]) -> dict[str, Do
 
     JSONL: {"doc_id", "title"?, "text"} per line (also _id/docid/id and contents/body).
     TSV: `docid<TAB>text` or `docid<TAB>title<TAB>text`.
+    One of these ids given twice with different title or text is an error (file:line of both).
     """
     name = display_name(path)
-    found: dict[str, Document] = {}
+    found = _Unique(name, "document", "texts")
     jsonl = _is_jsonl(str(path))
     for lineno, line in iter_lines(path):
         if not line.strip():
             continue
         if jsonl:
             record = _json_record(name, lineno, line)
-            doc_id = _first_key(record, DOC_ID_KEYS)
+            doc_id = _string(name, lineno, record, DOC_ID_KEYS)
             if doc_id is None:
                 raise InputError(f"{name}:{lineno}: expected a 'doc_id' key in each document object")
-            doc_id = str(doc_id)
             if doc_id not in doc_ids:
                 continue
-            text = _first_key(record, DOC_TEXT_KEYS)
+            text = _string(name, lineno, record, DOC_TEXT_KEYS)
             if text is None:
-                raise InputError(f"{name}:{lineno}: document {doc_id} has no 'text' key")
-            found[doc_id] = Document(doc_id, str(record.get("title") or ""), str(text))
+                raise InputError(f"{name}:{lineno}: document {quote(doc_id)} has no 'text' key")
+            title = _string(name, lineno, record, ("title",)) or ""
         else:
             fields = line.split("\t")
             if len(fields) not in (2, 3):
@@ -161,11 +233,12 @@ def read_corpus_docs(path: str | os.PathLike, doc_ids: set[str]) -> dict[str, Do
                     f"{name}:{lineno}: expected 'docid<TAB>text' or 'docid<TAB>title<TAB>text', "
                     f"found {len(fields)} tab-separated fields"
                 )
-            if fields[0] not in doc_ids:
+            doc_id = fields[0]
+            if doc_id not in doc_ids:
                 continue
             title, text = (fields[1], fields[2]) if len(fields) == 3 else ("", fields[1])
-            found[fields[0]] = Document(fields[0], title, text)
-    return found
+        found.add(lineno, doc_id, Document(doc_id, title, text))
+    return found.items
 
 
 def dataset_docs(dataset: Any, doc_ids: set[str]) -> dict[str, Document]:
@@ -191,13 +264,14 @@ def load_qrels(spec: str) -> Qrels:
     import ir_datasets
 
     if spec not in ir_datasets.registry:
-        raise InputError(f"--qrels {spec}: no such file, and not an ir_datasets id")
+        raise InputError(f"qrels {quote(spec)}: no such file, and not an ir_datasets id")
     dataset = load_ir_dataset(spec)
     if not dataset.has_qrels():
-        raise InputError(f"--qrels {spec}: the ir_datasets dataset has no qrels")
+        raise InputError(f"ir_datasets {spec!r}: the dataset has no qrels")
     qrels: Qrels = {}
-    for qrel in dataset.qrels_iter():
-        qrels.setdefault(qrel.query_id, {})[qrel.doc_id] = int(qrel.relevance)
+    with dataset_files(spec, "qrels"):
+        for qrel in dataset.qrels_iter():
+            qrels.setdefault(qrel.query_id, {})[qrel.doc_id] = int(qrel.relevance)
     return qrels
 
 
@@ -224,9 +298,11 @@ class CollectionSource:
     def load_queries(self) -> dict[str, Query]:
         if self.queries:
             return read_queries_file(self.queries)
-        return dataset_queries(load_ir_dataset(self.dataset))
+        with dataset_files(self.dataset, "queries"):
+            return dataset_queries(load_ir_dataset(self.dataset))
 
     def load_documents(self, doc_ids: set[str]) -> dict[str, Document]:
         if self.corpus:
             return read_corpus_docs(self.corpus, doc_ids)
-        return dataset_docs(load_ir_dataset(self.dataset), doc_ids)
+        with dataset_files(self.dataset, "documents"):
+            return dataset_docs(load_ir_dataset(self.dataset), doc_ids)

@@ -32,3 +32,14 @@ class OptionError(InputError):
 
 class EngineFailure(Exception):
     """The inference engine failed after some work was saved; the message says how to resume."""
+
+
+QUOTE_LIMIT = 100
+
+
+def quote(value: object, limit: int = QUOTE_LIMIT) -> str:
+    """repr() of a value for a message, cut to `limit` characters: a 1 MB docid gives a short line."""
+    text = str(value)
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text)} characters)"

@@ -3,8 +3,11 @@
 pytrec_eval (trec_eval's C code) computes most measures. The measures trec_eval 10.0 has and
 pytrec_eval lacks (rbp, rbp_resid, unj, relstring's text), those where pytrec_eval's bundled
 trec_eval 9 differs from 10.0 (iprec_at_recall and 11pt_avg: 10.0 rounds recall cutoffs with
-lround, 9 added 0.9 and truncated), and Judged@k / RR@k are computed here, on the ranking trec_eval
-builds: score read as a C float, descending, ties broken by docid descending.
+lround, 9 added 0.9 and truncated), and Judged@k / RR@k are computed here. Every measure sees the
+ranking trec_eval 10.0 builds: score read as a C double, descending, ties broken by docid
+descending. pytrec_eval (trec_eval 9 inside) would read scores as C floats, where scores closer than
+a float step tie and are reordered by docid; it is given ranks as scores instead (n, n-1, ... 1,
+exact in a float), which encode the order decided here.
 
 Entry points: `run_eval` (what the CLI calls: read runs, evaluate, print), `evaluate_run` (one run
 already in memory), and the formatters `format_tsv`, `to_json`, `build_table`.
@@ -12,7 +15,6 @@ already in memory), and the formatters `format_tsv`, `to_json`, `build_table`.
 
 from __future__ import annotations
 
-import heapq
 import json
 import logging
 import math
@@ -20,11 +22,13 @@ import sys
 from array import array
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import gt
 from pathlib import PurePath
 from typing import IO, Any
 
-from .errors import InputError
+from .errors import InputError, quote
 from .measures import (
+    FAMILIES,
     Measure,
     parse_measures,
     pt_avg_points,
@@ -43,6 +47,7 @@ OUTPUT_FORMATS = ("auto", "tsv", "json", "table")
 EVAL_CHUNK = 256  # queries per pytrec_eval call: bounds the C copy of the run
 
 Value = float | int | str
+FAMILY_ORDER = {name: i for i, name in enumerate(FAMILIES)}  # trec_eval's measure table order
 
 
 @dataclass
@@ -74,23 +79,60 @@ class RunEvaluation:
 # The ranking trec_eval evaluates
 
 
+def trec_order(docs: Mapping[str, float]) -> list[str]:
+    """Docids in trec_eval 10.0's order: score (a double) descending, then docid descending.
+
+    (form_res_rels.c, comp_sim_docno: strcmp on the docids; Python's code-point order is UTF-8
+    byte order.)
+    """
+    scores = list(docs.values())
+    if len(set(scores)) == len(scores):  # no ties: the score alone decides
+        if scores == sorted(scores, reverse=True):
+            return list(docs)  # the usual run: written in that order already
+        return sorted(docs, key=docs.__getitem__, reverse=True)
+    order = sorted(docs, reverse=True)
+    order.sort(key=docs.__getitem__, reverse=True)  # stable: equal scores keep docid descending
+    return order
+
+
+_RANKS: list[float] = []
+
+
+def rank_scores(docs: Mapping[str, float]) -> dict[str, float]:
+    """The same ranking with scores n, n-1, ... 1: distinct and exact as C floats, so a reader of
+    floats (pytrec_eval) ranks exactly as trec_eval 10.0 ranks the double scores."""
+    order = trec_order(docs)
+    n = len(order)
+    if n > 1 << 24:
+        raise InputError(f"a query has {n} documents; at most {1 << 24} can be ranked exactly")
+    if len(_RANKS) < n:
+        _RANKS[:] = map(float, range(max(n, 2 * len(_RANKS)), 0, -1))
+    return dict(zip(order, _RANKS[len(_RANKS) - n:]))
+
+
+def float_safe(docs: Mapping[str, float]) -> Mapping[str, float]:
+    """Scores a reader of C floats ranks as trec_eval 10.0 ranks `docs`: `docs` itself when its
+    scores strictly decrease as floats in the order given (the usual run: then float order is
+    double order and no tie is left for the docid to break), else `rank_scores(docs)`."""
+    floats = array("f", docs.values())
+    if all(map(gt, floats, floats[1:])):
+        return docs
+    return rank_scores(docs)
+
+
 def ranked_relevance(docs: Mapping[str, float], qrel: Mapping[str, int], *, judged_only: bool = False,
                      depth: int | None = None) -> list[int]:
     """Grades of the retrieved documents in trec_eval's order, NONPOOL/UNJUDGED for the others.
 
-    trec_eval stores scores as C floats and sorts by score descending, then docid descending
-    (strcmp; Python's code-point order is UTF-8 byte order). `depth` keeps only the top documents.
+    The order is trec_eval 10.0's (`trec_order`). `depth` keeps only the top documents.
     judged_only (trec_eval -J) drops documents without a grade >= 0 before ranking positions count.
     """
-    sims = array("f", docs.values())  # rounds to float32, as trec_eval's TEXT_RESULTS.sim
-    pairs = zip(sims, docs.keys())
-    if depth is not None and not judged_only and depth < len(docs):
-        top = heapq.nlargest(depth, pairs)
-    else:
-        top = sorted(pairs, reverse=True)
+    top = trec_order(docs)
+    if depth is not None and not judged_only:
+        del top[depth:]
     get = qrel.get
     rels = []
-    for _, docid in top:
+    for docid in top:
         grade = get(docid)
         rels.append(NONPOOL if grade is None else (grade if grade >= 0 else UNJUDGED))
     if judged_only:
@@ -250,7 +292,7 @@ def _python_values(measures: Sequence[Measure], rels: list[int], qrel: Mapping[s
 
 def _sample(ids: Iterable[str], n: int = 3) -> str:
     items = sorted(ids)
-    shown = ", ".join(repr(i) for i in items[:n])
+    shown = ", ".join(quote(i) for i in items[:n])
     return shown + (", ..." if len(items) > n else "")
 
 
@@ -294,7 +336,8 @@ def evaluate_run(run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Map
                         "means (%s); --complete (trec_eval -c) counts them as empty rankings",
                         name, len(missing), len(judged), _sample(missing))
 
-    eval_run: dict[str, Mapping[str, float]] = {qid: run[qid] for qid in common}
+    # trec_eval 10.0's ranking, as scores any float reader ranks the same way
+    eval_run: dict[str, Mapping[str, float]] = {qid: float_safe(run[qid]) for qid in common}
     if complete:
         eval_run.update((qid, {}) for qid in missing)
     queries = sorted(eval_run)
@@ -366,16 +409,22 @@ def _line(label: str, qid: str, text: str) -> str:
     return f"{label:<22}\t{qid}\t{text}\n"
 
 
+def trec_eval_order(measures: Sequence[Measure]) -> list[Measure]:
+    """Measures in the order trec_eval prints them (its measure table), whatever order -m gave."""
+    return sorted(measures, key=lambda m: FAMILY_ORDER[m.family])  # stable within a family
+
+
 def format_tsv(evaluation: RunEvaluation, *, per_query: bool = False) -> str:
     """Lines exactly as trec_eval prints them (`-q` with per_query): per-query lines, then `all`."""
     lines = []
+    measures = trec_eval_order(evaluation.measures)
     if per_query:
-        shown = [m for m in evaluation.measures if m.per_query]
+        shown = [m for m in measures if m.per_query]
         for qid in evaluation.queries:
             row = evaluation.per_query[qid]
             lines.extend(_line(m.label, qid, format_value(m, row[m.name])) for m in shown)
     lines.extend(_line(m.label, "all", format_value(m, evaluation.summary[m.name]))
-                 for m in evaluation.measures if m.summary)
+                 for m in measures if m.summary)
     return "".join(lines)
 
 
@@ -448,16 +497,22 @@ def build_table(evaluations: Sequence[RunEvaluation], *, per_query: bool = False
 
 
 def read_runid(path: str) -> str:
-    """The run tag (6th column) of the first line, as trec_eval's runid; "" for stdin."""
-    from .textio import iter_lines
+    """The run tag (6th column) of the last line, as trec_eval 10.0's runid; "" for stdin.
+
+    (get_trec_results.c keeps the run_id of every line it parses, so the last one wins.)
+    """
+    from .textio import iter_chunks
 
     if str(path) == "-":
         return ""
-    for _, line in iter_lines(path):
-        fields = line.split()
-        if fields:
-            return fields[5] if len(fields) >= 6 else ""
-    return ""
+    runid = ""
+    for _, chunk in iter_chunks(path):
+        for raw in reversed(chunk.split(b"\n")):
+            fields = raw.split()
+            if fields and not fields[0].startswith(b"#"):
+                runid = fields[5].decode("utf-8", errors="replace") if len(fields) >= 6 else ""
+                break
+    return runid
 
 
 def run_eval(run_paths: Sequence[str], qrels: Mapping[str, Mapping[str, int]], measures: Sequence[str], *,
@@ -471,8 +526,10 @@ def run_eval(run_paths: Sequence[str], qrels: Mapping[str, Mapping[str, int]], m
     (tsv for one run, table for several). Measure names are checked before any run is read.
     Returns the evaluations.
     """
+    from .textio import check_stdin_once
     from .trec import read_run_scores
 
+    check_stdin_once(run_paths)
     if output_format not in OUTPUT_FORMATS:
         raise InputError(f"unknown output format {output_format!r}; choose from {', '.join(OUTPUT_FORMATS)}")
     if not run_paths:

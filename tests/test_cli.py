@@ -115,3 +115,84 @@ def test_cli_never_imports_torch_or_vllm_for_help_and_eval(files):
     proc = subprocess.run([RANK1[0], "-c", code % (SAMPLE / "run.bm25.trec", SAMPLE / "qrels.txt")],
                           capture_output=True, text=True, cwd=REPO)
     assert "HEAVY []" in proc.stdout, proc.stdout + proc.stderr
+
+
+USAGE_ERRORS = {
+    "unknown option": (["rerank", "x", "--bogus"], "No such option"),
+    "unknown command": (["nosuchcmd"], "No such command"),
+    "eval without arguments": (["eval"], "Missing"),
+}
+
+
+@pytest.mark.parametrize("case", list(USAGE_ERRORS))
+def test_usage_errors_print_usage_and_exit_2(case):
+    args, message = USAGE_ERRORS[case]
+    proc, _ = rank1(*args)
+    assert proc.returncode == 2, proc.stderr
+    assert "Usage: " in proc.stderr and message in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+@pytest.mark.parametrize("which", ["run", "qrels"])
+def test_a_truncated_gzip_input_is_one_line_naming_the_file(files, which):
+    import gzip
+
+    good = {"run": "".join(f"q01 Q0 x{i} {i + 1} {-i} t\n" for i in range(20000)),
+            "qrels": "".join(f"q01 0 x{i} {i % 2}\n" for i in range(20000))}
+    data = gzip.compress(good[which].encode())
+    broken = files(f"{which}.gz", data[: len(data) // 2])
+    args = {"run": [broken, "--qrels", SAMPLE / "qrels.txt"], "qrels": [files("run", GOOD), "--qrels", broken]}
+    proc, _ = rank1("eval", *args[which])
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith(f"rank1: error: {broken}:") and "cannot read" in proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+@pytest.mark.parametrize("args", [["-", "-"], ["-", "--qrels", "-"]])
+def test_stdin_given_twice_is_an_error_not_an_empty_run(args):
+    if "--qrels" not in args:
+        args = [*args, "--qrels", SAMPLE / "qrels.txt"]
+    proc, _ = rank1("eval", *args, stdin=GOOD)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr == "rank1: error: '-' (stdin) is given 2 times, but stdin can be read only once; give a " \
+                          "file for all inputs but one\n"
+    assert proc.stdout == ""
+
+
+def test_a_bom_changes_no_number(files):
+    run, qrels = (SAMPLE / "run.bm25.trec").read_bytes(), (SAMPLE / "qrels.txt").read_bytes()
+    plain, _ = rank1("eval", files("run", run), "--qrels", files("qrels", qrels), "-m", "nDCG@10", "-q", "-f", "tsv")
+    bom = b"\xef\xbb\xbf"
+    with_bom, _ = rank1("eval", files("run.bom", bom + run), "--qrels", files("qrels.bom", bom + qrels),
+                        "-m", "nDCG@10", "-q", "-f", "tsv")
+    assert plain.returncode == with_bom.returncode == 0
+    assert with_bom.stdout == plain.stdout and "\ufeff" not in with_bom.stdout
+    assert with_bom.stderr == plain.stderr
+
+
+BAD_EVALS = {
+    "run is a directory": (lambda f, tmp: [tmp, "--qrels", SAMPLE / "qrels.txt"], r"is a directory"),
+    "empty run": (lambda f, tmp: [f("run", ""), "--qrels", SAMPLE / "qrels.txt"], r"run: the run is empty"),
+    "empty qrels": (lambda f, tmp: [f("run", GOOD), "--qrels", f("qrels", "\n")], r"qrels: the qrels file is empty"),
+    "document twice in the run": (lambda f, tmp: [f("run", GOOD + "q01 Q0 d001 3 1.0 bm25\n"), "--qrels",
+                                                  SAMPLE / "qrels.txt"],
+                                  r"run:3: document 'd001' is given twice for query 'q01' \(first at line 1\)"),
+    "grade twice in the qrels": (lambda f, tmp: [f("run", GOOD), "--qrels", f("qrels", "q01 0 d001 2\nq01 0 d001 0\n")],
+                                 r"qrels:2: document 'd001' is given twice for query 'q01' \(first at line 1\)"),
+    "score 2_0": (lambda f, tmp: [f("run", GOOD + "q01 Q0 d003 3 2_0 bm25\n"), "--qrels", SAMPLE / "qrels.txt"],
+                  r"run:3: score \(column 5\) must be a number written in decimal"),
+    "a 1 MB docid": (lambda f, tmp: [f("run", "q01 Q0 " + "d" * 1_000_000 + " 1\n"), "--qrels", SAMPLE / "qrels.txt"],
+                     r"run:1: expected 6 whitespace-separated columns .*\(1000009 characters\)"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_EVALS))
+def test_bad_eval_input_is_one_line_exit_2(case, files, tmp_path):
+    import re
+
+    make_args, message = BAD_EVALS[case]
+    proc, _ = rank1("eval", *make_args(files, tmp_path))
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("rank1: error: ") and proc.stderr.count("\n") == 1, proc.stderr[:500]
+    assert re.search(message, proc.stderr), proc.stderr[:500]
+    assert len(proc.stderr) < 500 and proc.stdout == ""

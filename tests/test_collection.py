@@ -63,3 +63,109 @@ def test_unknown_dataset_id_is_an_input_error():
         collection.load_ir_dataset("msmarco-pasage/dev")
     with pytest.raises(InputError, match="not an ir_datasets id"):
         collection.load_qrels("no/such/qrels")
+
+
+def write(path, text):
+    path.write_bytes(text.encode() if isinstance(text, str) else text)
+    return path
+
+
+@pytest.mark.parametrize("text, message", [
+    # a third column (TREC topics' narrative) would end up in the prompt as '\t<narrative>'
+    ("q1\tcats\tonly lions count\n", r"q.tsv:1: expected 'qid<TAB>query text', found 3 tab-separated fields"),
+    ("q1\tcats\nq2\tdogs\nq1\tlions\n", r"q.tsv:3: query 'q1' is given twice with different texts \(first at line 1\)"),
+    ("q1\tcats\nq2\t  \n", r"q.tsv:2: query 'q2' has an empty text"),
+    ("\tcats\n", r"q.tsv:1: empty query id"),
+])
+def test_malformed_queries_tsv_are_errors_naming_the_line(tmp_path, text, message):
+    with pytest.raises(InputError, match=message):
+        collection.read_queries_file(write(tmp_path / "q.tsv", text))
+
+
+@pytest.mark.parametrize("records, message", [
+    ([{"qid": "1", "text": "cats"}, {"qid": "1", "text": "dogs"}], r"q.jsonl:2: query '1' is given twice"),
+    ([{"qid": "1", "text": ""}], r"q.jsonl:1: query '1' has an empty text"),
+    ([{"qid": "1", "text": ["cats"]}], r"q.jsonl:1: 'text' must be a string, found a list"),
+])
+def test_malformed_queries_jsonl_are_errors_naming_the_line(tmp_path, records, message):
+    path = write(tmp_path / "q.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+    with pytest.raises(InputError, match=message):
+        collection.read_queries_file(path)
+
+
+def test_queries_with_a_bom_crlf_and_an_identical_repeat_are_read(tmp_path):
+    path = write(tmp_path / "q.tsv", b"\xef\xbb\xbfq01\tcats\r\nq02\tdogs\r\nq01\tcats\r\n")
+    queries = collection.read_queries_file(path)
+    assert {q.qid: q.text for q in queries.values()} == {"q01": "cats", "q02": "dogs"}
+    instructions = write(tmp_path / "i.tsv", b"\xef\xbb\xbfq01\tonly lions\r\n")
+    assert collection.read_instructions_file(instructions) == {"q01": "only lions"}
+
+
+@pytest.mark.parametrize("text, message", [
+    ("q1\tonly lions\nq1\tonly tigers\n", r"i.tsv:2: query 'q1' is given twice with different instructions"),
+    ("q1\tonly\tlions\n", r"i.tsv:1: expected 'qid<TAB>instruction', found 3 tab-separated fields"),
+    ("q1\t\n", r"i.tsv:1: query 'q1' has an empty instruction"),
+])
+def test_malformed_instructions_are_errors_naming_the_line(tmp_path, text, message):
+    with pytest.raises(InputError, match=message):
+        collection.read_instructions_file(write(tmp_path / "i.tsv", text))
+
+
+@pytest.mark.parametrize("name, text", [
+    ("c.tsv", "a\tfirst text\nb\tother\na\tsecond text\n"),
+    ("c.jsonl", '{"doc_id": "a", "text": "first text"}\n{"doc_id": "b", "text": "other"}\n'
+                '{"doc_id": "a", "text": "second text"}\n'),
+])
+def test_a_document_id_twice_with_different_texts_is_an_error(tmp_path, name, text):
+    path = write(tmp_path / name, text)
+    with pytest.raises(InputError, match=rf"{name}:3: document 'a' is given twice with different texts "
+                                         rf"\(first at line 1\)"):
+        collection.read_corpus_docs(path, {"a", "b"})
+    assert set(collection.read_corpus_docs(path, {"b"})) == {"b"}  # ids not asked for are not compared
+
+
+def test_an_identical_repeated_document_and_a_bom_are_fine(tmp_path):
+    path = write(tmp_path / "c.tsv", b"\xef\xbb\xbfa\tsame\r\na\tsame\r\n")
+    assert collection.read_corpus_docs(path, {"a"})["a"].text == "same"
+
+
+def test_a_long_id_is_quoted_short(tmp_path):
+    path = write(tmp_path / "q.tsv", f"{'x' * 1_000_000}\tcats\n{'x' * 1_000_000}\tdogs\n")
+    with pytest.raises(InputError) as error:
+        collection.read_queries_file(path)
+    assert "1000000 characters" in str(error.value) and len(str(error.value)) < 400
+
+
+@pytest.fixture(scope="module")
+def offline_dataset(tmp_path_factory):
+    import irds_offline
+
+    return irds_offline.register(tmp_path_factory.mktemp("irds-offline"))
+
+
+def test_a_dataset_whose_files_cannot_be_downloaded_is_one_clear_error(offline_dataset):
+    source = CollectionSource(dataset=offline_dataset)
+    for load, what in ((lambda: collection.load_qrels(offline_dataset), "qrels"), (source.load_queries, "queries"),
+                       (lambda: source.load_documents({"d1"}), "documents")):
+        with pytest.raises(InputError, match=rf"ir_datasets 'rank1-cli-offline': cannot get its {what} "
+                                             r"\(ConnectionError: .*\)\. .*offline") as error:
+            load()
+        assert "\n" not in str(error.value) and len(str(error.value)) < 600
+
+
+def test_rank1_eval_with_an_offline_dataset_prints_one_line_and_exits_2(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    run = write(tmp_path / "run", "1 Q0 d1 1 1.0 t\n")
+    code = ("import sys, pathlib; sys.path.insert(0, 'tests'); import irds_offline\n"
+            f"irds_offline.register(pathlib.Path({str(tmp_path)!r}))\n"
+            "from rank1_cli import cli\n"
+            f"sys.argv = ['rank1', 'eval', {str(run)!r}, '--qrels', irds_offline.DATASET_ID]\n"
+            "cli.main()")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("rank1: error: ir_datasets 'rank1-cli-offline': cannot get its qrels")
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr and proc.stdout == ""

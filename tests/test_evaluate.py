@@ -23,14 +23,14 @@ from rank1_cli.evaluate import (
 from rank1_cli.measures import ALL_TREC
 from rank1_cli.trec import read_qrels_file, read_run_scores
 
-CONFORMANCE = Path(__file__).resolve().parents[2] / "shared" / "conformance" / "trec_eval"
+# trec_eval's own test files (usnistgov/trec_eval test/, with its licence), vendored in the repository
+CONFORMANCE = Path(__file__).resolve().parent / "data" / "trec_eval"
 
 
 @pytest.fixture(scope="module")
 def data() -> Path:
     assert CONFORMANCE.is_dir(), (
-        f"trec_eval conformance data not found at {CONFORMANCE}: the repository expects shared/ beside "
-        "its checkout (shared/conformance/trec_eval from usnistgov/trec_eval's test/ folder)")
+        f"trec_eval conformance data not found at {CONFORMANCE} (tests/data/trec_eval in the repository)")
     return CONFORMANCE
 
 
@@ -170,17 +170,49 @@ def test_trec_eval_9_rounding_reproduces_pytrec_eval(data):
 # The ranking trec_eval evaluates, and measures computed on it
 
 
-def test_ranking_ties_break_by_docid_descending_and_scores_are_c_floats():
-    qrel = {"a": 1, "b": 0, "c": -1}
-    # 1.0 and 1.00000001 are the same C float: a tie, broken by docid descending (z before a)
-    docs = {"a": 1.0, "z": 1.00000001, "b": 0.5, "c": 2.0}
-    assert ranked_relevance(docs, qrel) == [UNJUDGED, NONPOOL, 1, 0]
-    assert ranked_relevance(docs, qrel, depth=2) == [UNJUDGED, NONPOOL]
-    assert ranked_relevance(docs, qrel, judged_only=True) == [1, 0]
+def test_ranking_ties_break_by_docid_descending_and_scores_are_c_doubles():
+    qrel = {"a": 1, "b": 0, "c": -1, "m": 1}
+    # 1.0 and 1.00000001 are one C float but two doubles: trec_eval 10.0 ranks z above a.
+    # m and a tie exactly: docid descending puts m first.
+    docs = {"a": 1.0, "z": 0.99999999, "m": 1.0, "b": 0.5, "c": 2.0}
+    assert ranked_relevance(docs, qrel) == [UNJUDGED, 1, 1, NONPOOL, 0]
+    assert ranked_relevance(docs, qrel, depth=2) == [UNJUDGED, 1]
+    assert ranked_relevance(docs, qrel, judged_only=True) == [1, 1, 0]
+
+
+# Near ties, checked against trec_eval 10.0 built from source (tests/data/near_ties/README.md).
+NEAR_TIES = Path(__file__).resolve().parent / "data" / "near_ties"
+NEAR_TIE_SUITES = {"out.pair": ("qrels.pair", "run.pair"), "out.random1": ("qrels.near_ties", "run.random1"),
+                   "out.random2": ("qrels.near_ties", "run.random2"),
+                   "out.random3": ("qrels.near_ties", "run.random3")}
+
+
+@pytest.mark.parametrize("name", list(NEAR_TIE_SUITES))
+def test_near_ties_rank_as_trec_eval_10_reads_doubles(name):
+    import subprocess
+    import sys
+
+    qrels, run = NEAR_TIE_SUITES[name]
+    proc = subprocess.run([sys.executable, "-m", "rank1_cli.cli", "eval", str(NEAR_TIES / run), "--qrels",
+                           str(NEAR_TIES / qrels), "-m", "all_trec", "-q", "-f", "tsv"],
+                          capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stderr
+    expected = (NEAR_TIES / name).read_text()
+    got, want = cells(proc.stdout), cells(expected)
+    assert {k: (want[k], got.get(k)) for k in want if got.get(k) != want[k]} == {}
+    assert proc.stdout == expected
+
+
+def test_the_relevant_document_scored_higher_as_a_double_is_first():
+    # a: 0.99999999 and z: 0.99999998 are one C float; as floats z (docid descending) would lead.
+    evaluation = evaluate_run({"q1": {"a": 0.99999999, "z": 0.99999998}}, {"q1": {"a": 1, "z": 0}},
+                              ["P@1", "RR", "Judged@1", "relstring.2"])
+    assert evaluation.value("P@1", "q1") == 1.0 and evaluation.value("RR", "q1") == 1.0
+    assert evaluation.value("relstring_2", "q1") == "10"
 
 
 def test_python_ranking_agrees_with_pytrec_eval_on_ties():
-    """P@k, RR@k from our ranking == pytrec_eval's on runs full of ties and float32 collisions."""
+    """P@k, RR@k from our ranking == pytrec_eval's given rank_scores, on runs full of exact ties."""
     rng = random.Random(7)
     qrels, run = {}, {}
     for q in range(60):
@@ -191,14 +223,17 @@ def test_python_ranking_agrees_with_pytrec_eval_on_ties():
     ours = evaluate_run(run, qrels, ["RR@1000", "RR", "P@5", "P@20", "unj.5,20", "Judged@20"])
     import pytrec_eval
 
-    theirs = pytrec_eval.RelevanceEvaluator(qrels, {"P.5,20", "recip_rank"}).evaluate(run)
+    from rank1_cli.evaluate import rank_scores
+
+    theirs = pytrec_eval.RelevanceEvaluator(qrels, {"P.5,20", "recip_rank"}).evaluate(
+        {qid: rank_scores(docs) for qid, docs in run.items()})
     for qid in run:
         rels = ranked_relevance(run[qid], qrels[qid])
         for k in (5, 20):
             assert sum(1 for r in rels[:k] if r >= 1) / k == pytest.approx(theirs[qid][f"P_{k}"], abs=1e-12)
+            assert ours.value(f"P@{k}", qid) == pytest.approx(theirs[qid][f"P_{k}"], abs=1e-12)
         assert ours.value("RR@1000", qid) == pytest.approx(theirs[qid]["recip_rank"], abs=1e-12)
         assert ours.value("RR", qid) == pytest.approx(theirs[qid]["recip_rank"], abs=1e-12)
-        assert ours.value("Judged@20", qid) == pytest.approx(1 - ours.value("unj_20", qid))
 
 
 def test_judged_at_k_on_a_hand_made_example():
@@ -238,7 +273,17 @@ def test_aliases_give_the_trec_eval_values(data):
             assert ev.value(alias, qid) == ev.value(name, qid)
     assert f"{ev.value('nDCG@10'):.4f}" == "0.3016"  # out.test.a
     assert f"{ev.value('AP'):.4f}" == "0.1785"
-    assert format_tsv(ev).splitlines()[0] == "nDCG@10               \tall\t0.3016"
+    assert format_tsv(ev).splitlines()[0] == "AP                    \tall\t0.1785"  # map's place in trec_eval
+
+
+def test_tsv_lists_measures_in_trec_eval_order_whatever_the_order_asked(data):
+    # trec_eval -m ndcg_cut.10 -m map -m P.10 qrels.test results.test (10.0 built from source) prints:
+    trec_eval_10 = ("map                   \tall\t0.1785\n"
+                    "P_10                  \tall\t0.3000\n"
+                    "ndcg_cut_10           \tall\t0.3016\n")
+    run = read_results(data / "results.test")
+    ev = evaluate_run(run, read_qrels_file(data / "qrels.test"), ["ndcg_cut.10", "map", "P.10"])
+    assert format_tsv(ev) == trec_eval_10
 
 
 # ---------------------------------------------------------------------------------------------
@@ -389,3 +434,17 @@ def test_read_run_scores_and_evaluate_agree_with_a_file_round_trip(tmp_path, dat
     run = read_run_scores(data / "results.test")
     qrels = read_qrels_file(data / "qrels.test")
     assert evaluate_run(run, qrels, ["map"]).value("map") == pytest.approx(0.1785, abs=5e-5)
+
+
+def test_run_eval_refuses_stdin_twice():
+    with pytest.raises(InputError, match="stdin"):
+        run_eval(["-", "-"], {"q": {"d": 1}}, ["P@1"], stdout=io.StringIO())
+
+
+def test_runid_is_the_last_lines_tag_as_in_trec_eval_10(tmp_path):
+    run = write_run(tmp_path / "mixed.run", ["q1 Q0 r1 1 3 first", "q1 Q0 n1 2 2 middle", "q2 Q0 r3 1 1 last",
+                                             "# a comment at the end"])
+    out = io.StringIO()
+    run_eval([run], QRELS, ["runid"], stdout=out, output_format="tsv")
+    # what `trec_eval -m runid` (10.0, built from source) prints for these qrels and run
+    assert out.getvalue() == "runid                 \tall\tlast\n"
