@@ -96,7 +96,7 @@ def rerank(
     from .outputs import check_outputs, check_traces_target
     from .rerank import RerankOptions, execute_rerank, make_scorer, prepare_rerank
     from .signals import watch_interrupts
-    from .textio import check_writable, stdout_reserved
+    from .textio import check_stdin_once, check_writable, stdout_reserved
     from .traces import write_traces
     from .trec import check_tag, write_run
 
@@ -109,6 +109,7 @@ def rerank(
         check_writable(traces)
     inputs = [("first-stage run", run), ("corpus", corpus), ("queries", queries), ("instructions", instructions),
               ("prompt file", prompt if prompt and Path(prompt).is_file() else None)]
+    check_stdin_once(run, corpus, queries, instructions, prompt)
     check_outputs([("output run", output), ("traces", traces)], inputs)
     check_traces_target(traces)
     _check_store_choice(store, no_store)
@@ -182,7 +183,7 @@ def merge(
     from .console import setup_logging, stderr_console
     from .outputs import check_outputs, check_traces_target
     from .shard import merge_shards
-    from .textio import check_writable
+    from .textio import check_stdin_once, check_writable
 
     console = stderr_console()
     setup_logging(console)
@@ -196,6 +197,7 @@ def merge(
     inputs = [(f"shard run {i + 1}", path) for i, path in enumerate(runs)]
     inputs += [(f"shard traces {i + 1}", path) for i, path in enumerate(traces)]
     inputs.append(("first-stage run", first_stage))
+    check_stdin_once(runs, traces, first_stage)
     check_outputs([("merged run", output), ("merged traces", traces_output)], inputs)
     check_traces_target(traces_output)
     _check_store_choice(store, no_store)

@@ -23,6 +23,7 @@ import contextlib
 import hashlib
 import json
 import os
+import random
 import sqlite3
 import time
 from array import array
@@ -66,6 +67,10 @@ CREATE TABLE IF NOT EXISTS generations (
 
 class StoreError(Exception):
     """The store cannot be opened, read or written; the message names the file and what to do."""
+
+
+class StoreLocked(StoreError):
+    """Another process held the store's lock for too long."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +184,18 @@ class Store:
             raise
 
     def _setup(self) -> None:
+        # Two processes opening a new store at once can each hold the lock the other needs to
+        # switch it to WAL; SQLite then answers "locked" at once instead of waiting. Try again.
+        deadline = time.monotonic() + BUSY_SECONDS
+        while True:
+            try:
+                return self._setup_once()
+            except StoreLocked:
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(random.uniform(0.01, 0.1))
+
+    def _setup_once(self) -> None:
         with self._errors("open"):
             tables = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
             if tables and "meta" not in tables:
@@ -219,7 +236,7 @@ class Store:
             return StoreError(f"{self.path}: cannot {doing} the store: {text} (no space left, or a quota?). The "
                               "store is intact; free some space and run the same command again")
         if "locked" in text or "busy" in text:
-            return StoreError(f"{self.path}: the store stayed locked by another process for {BUSY_SECONDS} s; "
+            return StoreLocked(f"{self.path}: the store stayed locked by another process for {BUSY_SECONDS} s; "
                               "is a store on a network filesystem? Give each job its own store on local disk")
         if "readonly" in text or "unable to open" in text:
             return StoreError(f"{self.path}: cannot {doing} the store ({text}); check its permissions, or use "

@@ -12,7 +12,7 @@ from .errors import InputError, OptionError
 from .models import model_revision, resolve_model
 from .scoring import relevance_score
 from .store import COMPLETIONS, GenerationKey, Store, StoredGeneration, default_store_path
-from .textio import atomic_writer, display_name, iter_lines
+from .textio import atomic_writer, check_stdin_once, display_name, iter_lines
 
 IMPORT_BATCH = 1000
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -136,8 +136,7 @@ def import_files(files: list[str], path: str | None, *, model: str | None = None
     if model is not None:
         resolved = resolve_model(model)
         fallback = GenerationKey(resolved.spec, model_revision(resolved), backend, "", 0, 0)
-    if sum(1 for f in files if f == "-") > 1:
-        raise InputError("'-' (stdin) can be read only once")
+    check_stdin_once(files)
     batches: dict[GenerationKey, list[StoredGeneration]] = {}
     lines = 0
     for file in files:
