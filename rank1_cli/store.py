@@ -284,8 +284,13 @@ class Store:
 
     # --- reading and writing -----------------------------------------------------------------
 
-    def get_many(self, key: GenerationKey, prompt_hashes: Iterable[str]) -> dict[str, StoredGeneration]:
-        """The stored generations among `prompt_hashes` (hex sha256) under `key`."""
+    def get_many(self, key: GenerationKey, prompt_hashes: Iterable[str], *,
+                 with_token_ids: bool = False) -> dict[str, StoredGeneration]:
+        """The stored generations among `prompt_hashes` (hex sha256) under `key`.
+
+        Token ids are left out (None) unless asked for: as Python ints they would cost ~20 times
+        their stored size, and scoring does not need them.
+        """
         with self._errors("read"):
             config_id = self._config_id(key, create=False)
             if config_id is None:
@@ -296,7 +301,8 @@ class Store:
                 batch = wanted[start:start + LOOKUP_BATCH]
                 rows = self._db.execute(
                     "SELECT prompt_sha256, completion, verdict, logprob_true, logprob_false, output_tokens, reasoning, "
-                    f"token_ids FROM generations WHERE config_id=? AND prompt_sha256 IN ({','.join('?' * len(batch))})",
+                    f"{'token_ids' if with_token_ids else 'NULL'} FROM generations "
+                    f"WHERE config_id=? AND prompt_sha256 IN ({','.join('?' * len(batch))})",
                     (config_id, *batch))
                 for digest, completion, verdict, lt, lf, tokens, reasoning, token_ids in rows:
                     found[digest.hex()] = StoredGeneration(digest.hex(), completion, verdict, lt, lf, tokens, reasoning,
@@ -326,7 +332,8 @@ class Store:
                 "output_tokens, reasoning, token_ids, created) VALUES (?,?,?,?,?,?,?,?,?,?) "
                 "ON CONFLICT(config_id, prompt_sha256) DO UPDATE SET completion=excluded.completion, "
                 "verdict=excluded.verdict, logprob_true=excluded.logprob_true, logprob_false=excluded.logprob_false, "
-                "output_tokens=excluded.output_tokens, reasoning=excluded.reasoning, token_ids=excluded.token_ids, "
+                "output_tokens=excluded.output_tokens, reasoning=excluded.reasoning, "
+                "token_ids=COALESCE(excluded.token_ids, generations.token_ids), "
                 "created=excluded.created" + condition,
                 [(config_id, bytes.fromhex(sha), *rest, now) for sha, *rest in rows])
             return self._db.total_changes - before

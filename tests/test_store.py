@@ -31,7 +31,9 @@ def generation(i: int, completion="stop", reasoning=None, tokens=(1, 2, 3)) -> S
 def test_a_generation_comes_back_as_it_was_stored(tmp_path):
     with Store(tmp_path / "s.sqlite") as store:
         assert store.put_many(KEY, [generation(1, tokens=(5, 4_000_000_000, 0))]) == 1
-        assert store.get_many(KEY, [sha(1), sha(2)]) == {sha(1): generation(1, tokens=(5, 4_000_000_000, 0))}
+        assert store.get_many(KEY, [sha(1), sha(2)], with_token_ids=True) == {
+            sha(1): generation(1, tokens=(5, 4_000_000_000, 0))}
+        assert store.get_many(KEY, [sha(1)])[sha(1)].token_ids is None       # scoring needs none
 
 
 def test_any_setting_of_the_key_separates_generations(tmp_path):
@@ -188,8 +190,8 @@ def test_imported_traces_are_reused_and_an_export_round_trips(tmp_path):
     (tmp_path / "e.jsonl").write_text(exported.stdout)
     assert import_files([str(tmp_path / "e.jsonl")], str(tmp_path / "b.sqlite")).added == 3
     with Store(tmp_path / "b.sqlite") as store:
-        assert store.get_many(KEY, [sha(i) for i in range(3)]) == \
-            Store(tmp_path / "a.sqlite").get_many(KEY, [sha(i) for i in range(3)])
+        assert store.get_many(KEY, [sha(i) for i in range(3)], with_token_ids=True) == \
+            Store(tmp_path / "a.sqlite").get_many(KEY, [sha(i) for i in range(3)], with_token_ids=True)
 
 
 @pytest.mark.parametrize("changes, message", [
@@ -235,3 +237,13 @@ def test_record_generation_takes_the_model_from_the_caller_for_old_traces():
     fallback = GenerationKey("rank1-7b", "hf:abc123", "vllm", "", 0, 0)
     key, stored = record_generation(record, fallback)
     assert key == KEY and stored.prompt_sha256 == sha(0)
+
+
+def test_repairing_a_pending_generation_keeps_its_token_ids(tmp_path):
+    with Store(tmp_path / "s.sqlite") as store:
+        store.put_many(KEY, [generation(1, "pending", tokens=(7, 8, 9))])
+        pending = store.get_many(KEY, [sha(1)])[sha(1)]             # looked up without its token ids
+        repaired = dataclasses.replace(pending, completion="forced", verdict="true", logprob_true=-0.1,
+                                       logprob_false=-2.5)
+        store.put_many(KEY, [repaired])
+        assert store.get_many(KEY, [sha(1)], with_token_ids=True)[sha(1)].token_ids == (7, 8, 9)
