@@ -15,6 +15,7 @@ from itertools import groupby, islice
 from typing import IO, TypeVar
 
 from .errors import InputError, quote
+from .predictions import looks_like_json, read_predictions
 from .textio import atomic_writer, display_name, iter_chunks, utf8_error
 
 log = logging.getLogger(__name__)
@@ -218,11 +219,17 @@ RUN_DUPLICATE = ("trec_eval refuses a run with a duplicate document in a query; 
 
 
 def _read_run_table(path: str | os.PathLike, with_rank: bool) -> dict[str, dict[str, T]]:
-    """qid -> docid -> score, or -> (score, rank) with_rank; queries in file order."""
+    """qid -> docid -> score, or -> (score, rank) with_rank; queries in file order.
+
+    A file whose first character is `{` is MTEB predictions JSON (see `predictions`).
+    """
     name = display_name(path)
     run: dict[str, dict] = {}
+    chunks = iter_chunks(path)
     with gc_paused():
-        for first, chunk in iter_chunks(path):
+        for first, chunk in chunks:
+            if first == 1 and looks_like_json(chunk):
+                return read_predictions(name, chunk + b"".join(rest for _, rest in chunks), with_rank)
             _add_run_chunk(run, path, name, first, chunk, with_rank)
     if not run:
         raise InputError(f"{name}: the run is empty (no lines of the form {RUN_COLUMNS})")
