@@ -52,16 +52,18 @@ class Rank1:
         self.scorer = self.scoring.scorer(self.store, chunk_size=chunk_size, recompute=recompute)
 
     def score(self, pairs: Iterable[tuple[str, str] | tuple[str, str, str | None]],
-              progress: ProgressReporter | None = None) -> list[Judgement]:
+              progress: ProgressReporter | None = None, *, prompt: str | None = None) -> list[Judgement]:
         """A judgement per (query, passage) or (query, passage, instruction), in order.
 
         Each has .score (P(true) over {true, false}), .verdict, .reasoning, .completion
         ("stop", "forced" or "fallback"), .logprob_true/.logprob_false, .output_tokens and .origin.
+        `prompt` (a dataset prompt name or file) replaces the model's own for these pairs.
         """
+        template = prompts.resolve_template(prompt) if prompt else self.template
         queries, passages = [], []
         for pair in pairs:
             query, passage, *rest = pair
-            queries.append(prompts.rank1_query(query, rest[0] if rest else None, self.template))
+            queries.append(prompts.rank1_query(query, rest[0] if rest else None, template))
             passages.append(passage)
         fitted = fit_prompts(self.scoring.tokenizer, queries, passages, self.scoring.budget.prompt_tokens)
         return self.scorer.judge([prompt for prompt, _ in fitted], progress)
