@@ -42,20 +42,38 @@ class SampleReranking(AbsTaskRetrieval):
         domains=[], task_subtypes=[], license="mit", annotations_creators="derived", modalities=["text"],
         sample_creation="found", bibtex_citation="")
 
+    with_candidates = True
+
     def load_data(self, num_proc=None, **kwargs):
         ids = sorted({d for ds in TOP.values() for d in ds} | {d for ds in QRELS.values() for d in ds})
         self.dataset = {"default": {"test": RetrievalSplitData(
             queries=Dataset.from_list([{"id": q, "text": QUERIES[q]} for q in QIDS]),
             corpus=Dataset.from_list([{"id": d, "text": DOCS[d]["text"], "title": DOCS[d]["title"]} for d in ids]),
-            relevant_docs=QRELS, top_ranked=TOP)}}
+            relevant_docs=QRELS, top_ranked=TOP if self.with_candidates else None)}}
         self.data_loaded = True
 
 
-def test_mteb_evaluates_rank1_and_its_ndcg_equals_rank1_evals(tmp_path):
+def previous_results(tmp_path):
+    """The task without candidates, given BM25's scores as a previous run (the paper's route)."""
+    scores = {}
+    for line in (SAMPLE / "run.bm25.trec").read_text().splitlines():
+        qid, _, docid, _, score, _ = line.split()
+        if qid in QIDS and docid in {d for ds in TOP.values() for d in ds} | {d for ds in QRELS.values() for d in ds}:
+            scores.setdefault(qid, {})[docid] = float(score)
+    path = tmp_path / "bm25_predictions.json"
+    path.write_text(json.dumps({"mteb_model_meta": {"name": "bm25"}, "default": {"test": scores}}))
+    task = SampleReranking()
+    task.with_candidates = False
+    return task.convert_to_reranking(path, top_k=3)
+
+
+@pytest.mark.parametrize("first_stage", ["the task's candidates", "a previous run"])
+def test_mteb_evaluates_rank1_and_its_ndcg_equals_rank1_evals(tmp_path, first_stage):
+    task = SampleReranking() if first_stage == "the task's candidates" else previous_results(tmp_path)
     with Rank1(str(TINY_MODEL), backend="transformers", device="cpu", dtype="float32", max_model_len=1024,
                max_reasoning_tokens=48, store=tmp_path / "store.sqlite") as rank1:
         model = Rank1MTEB(str(TINY_MODEL), rank1=rank1)
-        result = mteb.evaluate(model, SampleReranking(), cache=None)
+        result = mteb.evaluate(model, task, cache=None)
         pairs = [(q, d) for q in QIDS for d in TOP[q]]
         judged = rank1.score([(QUERIES[q], prompts.passage_text(DOCS[d]["title"], DOCS[d]["text"])) for q, d in pairs])
     assert {j.origin for j in judged} == {"store"}                  # MTEB's pairs, the same prompts
