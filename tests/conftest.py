@@ -9,6 +9,7 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 # Tests never touch the user's reasoning store: commands that name none use this session's own.
 os.environ["RANK1_STORE"] = str(Path(tempfile.mkdtemp(prefix="rank1-test-store-")) / "store.sqlite")
+os.environ["MTEB_CACHE"] = tempfile.mkdtemp(prefix="rank1-test-mteb-")      # nor MTEB's result cache
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parents[1]
