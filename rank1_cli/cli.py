@@ -137,7 +137,8 @@ def rerank(
                 # Ctrl-C also reaches vLLM's engine processes, so it may surface as "engine dead".
                 if isinstance(exc, EngineFailure) and not watch.interrupted:
                     if engine_log:
-                        raise EngineFailure(f"{exc} The engine's own log: {engine_log}") from exc
+                        engine_log.keep = True
+                        raise EngineFailure(f"{exc} The engine's own log: {engine_log.path}") from exc
                     raise
                 console.print("rank1: interrupted;" + scorer.saved_hint(), markup=False, soft_wrap=True)
                 raise typer.Exit(130)

@@ -8,6 +8,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
@@ -71,14 +72,21 @@ def print_rerank_summary(console: Console, stats, traces_path: str | None, store
         console.print(line, markup=False, soft_wrap=True)
 
 
+@dataclass(slots=True)
+class EngineLog:
+    """Where the engine's own output went; it is deleted at the end unless `keep` is set."""
+
+    path: Path
+    keep: bool = False
+
+
 @contextlib.contextmanager
-def engine_output_captured(console: Console, capture: bool = True) -> Iterator[Path | None]:
+def engine_output_captured(console: Console, capture: bool = True) -> Iterator[EngineLog | None]:
     """Send everything the engine libraries print (vLLM, torch, their C code and worker
     processes: anything written to file descriptors 1 and 2) to a log file, while `console`
-    keeps writing to the real stderr. Yields the log's path (None without `capture`).
-
-    The log is deleted when the block ends normally and kept, for the error message to name,
-    when it raises. Wrap it in `textio.stdout_reserved` to keep stdout for data.
+    keeps writing to the real stderr. Yields the log (None without `capture`); set its `keep`
+    to leave the file for a message that names it. Wrap it in `textio.stdout_reserved` to keep
+    stdout for data.
     """
     if not capture:
         yield None
@@ -86,6 +94,7 @@ def engine_output_captured(console: Console, capture: bool = True) -> Iterator[P
     sys.stdout.flush()
     sys.stderr.flush()
     fd, name = tempfile.mkstemp(prefix="rank1-engine-", suffix=".log")
+    log_file = EngineLog(Path(name))
     saved = {1: os.dup(1), 2: os.dup(2)}
     real_stderr = open(os.dup(saved[2]), "w", encoding="utf-8", errors="replace")
     previous = console.file
@@ -93,12 +102,8 @@ def engine_output_captured(console: Console, capture: bool = True) -> Iterator[P
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)
-    failed = False
     try:
-        yield Path(name)
-    except BaseException:
-        failed = True
-        raise
+        yield log_file
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
@@ -107,6 +112,6 @@ def engine_output_captured(console: Console, capture: bool = True) -> Iterator[P
             os.close(copy)
         console.file = previous
         real_stderr.close()
-        if not failed:
+        if not log_file.keep:
             with contextlib.suppress(OSError):
                 os.unlink(name)
