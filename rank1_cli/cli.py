@@ -110,6 +110,8 @@ def rerank(
     inputs = [("first-stage run", run), ("corpus", corpus), ("queries", queries), ("instructions", instructions),
               ("prompt file", prompt if prompt and Path(prompt).is_file() else None)]
     check_stdin_once(run, corpus, queries, instructions, prompt)
+    if not no_store:
+        inputs.append(("reasoning store", store or str(_default_store())))
     check_outputs([("output run", output), ("traces", traces)], inputs)
     check_traces_target(traces)
     _check_store_choice(store, no_store)
@@ -157,6 +159,12 @@ def rerank(
         print_rerank_summary(console, result.stats, traces, reasoning_store.path if reasoning_store else None)
 
 
+def _default_store():
+    from .store import default_store_path
+
+    return default_store_path()
+
+
 def _check_store_choice(path: str | None, no_store: bool) -> None:
     if no_store and path:
         raise InputError("--store and --no-store contradict each other; give one")
@@ -199,6 +207,8 @@ def merge(
     inputs += [(f"shard traces {i + 1}", path) for i, path in enumerate(traces)]
     inputs.append(("first-stage run", first_stage))
     check_stdin_once(runs, traces, first_stage)
+    if not no_store:
+        inputs.append(("reasoning store", store or str(_default_store())))
     check_outputs([("merged run", output), ("merged traces", traces_output)], inputs)
     check_traces_target(traces_output)
     _check_store_choice(store, no_store)
@@ -210,8 +220,9 @@ def merge(
         return
     from .store_admin import import_files
 
+    sources = [traces_output] if traces_output else traces     # the merged traces hold every shard's
     try:
-        report = import_files(traces, store)
+        report = import_files(sources, store)
     except InputError as exc:     # traces of an older rank1-cli: the merge itself is done
         message = exc.for_command_line() if isinstance(exc, OptionError) else str(exc)
         console.print(f"rank1: warning: the shards' reasoning was not imported into the store: {message}. "
@@ -261,6 +272,10 @@ def store_export(
     """Write every stored generation as JSONL, for another machine's `rank1 store import`."""
     from .store_admin import export_store
 
+    from .outputs import check_outputs
+    from .store import default_store_path
+
+    check_outputs([("export", output)], [("store", store or str(default_store_path()))])
     count = export_store(store, output)
     print(f"exported {count} generations", file=sys.stderr)
 

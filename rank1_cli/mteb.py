@@ -34,8 +34,8 @@ class Rank1MTEB:
     def __init__(self, model_name: str = "rank1-7b", revision: str | None = None, device: str | None = None,
                  *, rank1: Rank1 | None = None, **rank1_options: Any) -> None:
         if rank1 is None:
-            if device is not None:
-                rank1_options.setdefault("device", device)
+            if device is not None and rank1_options.get("backend") == "transformers":
+                rank1_options.setdefault("device", device)   # vLLM places itself
             rank1 = Rank1(model_name, **rank1_options)
         self.rank1 = rank1
         self.model_name = model_name

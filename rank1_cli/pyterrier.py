@@ -39,7 +39,8 @@ class Rank1Reranker(pt.Transformer):
             for column in ("score", "verdict", "reasoning", "completion"):
                 frame[column] = []
             return pt.model.add_ranks(frame)
-        instructions = frame[self.instruction_field] if self.instruction_field else [None] * len(frame)
+        instructions = ([value if isinstance(value, str) else None for value in frame[self.instruction_field]]
+                        if self.instruction_field else [None] * len(frame))
         judgements = self.rank1.score(list(zip(frame["query"], frame[self.text_field], instructions)))
         frame["score"] = [j.score for j in judgements]
         frame["verdict"] = [j.verdict for j in judgements]

@@ -20,6 +20,7 @@ Usable from Python:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -279,6 +280,7 @@ def make_scorer(prepared: PreparedRerank, store: Store | None, *, recompute: boo
 def execute_rerank(prepared: PreparedRerank, scorer: Scorer, progress: ProgressReporter | None = None) -> RerankResult:
     """Judge every pair (store first, engine for the rest) and rank; return run and traces."""
     started = time.perf_counter()
+    before = dataclasses.replace(scorer.stats)       # a scorer (Rank1's) may have judged before
     judgements = scorer.judge([pair.prompt for pair in prepared.pairs], progress)
     stats = RerankStats(pairs=len(prepared.pairs), queries=prepared.queries)
     traces: dict[tuple[str, str], Trace] = {}
@@ -292,11 +294,8 @@ def execute_rerank(prepared: PreparedRerank, scorer: Scorer, progress: ProgressR
         stats.forced += judgement.completion == "forced"
         stats.fallback += judgement.completion == "fallback"
         stats.truncated += pair.truncated
-    stats.generated = scorer.stats.generated
-    stats.output_tokens = scorer.stats.output_tokens
-    stats.engine_seconds = scorer.stats.engine_seconds
-    stats.repair_seconds = scorer.stats.repair_seconds
-    stats.load_seconds = scorer.stats.load_seconds
+    for name in ("generated", "output_tokens", "engine_seconds", "repair_seconds", "load_seconds"):
+        setattr(stats, name, getattr(scorer.stats, name) - getattr(before, name))
     ranking = final_ranking(prepared, traces)
     ordered = {(qid, docid): traces[(qid, docid)] for qid, docs in ranking.items() for docid, _ in docs
                if (qid, docid) in traces}

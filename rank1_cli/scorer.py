@@ -211,14 +211,17 @@ def _judgement(stored: StoredGeneration, origin: str) -> Judgement:
 
 
 def stored_from_generation(sha: str, generation: Generation, tokens: VerdictTokens) -> StoredGeneration:
-    """A finished record when the reasoning ended with usable logprobs, else a pending one."""
+    """A finished record when the reasoning ended with `</think> true|false` and both verdict
+    logprobs, else a pending one (to be repaired). The reference scored any output whose last
+    position happened to list both tokens, a budget cut-off included: its unchecked finish_reason."""
     found = verdict_logprobs(generation.last_logprobs, tokens)
-    if found is None:
+    verdict = verdict_from_stop(generation.stop_reason)
+    if found is None or verdict is None:
         return StoredGeneration(sha, PENDING, None, None, None, generation.output_tokens, generation.text,
                                 generation.token_ids)
     lt, lf = found
-    return StoredGeneration(sha, "stop", verdict_from_stop(generation.stop_reason), lt, lf, generation.output_tokens,
-                            generation.text, generation.token_ids)
+    return StoredGeneration(sha, "stop", verdict, lt, lf, generation.output_tokens, generation.text,
+                            generation.token_ids)
 
 
 class Scorer:
@@ -321,7 +324,10 @@ class Scorer:
         except KeyboardInterrupt:
             flush()
             raise
-        except (InputError, EngineFailure, StoreError):
+        except StoreError:
+            raise
+        except (InputError, EngineFailure):
+            flush()
             raise
         except Exception as exc:
             flush()

@@ -292,11 +292,7 @@ def merge_shards(run_paths: Sequence[str | os.PathLike], traces_paths: Sequence[
 
 
 def _first_stage_queries(path: str | os.PathLike) -> list[str]:
-    from .trec import iter_run_lines
+    """The run's queries in file order (a TREC run or MTEB predictions JSON)."""
+    from .trec import read_run_scores
 
-    order: dict[str, None] = {}
-    for qid, _, _, _ in iter_run_lines(path):
-        order.setdefault(qid, None)
-    if not order:
-        raise InputError(f"{display_name(path)}: the run is empty")
-    return list(order)
+    return list(read_run_scores(path))

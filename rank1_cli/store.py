@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import random
 import sqlite3
@@ -43,7 +44,7 @@ COMPLETIONS = ("stop", "forced", "fallback", PENDING)
 _SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS configs (
-    config_id INTEGER PRIMARY KEY,
+    config_id INTEGER PRIMARY KEY AUTOINCREMENT,   -- never reused: a pruned id stays dead
     config_key TEXT NOT NULL UNIQUE,     -- sha256 of the canonical JSON of the key's fields
     model TEXT NOT NULL,                 -- what the user named (alias, id or folder), for display
     identity TEXT NOT NULL,              -- the key's fields, as JSON
@@ -269,8 +270,10 @@ class Store:
     # --- configurations ----------------------------------------------------------------------
 
     def _config_id(self, key: GenerationKey, create: bool) -> int | None:
+        """The key's configuration id; `create` (only inside a write transaction) makes it if
+        missing and never trusts the cache, since another process may have pruned it."""
         digest = key.digest
-        if digest in self._config_ids:
+        if digest in self._config_ids and not create:
             return self._config_ids[digest]
         row = self._db.execute("SELECT config_id FROM configs WHERE config_key=?", (digest,)).fetchone()
         if row is None and create:
@@ -326,6 +329,8 @@ class Store:
         with self._errors("write"), self._transaction():
             config_id = self._config_id(key, create=True)
             condition = "" if replace else " WHERE generations.completion = 'pending' AND excluded.completion != 'pending'"
+            # A repair carries no token ids (look-ups leave them out): keep the stored ones then.
+            token_ids = "excluded.token_ids" if replace else "COALESCE(excluded.token_ids, generations.token_ids)"
             before = self._db.total_changes
             self._db.executemany(
                 "INSERT INTO generations(config_id, prompt_sha256, completion, verdict, logprob_true, logprob_false, "
@@ -333,7 +338,7 @@ class Store:
                 "ON CONFLICT(config_id, prompt_sha256) DO UPDATE SET completion=excluded.completion, "
                 "verdict=excluded.verdict, logprob_true=excluded.logprob_true, logprob_false=excluded.logprob_false, "
                 "output_tokens=excluded.output_tokens, reasoning=excluded.reasoning, "
-                "token_ids=COALESCE(excluded.token_ids, generations.token_ids), "
+                f"token_ids={token_ids}, "
                 "created=excluded.created" + condition,
                 [(config_id, bytes.fromhex(sha), *rest, now) for sha, *rest in rows])
             return self._db.total_changes - before
@@ -386,9 +391,13 @@ class Store:
                     removed += self._db.execute("DELETE FROM generations WHERE config_id=?", (config_id,)).rowcount
                     self._db.execute("DELETE FROM configs WHERE config_id=?", (config_id,))
             self._config_ids.clear()
-            if removed:
-                self._db.execute("VACUUM")
-            return removed
+        if removed:
+            try:
+                self._db.execute("VACUUM")      # give the space back; the deletion stands without it
+            except sqlite3.Error as exc:
+                logging.getLogger(__name__).warning("%s: the space of the deleted generations was not reclaimed "
+                                                    "(%s); it is reused by later writes", self.path, exc)
+        return removed
 
     def models(self) -> list[str]:
         with self._errors("read"):

@@ -60,6 +60,7 @@ def test_rerank_orders_a_querys_documents_and_rerank_run_equals_the_cli(from_cli
     assert [docid for docid, _ in ranked] in (["a", "b"], ["b", "a"])
     assert ranked[0][1].score >= ranked[1][1].score
     assert result.traces.keys() == from_cli.keys()
+    assert result.stats.generated == 50 and result.stats.elapsed > 0     # this call's work only
     assert all(t.score == pytest.approx(from_cli[key]["score"], abs=1e-5) for key, t in result.traces.items())
 
 

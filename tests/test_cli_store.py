@@ -93,6 +93,7 @@ CORPUS = str(SAMPLE / "corpus.jsonl")
 
 
 @pytest.mark.parametrize("case", ["traces is the output", "traces is the corpus", "output is the run",
+                                  "output is the store",
                                   "overwrite with traces on the corpus", "traces is a notes file",
                                   "traces is a one-line settings.json", "traces reformatted as one JSON array"])
 def test_rank1_never_writes_to_a_file_it_reads_or_did_not_write(case, tmp_path):
@@ -112,6 +113,8 @@ def test_rank1_never_writes_to_a_file_it_reads_or_did_not_write(case, tmp_path):
                                  "named both as the output run and as the traces"),
         "traces is the corpus": (["-o", str(output), "--traces", str(corpus)], "the traces would overwrite the corpus"),
         "output is the run": (["-o", str(run)], "the output run would overwrite the first-stage run"),
+        "output is the store": (["-o", str(tmp_path / "store.sqlite")],
+                                "the output run would overwrite the reasoning store"),
         "overwrite with traces on the corpus": (["-o", str(output), "--traces", str(corpus), "--overwrite"],
                                                 "the traces would overwrite the corpus"),
         "traces is a notes file": (["-o", str(output), "--traces", str(notes)], "exists and is not a rank1 traces file"),
@@ -177,3 +180,16 @@ def test_two_reranks_writing_one_store_at_once_lose_nothing(tmp_path):
     assert [len(ts) for ts in traces] == [125, 125]
     again = rerank(str(OTHER_RUN), "--top-k", "5", "-o", str(tmp_path / "again.trec"), store=store)
     assert summary_number(again.stderr, " distinct prompts") == 0 and from_store(again.stderr) == 125
+
+
+def test_store_export_never_writes_over_the_store(tmp_path):
+    store = tmp_path / "store.sqlite"
+    from rank1_cli.store import Store
+
+    with Store(store):
+        pass
+    before = store.read_bytes()
+    proc = subprocess.run([sys.executable, "-m", "rank1_cli.cli", "store", "export", "--store", str(store), "-o",
+                           str(store)], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "the export would overwrite the store" in proc.stderr, proc.stderr
+    assert store.read_bytes() == before

@@ -266,3 +266,15 @@ def test_skipping_missing_documents_leaves_out_a_query_with_none_left(tmp_path, 
                    missing="skip", top_k=2)
     assert "q03" not in job.run and all(p.qid != "q03" for p in job.pairs)
     assert "1 queries have none of their top 2 documents" in caplog.text and "q03" in caplog.text
+
+
+def test_reasoning_cut_by_the_budget_is_repaired_even_when_both_verdict_tokens_are_listed(tmp_path):
+    # The reference scored such outputs as they were (its finish_reason went unchecked).
+    job = prepared(tmp_path, RUN)
+    true_id, false_id = job.tokens.true_id, job.tokens.false_id
+    cut = ScriptedEngine(lambda p: Generation("It weighs. So the passage is", 64, "length", None,
+                                              {true_id: -1.2, false_id: -0.9}),
+                         verdict=lambda p: VerdictLogprobs(-0.2, -3.0))
+    result = rerank_with_engine(job, cut)
+    assert len(cut.forced) == 5
+    assert {(t.completion, t.verdict) for t in result.traces.values()} == {("forced", "true")}

@@ -292,3 +292,16 @@ def test_merge_imports_every_shards_reasoning_into_the_store(sharded, tmp_path):
     assert "store: 75 new generations imported" in proc.stderr
     with Store(store) as opened:
         assert opened.count() == 75
+
+
+def test_merge_takes_the_first_stage_run_as_mteb_predictions_too(sharded, tmp_path):
+    _, (whole_run, _), parts = sharded
+    predictions = {}
+    for line in (SAMPLE / "run.bm25.trec").read_text().splitlines():
+        qid, _, docid, _, score, _ = line.split()
+        predictions.setdefault(qid, {})[docid] = float(score)
+    first_stage = tmp_path / "bm25.json"
+    first_stage.write_text(json.dumps(predictions))
+    merge_shards([r for r, _ in parts], [t for _, t in parts], tmp_path / "m.trec", None, first_stage=str(first_stage))
+    assert (tmp_path / "m.trec").read_text() == whole_run.read_text()
+

@@ -247,3 +247,16 @@ def test_repairing_a_pending_generation_keeps_its_token_ids(tmp_path):
                                        logprob_false=-2.5)
         store.put_many(KEY, [repaired])
         assert store.get_many(KEY, [sha(1)], with_token_ids=True)[sha(1)].token_ids == (7, 8, 9)
+
+
+def test_a_model_pruned_while_another_process_writes_never_lends_its_results_to_a_new_one(tmp_path):
+    path = tmp_path / "s.sqlite"
+    other = dataclasses.replace(KEY, model="rank1-14b", model_revision="hf:other")
+    with Store(path) as writer, Store(path) as pruner:
+        writer.put_many(KEY, [generation(1, reasoning="7b reasoning.")])
+        assert pruner.prune("rank1-7b") == 1
+        writer.put_many(KEY, [generation(2, reasoning="7b again.")])    # the writer still runs
+        with Store(path) as third:
+            third.put_many(other, [generation(3, reasoning="14b reasoning.")])
+            assert third.get_many(other, [sha(1), sha(2), sha(3)]).keys() == {sha(3)}
+            assert third.get_many(KEY, [sha(2)])[sha(2)].reasoning == "7b again."
