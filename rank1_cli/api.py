@@ -22,7 +22,7 @@ from .engines import engine_options
 from .models import resolve_model
 from .rerank import RerankOptions, RerankResult, check_options, execute_rerank, prepare_rerank
 from .scorer import Judgement, ProgressReporter, fit_prompts, load_scoring_model
-from .store import Store, default_store_path
+from .store import Store, store_path
 
 DEFAULT_STORE = "default"
 
@@ -48,7 +48,7 @@ class Rank1:
         self.template = prompts.resolve_template(prompt)
         self.scoring = load_scoring_model(resolve_model(model), backend, self.options.engine_options, dtype=dtype,
                                           max_model_len=max_model_len, max_reasoning_tokens=max_reasoning_tokens)
-        self.store = None if store is None else Store(default_store_path() if store == DEFAULT_STORE else store)
+        self.store = None if store is None else Store(store_path(None if store == DEFAULT_STORE else store))
         self.scorer = self.scoring.scorer(self.store, chunk_size=chunk_size, recompute=recompute)
 
     def score(self, pairs: Iterable[tuple[str, str] | tuple[str, str, str | None]],
@@ -85,7 +85,8 @@ class Rank1:
         score)] in the new order; write it with `rank1_cli.trec.write_run`) and `.traces`."""
         options = dataclasses.replace(self.options, top_k=top_k, keep_tail=keep_tail, missing=missing,
                                       instructions=instructions, shard=shard)
-        prepared = prepare_rerank(str(run), CollectionSource(dataset=dataset, corpus=corpus, queries=queries), options)
+        prepared = prepare_rerank(str(run), CollectionSource(dataset=dataset, corpus=corpus, queries=queries), options,
+                                  self.scoring)
         return execute_rerank(prepared, self.scorer, progress)
 
     def close(self) -> None:

@@ -11,7 +11,7 @@ import typer
 
 from .errors import EngineFailure, InputError, OptionError
 from .engines import ENGINES
-from .store import STORE_ENV, StoreError
+from .store import STORE_ENV, StoreError, store_path
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
@@ -111,7 +111,7 @@ def rerank(
               ("prompt file", prompt if prompt and Path(prompt).is_file() else None)]
     check_stdin_once(run, corpus, queries, instructions, prompt)
     if not no_store:
-        inputs.append(("reasoning store", store or str(_default_store())))
+        inputs.append(("reasoning store", str(store_path(store))))
     check_outputs([("output run", output), ("traces", traces)], inputs)
     check_traces_target(traces)
     _check_store_choice(store, no_store)
@@ -159,21 +159,15 @@ def rerank(
         print_rerank_summary(console, result.stats, traces, reasoning_store.path if reasoning_store else None)
 
 
-def _default_store():
-    from .store import default_store_path
-
-    return default_store_path()
-
-
 def _check_store_choice(path: str | None, no_store: bool) -> None:
     if no_store and path:
         raise InputError("--store and --no-store contradict each other; give one")
 
 
 def _open_store(path: str | None, no_store: bool):
-    from .store import Store, default_store_path
+    from .store import Store
 
-    return None if no_store else Store(path or default_store_path())
+    return None if no_store else Store(store_path(path))
 
 
 @app.command()
@@ -208,7 +202,7 @@ def merge(
     inputs.append(("first-stage run", first_stage))
     check_stdin_once(runs, traces, first_stage)
     if not no_store:
-        inputs.append(("reasoning store", store or str(_default_store())))
+        inputs.append(("reasoning store", str(store_path(store))))
     check_outputs([("merged run", output), ("merged traces", traces_output)], inputs)
     check_traces_target(traces_output)
     _check_store_choice(store, no_store)
@@ -273,9 +267,8 @@ def store_export(
     from .store_admin import export_store
 
     from .outputs import check_outputs
-    from .store import default_store_path
 
-    check_outputs([("export", output)], [("store", store or str(default_store_path()))])
+    check_outputs([("export", output)], [("store", str(store_path(store)))])
     count = export_store(store, output)
     print(f"exported {count} generations", file=sys.stderr)
 

@@ -241,15 +241,22 @@ def build_pairs(inputs: RerankInputs, tokenizer, budget: Budget, template, top_k
             for (qid, position, docid), (prompt, truncated) in zip(keys, fitted)]
 
 
-def prepare_rerank(run_path: str, source: CollectionSource, options: RerankOptions) -> PreparedRerank:
-    """Read and check every input and build every prompt; raises InputError before any model loads."""
+def prepare_rerank(run_path: str, source: CollectionSource, options: RerankOptions,
+                   scoring: ScoringModel | None = None) -> PreparedRerank:
+    """Read and check every input and build every prompt; raises InputError before any model loads.
+
+    `scoring`: the model already set up for these options (a `Rank1`'s), so its tokenizer is not
+    loaded and its weights not fingerprinted again.
+    """
     check_options(options)
     chosen_engine_options = backend_options(options)
     model = resolve_model(options.model)
     template = prompts.resolve_template(options.prompt)
     inputs = read_inputs(run_path, source, options)
-    scoring = load_scoring_model(model, options.backend, chosen_engine_options, dtype=options.dtype,
-                                 max_model_len=options.max_model_len, max_reasoning_tokens=options.max_reasoning_tokens)
+    if scoring is None:
+        scoring = load_scoring_model(model, options.backend, chosen_engine_options, dtype=options.dtype,
+                                     max_model_len=options.max_model_len,
+                                     max_reasoning_tokens=options.max_reasoning_tokens)
     budget, key = scoring.budget, scoring.key
     pairs = build_pairs(inputs, scoring.tokenizer, budget, template, options.top_k)
     settings = {

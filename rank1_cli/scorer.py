@@ -244,16 +244,6 @@ class Scorer:
         self._engine: Engine | None = None
         self.stats = ScoringStats()
 
-    @property
-    def engine(self) -> Engine:
-        if self._engine is None:
-            self._engine = self._engine_factory()
-        return self._engine
-
-    @property
-    def engine_loaded(self) -> bool:
-        return self._engine is not None
-
     def close(self) -> None:
         engine, self._engine = self._engine, None
         if engine is not None:
@@ -342,7 +332,8 @@ class Scorer:
             return self._engine
         started = time.perf_counter()
         try:
-            return self.engine
+            self._engine = self._engine_factory()
+            return self._engine
         except (InputError, KeyboardInterrupt):
             raise
         except Exception as exc:  # out of memory, a model the engine cannot run, a replica that failed ...

@@ -144,6 +144,11 @@ def default_store_path() -> Path:
     return Path(cache) / "rank1-cli" / STORE_FILE
 
 
+def store_path(path: str | os.PathLike | None = None) -> Path:
+    """The store a command uses: `path` when given, else the default one."""
+    return Path(path).expanduser() if path else default_store_path()
+
+
 def _pack_tokens(token_ids: Sequence[int] | None) -> bytes | None:
     if token_ids is None:
         return None

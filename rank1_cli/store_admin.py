@@ -11,7 +11,7 @@ from typing import IO, Any
 from .errors import InputError, OptionError
 from .models import model_revision, resolve_model
 from .scoring import relevance_score
-from .store import COMPLETIONS, GenerationKey, Store, StoredGeneration, default_store_path
+from .store import COMPLETIONS, GenerationKey, Store, StoredGeneration, store_path
 from .textio import atomic_writer, check_stdin_once, display_name, iter_lines
 
 IMPORT_BATCH = 1000
@@ -19,7 +19,7 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def _open(path: str | None, create: bool = True) -> Store:
-    return Store(path or default_store_path(), create=create)
+    return Store(store_path(path), create=create)
 
 
 def print_info(path: str | None, output_format: str, out: IO[str]) -> None:

@@ -18,7 +18,6 @@ from .errors import InputError
 from .textio import atomic_writer, display_name, iter_lines
 
 TRACE_FORMAT = "rank1-cli/1"
-ORIGINS = ("engine", "store")
 
 
 @dataclass(slots=True)
