@@ -113,7 +113,8 @@ def test_replicas_score_like_one_engine_and_a_killed_parent_or_replica_loses_not
     assert proc.wait(timeout=180) == 1
     log.seek(0)
     message = log.read()
-    failure = re.search(rf"rank1: error: the vllm engine failed: RuntimeError: replica \d of 2 \(pid {victim}\) "
+    # The kill lands while pairs are generated or, on a fast round, during the repair pass.
+    failure = re.search(rf"rank1: error: the vllm engine failed(?: in the repair pass)?: RuntimeError: replica \d of 2 \(pid {victim}\) "
                         r"stopped unexpectedly \(exit code -9\)\. The store .* holds (\d+) generations of this "
                         r"model and settings; run the same command again to resume", " ".join(message.split()))
     assert failure, message
@@ -122,7 +123,7 @@ def test_replicas_score_like_one_engine_and_a_killed_parent_or_replica_loses_not
     assert session_is_gone(proc.pid, 60)   # the other replica and every engine process exited
     saved = int(failure.group(1))
     assert saved == stored(store)
-    assert PAIRS // 5 <= saved < PAIRS
+    assert PAIRS // 5 <= saved <= PAIRS
 
     # The same command resumes; here into a pipeline: only the run reaches stdout.
     finish = subprocess.Popen(rerank_command("-", traces, store, "--data-parallel", "2", "--chunk-size", "8"), cwd=REPO,
