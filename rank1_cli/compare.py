@@ -85,7 +85,8 @@ def comparable_measures(measures: Sequence[Measure]) -> list[Measure]:
     kept = [m for m in measures if m.aggregate == "mean"]
     dropped = [m.label for m in measures if m.aggregate != "mean"]
     if not kept:
-        raise InputError(f"no measure to compare: {', '.join(dropped)} are not means over queries; "
+        raise InputError(f"no measure to compare: {', '.join(dropped)} {'is' if len(dropped) == 1 else 'are'} not "
+                         "averaged over queries; "
                          "give measures such as nDCG@10, AP, P@5, R@100")
     if dropped:
         log.warning("not compared (not means over queries): %s", ", ".join(dropped))
@@ -206,7 +207,8 @@ def describe(comparison: Comparison) -> str:
     test = TESTS[comparison.test]
     words = test.label + (f" ({comparison.rounds} rounds, seed {comparison.seed})" if test.randomised else "")
     correction = CORRECTIONS[comparison.correction]
-    words += f", {correction.label}" + (f" over {len(comparison.rows)} comparisons (runs x measures)"
+    n = len(comparison.rows)
+    words += f", {correction.label}" + (f" over {n} comparison{'s' if n > 1 else ''} (runs x measures)"
                                         if correction.name != "none" else "")
     return f"{words}, alpha = {comparison.alpha:g}"
 
@@ -355,12 +357,12 @@ class OutputFormat:
 
 
 FORMATS: dict[str, OutputFormat] = {f.name: f for f in (
-    OutputFormat("table", "for people: a row per run and measure: mean, delta, its CI, corrected p, wins/ties/losses",
+    OutputFormat("table", "for people, a row per run and measure with mean, delta, its CI, corrected p, wins/ties/losses",
                  write_table),
     OutputFormat("tsv", "a header line, then a row per run and measure (full precision)", write_tsv),
-    OutputFormat("json", "for scripts: per run and measure mean, delta, p_value, p_adjusted, significant, wins, "
+    OutputFormat("json", "for scripts, per run and measure mean, delta, p_value, p_adjusted, significant, wins, "
                          "ties, losses, ci_low, ci_high", write_json),
-    OutputFormat("markdown", "paper-ready: a row per run, a column per measure, † marks significance", write_markdown),
+    OutputFormat("markdown", "paper-ready, a row per run and a column per measure, † marks significance", write_markdown),
     OutputFormat("latex", "paper-ready booktabs tabular, $^\\dagger$ marks significance", write_latex),
 )}
 

@@ -361,7 +361,7 @@ def evaluate_run(run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Map
     if common and missing:
         if complete:
             log.warning("%s: %d of the %d qrels queries are not in the run; they count as empty "
-                        "rankings (--complete)", name, len(missing), len(judged))
+                        "rankings, every measure 0", name, len(missing), len(judged))
         else:
             log.warning("%s: %d of the %d qrels queries are not in the run and are left out of the "
                         "means (%s); --complete (trec_eval -c) counts them as empty rankings",
