@@ -102,6 +102,15 @@ def check_options(test: str, correction: str, alpha: float, rounds: int) -> None
         raise OptionError(f"{{rounds:{rounds}}} must be at least 1")
 
 
+def _check_runs(names: Sequence[str]) -> None:
+    """The baseline's and the runs' names: at least one run, none given twice."""
+    if len(names) < 2:
+        raise InputError("give at least one run to compare with the baseline")
+    twice = [name for name in names if names.count(name) > 1]
+    if twice:
+        raise InputError(f"the run {twice[0]!r} is given twice; compare each run once")
+
+
 def compare_evaluations(baseline: RunEvaluation, runs: Sequence[RunEvaluation], *, test: str = "t",
                         correction: str = "holm", alpha: float = DEFAULT_ALPHA, rounds: int = DEFAULT_ROUNDS,
                         seed: int = DEFAULT_SEED, missing: Mapping[str, int] | None = None,
@@ -112,12 +121,8 @@ def compare_evaluations(baseline: RunEvaluation, runs: Sequence[RunEvaluation], 
     lacked) is only recorded for the output.
     """
     check_options(test, correction, alpha, rounds)
-    if not runs:
-        raise InputError("give at least one run to compare with the baseline")
     names = [baseline.name, *(ev.name for ev in runs)]
-    if len(set(names)) != len(names):
-        twice = next(n for n in names if names.count(n) > 1)
-        raise InputError(f"the run {twice!r} is given twice; compare each run once")
+    _check_runs(names)
     measures = comparable_measures(baseline.measures)
     queries = baseline.queries
     for ev in runs:
@@ -177,11 +182,7 @@ def compare_runs(baseline: str | os.PathLike, runs: Sequence[str | os.PathLike],
     paths = [str(baseline), *map(str, runs)]
     check_stdin_once(paths)
     check_options(test, correction, alpha, rounds)
-    if not runs:
-        raise InputError("give at least one run to compare with the baseline")
-    if len(set(paths)) != len(paths):
-        twice = next(p for p in paths if paths.count(p) > 1)
-        raise InputError(f"the run {twice!r} is given twice; compare each run once")
+    _check_runs(paths)
     parsed = comparable_measures(parse_measures(measures))
     if not any(qrels.values()):
         raise InputError("the qrels are empty")
