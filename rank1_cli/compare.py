@@ -186,14 +186,14 @@ def compare_runs(baseline: str | os.PathLike, runs: Sequence[str | os.PathLike],
     parsed = comparable_measures(parse_measures(measures))
     if not any(qrels.values()):
         raise InputError("the qrels are empty")
-    judged = {qid for qid, docs in qrels.items() if docs}
     evaluations = []
     missing = {}
     for path in paths:
         run = read_run_scores(path)
-        missing[path] = len(judged.difference(run))
-        evaluations.append(evaluate_run(run, qrels, parsed, relevance_level=relevance_level, complete=True,
-                                        judged_only=judged_only, keep_excluded=keep_excluded, name=path))
+        evaluation = evaluate_run(run, qrels, parsed, relevance_level=relevance_level, complete=True,
+                                  judged_only=judged_only, keep_excluded=keep_excluded, name=path)
+        missing[path] = sum(1 for qid in evaluation.queries if qid not in run)
+        evaluations.append(evaluation)
         del run
     return compare_evaluations(evaluations[0], evaluations[1:], test=test, correction=correction, alpha=alpha,
                                rounds=rounds, seed=seed, missing=missing, keep_excluded=keep_excluded)

@@ -21,6 +21,7 @@ from .errors import OptionError
 
 DEFAULT_ROUNDS = 10_000
 DEFAULT_SEED = 42
+PERMUTATION_BATCH = 1 << 22  # values per batch of permutation rounds (32 MB of doubles)
 
 
 def _differences(run: Sequence[float], baseline: Sequence[float]):
@@ -88,8 +89,9 @@ def permutation_test(run: Sequence[float], baseline: Sequence[float], *, rounds:
     def mean_difference(a, b, axis):
         return (a - b).mean(axis=axis)
 
+    batch = max(1, PERMUTATION_BATCH // len(x))  # scipy would otherwise hold rounds x queries values at once
     return _quietly(lambda: scipy_permutation_test(
-        (x, y), mean_difference, permutation_type="samples", vectorized=True, n_resamples=rounds,
+        (x, y), mean_difference, permutation_type="samples", vectorized=True, n_resamples=rounds, batch=batch,
         alternative="two-sided", rng=seed).pvalue)
 
 
