@@ -254,9 +254,10 @@ def write_table(comparison: Comparison, out: IO[str]) -> None:
                       f"{row.delta:+.4f}" + ("*" if row.significant else " "),
                       f"[{row.ci_low:+.3f}, {row.ci_high:+.3f}]", _p(row.p_adjusted),
                       f"{row.wins}/{row.ties}/{row.losses}", end_section=last_of_run)
-    table.caption = " ".join([f"* p < {comparison.alpha:g}: {describe(comparison)}.", *_notes(comparison)])
-    table.caption_justify = "left"
-    Console(file=out).print(table)
+    console = Console(file=out)
+    console.print(table)
+    for line in (f"* p < {comparison.alpha:g}: {describe(comparison)}.", *_notes(comparison)):
+        console.print(line, markup=False, highlight=False)
 
 
 TSV_COLUMNS = ("run", "measure", "mean", "baseline_mean", "delta", "p_value", "p_adjusted", "significant",

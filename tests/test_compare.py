@@ -329,3 +329,14 @@ def test_cli_compare_formats_and_errors(tmp_path):
     for option in ("--qrels", "--measure", "--test", "--correction", "--alpha", "--rounds", "--seed",
                    "--keep-excluded", "--format", *TESTS, *CORRECTIONS, *FORMATS, "counts as 0"):
         assert option in proc.stdout, option
+
+
+def test_cli_eval_removes_excluded_documents_unless_told():
+    run, qrels = EXCLUDED / "run.trec", EXCLUDED / "qrels.txt"
+    by_hand = rank1("eval", EXCLUDED / "run.removed-by-hand.trec", "--qrels", EXCLUDED / "qrels.removed-by-hand.txt",
+                    "-m", "official", "-f", "tsv")
+    dropped = rank1("eval", run, "--qrels", qrels, "-m", "official", "-f", "tsv")
+    assert dropped.returncode == 0 and dropped.stdout == by_hand.stdout, dropped.stderr
+    table = rank1("eval", run, "--qrels", qrels)
+    assert "graded -100" in table.stdout and "run.trec 4" in " ".join(table.stdout.split())
+    assert "--keep-excluded" in rank1("eval", "--help").stdout
