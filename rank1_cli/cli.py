@@ -12,6 +12,9 @@ import typer
 from .errors import EngineFailure, InputError, OptionError
 from .engines import ENGINES
 from .store import STORE_ENV, StoreError, store_path
+from .compare import DEFAULT_ALPHA, FORMATS as COMPARE_FORMATS
+from .fusion import METHODS as FUSION_METHODS, NORMALISATIONS
+from .significance import CORRECTIONS, DEFAULT_ROUNDS, DEFAULT_SEED, TESTS
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
@@ -32,6 +35,11 @@ class Missing(str, Enum):
 class StoreFormat(str, Enum):
     table = "table"
     json = "json"
+
+
+KEEP_EXCLUDED_HELP = ("Keep documents graded -100 in the qrels (ir_datasets' BRIGHT: excluded from evaluation) as trec_eval "
+                      "does, as unjudged non-relevant positions. Default: remove them from the runs and qrels first, "
+                      "as BRIGHT's own scorer does.")
 
 
 class OutputFormat(str, Enum):
@@ -472,17 +480,26 @@ def evaluate(
     complete: Annotated[bool, typer.Option("--complete", "-c", help="Average over every query of the qrels; queries missing from the run count as 0 (trec_eval -c).")] = False,
     relevance_level: Annotated[int, typer.Option("--relevance-level", "-l", help="Least grade counted relevant by binary measures (trec_eval -l).")] = 1,
     judged_only: Annotated[bool, typer.Option("--judged-only", "-J", help="Drop unjudged documents from the run first (trec_eval -J).")] = False,
+    keep_excluded: Annotated[bool, typer.Option("--keep-excluded", help=KEEP_EXCLUDED_HELP)] = False,
     output_format: Annotated[OutputFormat, typer.Option("--format", "-f", help="table (for people), tsv (exactly trec_eval's layout), json (for scripts).")] = OutputFormat.table,
 ) -> None:
     """Evaluate runs against qrels with trec_eval's own numbers (pytrec_eval)."""
-    import logging
-
     from .collection import load_qrels
     from .evaluate import run_eval
     from .textio import check_stdin_once
 
+    _warnings_to_stderr_when_they_come()
+    check_stdin_once(runs, qrels)
+    run_eval(runs, load_qrels(qrels), measure or ["nDCG@10"], per_query=per_query, complete=complete,
+             relevance_level=relevance_level, judged_only=judged_only, keep_excluded=keep_excluded,
+             output_format=output_format.value, stdout=sys.stdout)
+
+
+def _warnings_to_stderr_when_they_come() -> None:
+    """Set up rank1's logging on stderr at the first warning: rich is not imported before."""
+    import logging
+
     def first_warning(record: logging.LogRecord) -> None:
-        """Set up rank1's logging on stderr when a warning comes: rich is not imported before."""
         from .console import setup_logging, stderr_console
 
         setup_logging(stderr_console())
@@ -494,10 +511,79 @@ def evaluate(
     logger.handlers[:] = [pending]
     logger.setLevel(logging.WARNING)
     logger.propagate = False
-    check_stdin_once(runs, qrels)
-    run_eval(runs, load_qrels(qrels), measure or ["nDCG@10"], per_query=per_query, complete=complete,
-             relevance_level=relevance_level, judged_only=judged_only, output_format=output_format.value,
-             stdout=sys.stdout)
+
+
+SignificanceTest = Enum("SignificanceTest", {name: name for name in TESTS}, type=str)
+Correction = Enum("Correction", {name: name for name in CORRECTIONS}, type=str)
+CompareFormat = Enum("CompareFormat", {name: name for name in COMPARE_FORMATS}, type=str)
+FusionMethod = Enum("FusionMethod", {name: name for name in FUSION_METHODS}, type=str)
+Normalisation = Enum("Normalisation", {name: name for name in NORMALISATIONS}, type=str)
+
+
+def _choices(table: dict) -> str:
+    return "; ".join(f"{name}: {entry.help}" for name, entry in table.items())
+
+
+@app.command()
+def compare(
+    baseline: Annotated[str, typer.Argument(help="The baseline run; every RUN is compared with it. A TREC run or MTEB predictions JSON ('-' for stdin, .gz ok).")],
+    runs: Annotated[list[str], typer.Argument(help="Runs to compare with the baseline.")],
+    qrels: Annotated[str, typer.Option("--qrels", help="TREC qrels file or an ir_datasets id.")],
+    measure: Annotated[Optional[list[str]], typer.Option("--measure", "-m", help="Measure, repeatable, as in `rank1 eval` (nDCG@10, AP, P@5, R@100, RR, trec_eval names); only measures averaged over queries can be compared. Default: nDCG@10.")] = None,
+    test: Annotated[SignificanceTest, typer.Option(help=f"Paired two-sided significance test per run and measure. {_choices(TESTS)}.")] = SignificanceTest.t,
+    correction: Annotated[Correction, typer.Option(help=f"Multiple-testing correction over all runs x measures. {_choices(CORRECTIONS)}.")] = Correction.holm,
+    alpha: Annotated[float, typer.Option(help="Significance level: a difference is marked significant when its corrected p-value is below it; the confidence interval of each mean difference is at 1 - alpha.")] = DEFAULT_ALPHA,
+    rounds: Annotated[int, typer.Option(help="--test permutation: random sign-flip rounds (exact when 2^queries is at most this).")] = DEFAULT_ROUNDS,
+    seed: Annotated[int, typer.Option(help="--test permutation: random seed, so a rerun gives the same p-values.")] = DEFAULT_SEED,
+    relevance_level: Annotated[int, typer.Option("--relevance-level", "-l", help="Least grade counted relevant by binary measures (trec_eval -l).")] = 1,
+    judged_only: Annotated[bool, typer.Option("--judged-only", "-J", help="Drop unjudged documents from the runs first (trec_eval -J).")] = False,
+    keep_excluded: Annotated[bool, typer.Option("--keep-excluded", help=KEEP_EXCLUDED_HELP)] = False,
+    output_format: Annotated[CompareFormat, typer.Option("--format", "-f", help=f"Output format. {_choices(COMPARE_FORMATS)}.")] = CompareFormat.table,
+) -> None:
+    """Compare runs with a baseline: mean and difference per measure, a paired significance test
+    corrected over all runs x measures, the confidence interval of the difference, and wins/ties/losses.
+
+    Every query of the qrels counts, and a query missing from a run counts as 0 (trec_eval -c),
+    so that the tests pair the same queries."""
+    from .collection import load_qrels
+    from .compare import compare_runs, write_comparison
+    from .textio import check_stdin_once
+
+    _warnings_to_stderr_when_they_come()
+    check_stdin_once(baseline, runs, qrels)
+    comparison = compare_runs(baseline, runs, load_qrels(qrels), measure or ["nDCG@10"], test=test.value,
+                              correction=correction.value, alpha=alpha, rounds=rounds, seed=seed,
+                              relevance_level=relevance_level, judged_only=judged_only, keep_excluded=keep_excluded)
+    write_comparison(comparison, output_format.value, sys.stdout)
+
+
+@app.command()
+def fuse(
+    runs: Annotated[list[str], typer.Argument(help="Runs to fuse, e.g. the first stage and rank1's rerank of it (TREC runs or MTEB predictions JSON; '-' for stdin, .gz ok).")],
+    method: Annotated[FusionMethod, typer.Option(help=f"How to fuse. {_choices(FUSION_METHODS)}.")] = FusionMethod.rrf,
+    weights: Annotated[Optional[str], typer.Option(help="One weight per run, in the order of the runs, separated by commas (e.g. 0.3,0.7).")] = None,
+    normalise: Annotated[Optional[Normalisation], typer.Option(help=f"--method interpolate: per-query normalisation before interpolating. {_choices(NORMALISATIONS)}. Default: minmax.")] = None,
+    rrf_k: Annotated[Optional[float], typer.Option("--rrf-k", help="--method rrf: the k of 1 / (k + rank). Default: 60.")] = None,
+    output: Annotated[str, typer.Option("--output", "-o", help="Fused TREC run ('-' for stdout), scores strictly decreasing as doubles and as C floats, so every evaluator keeps its order.")] = "-",
+    tag: Annotated[str, typer.Option(help="Run tag (6th column) of the output run.")] = "fused",
+) -> None:
+    """Fuse runs into one: reciprocal rank fusion, or interpolation of per-query normalised scores
+    (rank1's probabilities bunch near 0 and 1; fusing them with the first stage is the usual remedy).
+    Equal fused scores are ordered by the first run's ranking."""
+    from .fusion import check_options, fuse as fuse_runs, parse_weights
+    from .outputs import check_outputs
+    from .textio import check_stdin_once, check_writable
+    from .trec import check_tag, read_run_scores, write_run
+
+    check_writable(output)
+    check_tag(tag)
+    check_stdin_once(runs)
+    check_outputs([("fused run", output)], [(f"run #{i + 1}", path) for i, path in enumerate(runs)])
+    options = {"weights": parse_weights(weights) if weights is not None else None,
+               "normalise": normalise.value if normalise else None, "rrf_k": rrf_k}
+    check_options(method.value, len(runs), **options)
+    ranking = fuse_runs([read_run_scores(path) for path in runs], method.value, **options)
+    write_run(output, ranking, tag)
 
 
 @app.command()

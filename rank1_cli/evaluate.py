@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 MIN_GEO_MEAN = 0.00001  # trec_eval: geometric means floor each value at this
 NONPOOL = -1  # trec_eval's RELVALUE_NONPOOL: retrieved document absent from the qrels
 UNJUDGED = -2  # trec_eval's RELVALUE_UNJUDGED: in the qrels with a negative grade (pooled, unjudged)
+EXCLUDED = -100  # ir_datasets' BRIGHT grade "excluded from evaluation": BRIGHT's scorer drops these documents
 OUTPUT_FORMATS = ("auto", "tsv", "json", "table")
 EVAL_CHUNK = 256  # queries per pytrec_eval call: bounds the C copy of the run
 
@@ -60,6 +61,7 @@ class RunEvaluation:
     queries: list[str]  # evaluated query ids, in trec_eval's order (string order)
     per_query: dict[str, dict[str, Value]] = field(default_factory=dict)
     summary: dict[str, Value] = field(default_factory=dict)
+    excluded: int = 0  # documents graded EXCLUDED removed from the run before evaluation
 
     def value(self, measure: str | Measure, qid: str = "all") -> Value:
         """A value by label, name (trec_eval's printed name) or Measure; qid "all" is the aggregate."""
@@ -290,6 +292,30 @@ def _python_values(measures: Sequence[Measure], rels: list[int], qrel: Mapping[s
 # Evaluation
 
 
+def drop_excluded(run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Mapping[str, int]]
+                  ) -> tuple[Mapping[str, Mapping[str, float]], Mapping[str, Mapping[str, int]], int]:
+    """(run, qrels, removed): the (query, document) pairs graded EXCLUDED (-100) taken out of both.
+
+    BRIGHT's scorer removes these documents from the ranking before scoring, so the documents
+    below them move up; trec_eval would keep them as unjudged non-relevant positions. `removed`
+    counts the run's documents taken out. Inputs without such grades are returned as they are.
+    """
+    excluded = {qid: {d for d, g in docs.items() if g == EXCLUDED}
+                for qid, docs in qrels.items() if EXCLUDED in docs.values()}
+    if not excluded:
+        return run, qrels, 0
+    kept_qrels = {qid: ({d: g for d, g in docs.items() if g != EXCLUDED} if qid in excluded else docs)
+                  for qid, docs in qrels.items()}
+    kept_run = dict(run)
+    removed = 0
+    for qid, docids in excluded.items():
+        docs = run.get(qid)
+        if docs is not None and not docids.isdisjoint(docs):
+            kept_run[qid] = {d: s for d, s in docs.items() if d not in docids}
+            removed += len(docs) - len(kept_run[qid])
+    return kept_run, kept_qrels, removed
+
+
 def _sample(ids: Iterable[str], n: int = 3) -> str:
     items = sorted(ids)
     shown = ", ".join(quote(i) for i in items[:n])
@@ -298,13 +324,15 @@ def _sample(ids: Iterable[str], n: int = 3) -> str:
 
 def evaluate_run(run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Mapping[str, int]],
                  measures: Sequence[Measure] | Sequence[str], *, relevance_level: int = 1,
-                 complete: bool = False, judged_only: bool = False, runid: str = "",
-                 name: str = "run") -> RunEvaluation:
+                 complete: bool = False, judged_only: bool = False, keep_excluded: bool = False,
+                 runid: str = "", name: str = "run") -> RunEvaluation:
     """Evaluate one run (qid -> docid -> score) against qrels (qid -> docid -> grade).
 
     relevance_level: least grade counted relevant by binary measures (trec_eval -l).
     complete: average over every qrels query; one missing from the run is an empty ranking (-c).
     judged_only: drop retrieved documents without a qrels grade >= 0 first (trec_eval -J).
+    keep_excluded: keep the documents graded -100 (BRIGHT's "excluded from evaluation") in the
+    run and qrels, as trec_eval would; by default they are removed first (`drop_excluded`).
     Queries of the run that are not in the qrels are ignored (with a warning).
     """
     if not measures or any(isinstance(m, str) for m in measures):
@@ -313,6 +341,9 @@ def evaluate_run(run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Map
     if relevance_level < 1:
         raise InputError(f"relevance level must be at least 1 (got {relevance_level}); "
                          "grades below it count as non-relevant")
+    excluded = 0
+    if not keep_excluded:
+        run, qrels, excluded = drop_excluded(run, qrels)
     judged = {qid: docs for qid, docs in qrels.items() if docs}
     common = [qid for qid in run if qid in judged]
     ignored = [qid for qid in run if qid not in judged]
@@ -330,7 +361,7 @@ def evaluate_run(run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Map
     if common and missing:
         if complete:
             log.warning("%s: %d of the %d qrels queries are not in the run; they count as empty "
-                        "rankings (--complete)", name, len(missing), len(judged))
+                        "rankings, every measure 0", name, len(missing), len(judged))
         else:
             log.warning("%s: %d of the %d qrels queries are not in the run and are left out of the "
                         "means (%s); --complete (trec_eval -c) counts them as empty rankings",
@@ -387,7 +418,7 @@ def evaluate_run(run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Map
         else:
             summary[m.name] = sum(per_query[q][m.name] for q in queries) / n if n else 0.0  # type: ignore[misc]
     return RunEvaluation(name=name, runid=runid, measures=measures, queries=queries,
-                         per_query=per_query, summary=summary)
+                         per_query=per_query, summary=summary, excluded=excluded)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -444,6 +475,8 @@ def to_json(evaluations: Sequence[RunEvaluation], *, per_query: bool = False, **
             "num_q": len(ev.queries),
             "measures": {m.label: _json_value(m, ev.summary[m.name]) for m in ev.measures if m.summary},
         }
+        if ev.excluded:
+            entry["excluded"] = ev.excluded
         if per_query:
             entry["per_query"] = {
                 qid: {m.label: _json_value(m, ev.per_query[qid][m.name]) for m in ev.measures if m.per_query}
@@ -453,7 +486,7 @@ def to_json(evaluations: Sequence[RunEvaluation], *, per_query: bool = False, **
     return {**options, "runs": runs}
 
 
-def _short_names(names: Sequence[str]) -> list[str]:
+def short_names(names: Sequence[str]) -> list[str]:
     """File names without their folders when that keeps them apart, else the paths as given."""
     short = [PurePath(n).name or n for n in names]
     return short if len(set(short)) == len(short) else list(names)
@@ -476,7 +509,7 @@ def build_table(evaluations: Sequence[RunEvaluation], *, per_query: bool = False
         table.add_column("query", no_wrap=True)
     for m in measures:
         table.add_column(m.label, justify="left" if m.kind in ("str", "quoted") else "right", no_wrap=True)
-    names = _short_names([ev.name for ev in evaluations])
+    names = short_names([ev.name for ev in evaluations])
 
     def cells(ev: RunEvaluation, row: Mapping[str, Value], is_summary: bool) -> list[str]:
         out = []
@@ -494,6 +527,15 @@ def build_table(evaluations: Sequence[RunEvaluation], *, per_query: bool = False
         else:
             table.add_row(names[i], *cells(ev, ev.summary, True))
     return table
+
+
+def excluded_note(names: Sequence[str], removed: Sequence[int]) -> str | None:
+    """A line saying how many documents graded -100 each run lost (None when none did)."""
+    if not any(removed):
+        return None
+    counts = ", ".join(f"{name} {n}" for name, n in zip(names, removed))
+    return (f"Documents graded {EXCLUDED} (excluded from evaluation) were removed from the runs first, as BRIGHT's "
+            f"scorer does: {counts}; --keep-excluded keeps them.")
 
 
 def read_runid(path: str) -> str:
@@ -517,8 +559,8 @@ def read_runid(path: str) -> str:
 
 def run_eval(run_paths: Sequence[str], qrels: Mapping[str, Mapping[str, int]], measures: Sequence[str], *,
              per_query: bool = False, complete: bool = False, relevance_level: int = 1,
-             judged_only: bool = False, output_format: str = "auto", stdout: IO[str] | None = None,
-             console=None) -> list[RunEvaluation]:
+             judged_only: bool = False, keep_excluded: bool = False, output_format: str = "auto",
+             stdout: IO[str] | None = None, console=None) -> list[RunEvaluation]:
     """`rank1 eval`: read each run, evaluate it, print the results to `stdout`.
 
     output_format: tsv (trec_eval's lines; with several runs each block starts with a `run` line
@@ -547,7 +589,7 @@ def run_eval(run_paths: Sequence[str], qrels: Mapping[str, Mapping[str, int]], m
         run = read_run_scores(path)
         evaluations.append(evaluate_run(
             run, qrels, parsed, relevance_level=relevance_level, complete=complete,
-            judged_only=judged_only, runid=read_runid(path) if wants_runid else "", name=str(path)))
+            judged_only=judged_only, keep_excluded=keep_excluded, runid=read_runid(path) if wants_runid else "", name=str(path)))
         del run
 
     fmt = output_format
@@ -559,7 +601,8 @@ def run_eval(run_paths: Sequence[str], qrels: Mapping[str, Mapping[str, int]], m
                 out.write(_line("run", "all", ev.name))
             out.write(format_tsv(ev, per_query=per_query))
     elif fmt == "json":
-        options = {"relevance_level": relevance_level, "complete": complete, "judged_only": judged_only}
+        options = {"relevance_level": relevance_level, "complete": complete, "judged_only": judged_only,
+                   "keep_excluded": keep_excluded}
         json.dump(to_json(evaluations, per_query=per_query, **options), out, indent=2)
         out.write("\n")
     else:
@@ -568,5 +611,8 @@ def run_eval(run_paths: Sequence[str], qrels: Mapping[str, Mapping[str, int]], m
 
             console = Console(file=out)
         console.print(build_table(evaluations, per_query=per_query))
+        note = excluded_note(short_names([ev.name for ev in evaluations]), [ev.excluded for ev in evaluations])
+        if note:
+            console.print(note, markup=False, highlight=False)
     out.flush()
     return evaluations
