@@ -27,6 +27,10 @@ Measurements:
                        rerank does), each with 400 reasoning tokens (1,800 characters and their token
                        ids, about what rank1-7b writes); reports the store's bytes per pair
   store_lookup         the scorer's look-up of all 100k prompt hashes in that store
+  dry_run              the whole `rank1 rerank --dry-run` command (a fresh process: imports, tokenizer,
+                       model fingerprint, inputs, 100k prompts built and counted, store consulted) on the
+                       top-100 of the 1M-line run, against a store holding half of its prompts (filled
+                       before the clock); wall time and peak memory of that process
 """
 
 from __future__ import annotations
@@ -211,11 +215,45 @@ def measure(kind: str, folder: Path, arg: str | None, model: str = str(TINY_MODE
         size = sum(p.stat().st_size for p in folder.glob("store.sqlite*"))
         return {"wall_s": round(wall, 3), "peak_rss_mb": round(peak_rss_mb(), 1), "rss_before_mb": round(baseline, 1),
                 "items": count, "store_bytes": size, "store_bytes_per_pair": round(size / pairs)}
+    elif kind == "dry_run":
+        return _dry_run(folder, int(arg), model)
     else:
         raise SystemExit(f"unknown measurement {kind}")
     wall = time.perf_counter() - started
     return {"wall_s": round(wall, 3), "peak_rss_mb": round(peak_rss_mb(), 1),
             "rss_before_mb": round(baseline, 1), "items": count}
+
+
+def _dry_run(folder: Path, top_k: int, model: str) -> dict[str, Any]:
+    import resource
+
+    from rank1_cli import collection
+    from rank1_cli.rerank import RerankOptions, prepare_rerank
+    from rank1_cli.store import Store
+
+    store = folder / f"plan-store-{top_k}.sqlite"
+    cmd = [sys.executable, "-m", "rank1_cli.cli", "rerank", str(folder / "run.trec"), "--model", model,
+           "--corpus", str(folder / "corpus.jsonl"), "--queries", str(folder / "queries.tsv"), "--top-k", str(top_k),
+           "--max-model-len", "4096", "--max-reasoning-tokens", "64", "--store", str(store), "--dry-run",
+           "--plan-format", "json"]
+    if not store.exists():
+        source = collection.CollectionSource(corpus=str(folder / "corpus.jsonl"), queries=str(folder / "queries.tsv"))
+        prepared = prepare_rerank(str(folder / "run.trec"), source, RerankOptions(
+            model=model, top_k=top_k, max_model_len=4096, max_reasoning_tokens=64))
+        hashes = list(dict.fromkeys(p.prompt_sha256 for p in prepared.pairs))
+        with Store(store) as filled:
+            for start in range(0, len(hashes) // 2, 256):
+                filled.put_many(prepared.key, [_stored(h) for h in hashes[start:min(start + 256, len(hashes) // 2)]])
+            filled.record_engine_run(prepared.key, len(hashes) // 2, 400 * (len(hashes) // 2), 600.0)
+    started = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr[-2000:])
+    plan = json.loads(done.stdout)
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {"wall_s": round(wall, 3), "peak_rss_mb": round(peak, 1), "rss_before_mb": 0.0, "items": plan["pairs"],
+            "store_in_plan": plan["stored"]}
 
 
 def _store_key():
@@ -298,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
             for k in (10, 100):
                 pairs = _n(data["queries"] * min(k, data["docs_per_query"]))
                 plan.append((f"prepare_rerank top-{k} of the {lines}-line run ({pairs} pairs)", "prepare", str(k), 1))
+            plan.append((f"rank1 rerank --dry-run, top-100 of the {lines}-line run (whole command)", "dry_run",
+                         "100", args.repeat))
             plan += [(f"fit_prompts on {big} prompts in one call (as prepare_rerank does)", "fit_prompts", "all", 1),
                      (f"fit_prompts on {big} prompts in chunks of 1024", "fit_prompts", "1024", 1)]
         if args.only:

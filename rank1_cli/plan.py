@@ -76,7 +76,8 @@ def _estimate(to_generate: int, rate: MeasuredRate) -> Estimate:
     seconds = None
     if rate.tokens_per_second:
         seconds = tokens / rate.tokens_per_second
-        basis += (f", and {rate.timed_runs} timed engine runs ({rate.tokens_per_second:.1f} output tokens/s on "
+        runs = f"{rate.timed_runs} timed engine run" + ("s" if rate.timed_runs != 1 else "")
+        basis += (f", and {runs} ({rate.tokens_per_second:.1f} output tokens/s on "
                   "the machine that made them)")
     else:
         basis += "; no timed run, so no time"

@@ -256,11 +256,11 @@ class Scorer:
         if engine is not None:
             engine.close()
 
-    def sibling(self, key: GenerationKey) -> "Scorer":
+    def sibling(self, key: GenerationKey, *, recompute: bool = False) -> "Scorer":
         """A scorer for other settings of the same model (another reasoning budget) that shares this
         one's engine, started on the first need of either. Close this scorer, not the sibling."""
         return Scorer(key, self.tokens, self._start_engine, store=self.store, chunk_size=self.chunk_size,
-                      recompute=self.recompute)
+                      recompute=recompute)
 
     def judge(self, prompt_list: Sequence[str], progress: ProgressReporter | None = None) -> list[Judgement]:
         """One judgement per prompt (identical prompts are judged once)."""

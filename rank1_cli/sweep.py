@@ -146,6 +146,7 @@ def sweep(prepared: PreparedRerank, budgets: Sequence[int], scorer: Scorer,
     for budget in sorted(set(budgets) - {largest}, reverse=True):
         smaller = at_budget(prepared, budget)
         derived, cut = derive_budget(scorer, prepared, smaller, prepared.scoring.tokenizer)
+        # Derived from what was just generated (and stored, replacing older results with `recompute`).
         result = execute_rerank(smaller, scorer.sibling(smaller.key), progress)
         runs.append(BudgetRun(budget, result, derived, cut))
         log.info("budget %d: %d of %d prompts derived (%d cut and repaired), %d generated", budget, derived,

@@ -118,6 +118,13 @@ def test_swept_budgets_equal_real_reruns(vllm_engine, tmp_path):
         result = rerank_with_engine(again, vllm_engine, store)
         assert result.stats.generated == 0 and result.stats.from_store == len(again.pairs)
 
+        # recomputing regenerates the largest budget once and derives the rest from it again
+        recomputed = sweep(job, (8, 16, 32, 64), Scorer(job.key, job.tokens, lambda: vllm_engine, store=store,
+                                                         recompute=True))
+        assert recomputed[0].result.stats.generated == runs[0].result.stats.generated
+        assert [r.result.stats.generated for r in recomputed[1:]] == [0, 0, 0]
+        assert [r.derived for r in recomputed[1:]] == [r.derived for r in runs[1:]]
+
 
 @pytest.mark.engine
 def test_sweep_table_and_files(vllm_engine, tmp_path):
@@ -145,3 +152,38 @@ def test_sweep_table_and_files(vllm_engine, tmp_path):
         assert (row["nDCG@10"], row["P@5"]) == (summary["nDCG@10"], summary["P@5"])
     tsv = (tmp_path / "out" / "sweep.tsv").read_text().splitlines()
     assert tsv[0].split("\t")[:3] == ["budget", "pairs", "mean_reasoning_tokens"] and len(tsv) == 3
+
+
+SWEEP = [*RANK1, "sweep", str(SAMPLE / "run.bm25.trec"), "--model", str(TINY_MODEL), "--corpus",
+         str(SAMPLE / "corpus.jsonl"), "--queries", str(SAMPLE / "queries.tsv"), "--max-model-len", "4096",
+         "--dtype", "float32", "--top-k", "1"]
+
+
+def test_sweep_usage_errors_name_the_option(tmp_path):
+    out = subprocess.run([*SWEEP, "--budgets", "8,x", "-o", str(tmp_path / "out")], capture_output=True, text=True)
+    assert out.returncode == 2 and "--budgets must be comma-separated" in out.stderr and "Traceback" not in out.stderr
+    (tmp_path / "file").write_text("")
+    out = subprocess.run([*SWEEP, "--budgets", "8", "-o", str(tmp_path / "file")], capture_output=True, text=True)
+    assert out.returncode == 2 and "is not a folder" in out.stderr
+
+
+def test_sweep_dry_run_plans_the_largest_budget(tmp_path):
+    out = subprocess.run([*SWEEP, "--budgets", "16,8,64", "-o", str(tmp_path / "out"), "--store",
+                          str(tmp_path / "none.sqlite"), "--dry-run"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "reasoning budget 64" in out.stdout and "budgets 8, 16, 64: the smaller ones (8, 16)" in out.stdout
+    assert not (tmp_path / "out").exists() and not (tmp_path / "none.sqlite").exists()
+
+
+@pytest.mark.engine
+def test_sweep_through_the_cli_with_the_transformers_engine(tmp_path):
+    out = subprocess.run([*SWEEP, "--budgets", "8,48", "-o", str(tmp_path / "out"), "--backend", "transformers",
+                          "--device", "cpu", "--qrels", str(SAMPLE / "qrels.txt"), "-f", "json", "--no-store",
+                          "--tag", "tiny"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)                       # stdout holds the table only
+    assert [r["budget"] for r in rows] == [8, 48] and all(r["pairs"] == 25 for r in rows)
+    assert rows[0]["derived"] == 25 and rows[0]["generated"] == 0 and rows[1]["generated"] == 25
+    assert "nDCG@10" in rows[0] and "Traceback" not in out.stderr
+    assert json.loads((tmp_path / "out" / "sweep.json").read_text()) == rows
+    assert (tmp_path / "out" / "budget-48.trec").read_text().split("\n")[0].endswith(" tiny-48")
