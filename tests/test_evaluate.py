@@ -5,10 +5,12 @@ import json
 import logging
 import math
 import random
+import subprocess
 from pathlib import Path
 
 import pytest
 
+from conftest import RANK1, REPO
 from rank1_cli.errors import InputError
 from rank1_cli.evaluate import (
     NONPOOL,
@@ -189,18 +191,61 @@ NEAR_TIE_SUITES = {"out.pair": ("qrels.pair", "run.pair"), "out.random1": ("qrel
 
 @pytest.mark.parametrize("name", list(NEAR_TIE_SUITES))
 def test_near_ties_rank_as_trec_eval_10_reads_doubles(name):
-    import subprocess
-    import sys
-
     qrels, run = NEAR_TIE_SUITES[name]
-    proc = subprocess.run([sys.executable, "-m", "rank1_cli.cli", "eval", str(NEAR_TIES / run), "--qrels",
-                           str(NEAR_TIES / qrels), "-m", "all_trec", "-q", "-f", "tsv"],
-                          capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+    proc = subprocess.run([*RANK1, "eval", str(NEAR_TIES / run), "--qrels", str(NEAR_TIES / qrels), "-m", "all_trec",
+                           "-q", "-f", "tsv"], capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     expected = (NEAR_TIES / name).read_text()
     got, want = cells(proc.stdout), cells(expected)
     assert {k: (want[k], got.get(k)) for k in want if got.get(k) != want[k]} == {}
     assert proc.stdout == expected
+
+
+# Negative grades, checked against trec_eval 10.0 built from source (tests/data/negative_grades/README.md):
+# trec_eval treats every grade below 0 alike, but crashes on a query graded only below -1, so its outputs
+# are for the same qrels with those grades written -1 (qrels.minus1).
+NEGATIVE = Path(__file__).resolve().parent / "data" / "negative_grades"
+NEGATIVE_SUITES = {"out.negative.aq": ("run.negative", []), "out.negative.aqJ": ("run.negative", ["-J"]),
+                   "out.negative.aqc": ("run.negative.trunc", ["-c"]),
+                   "out.negative.aql": ("run.negative", ["-l", "2"])}
+
+
+def rank1_eval_tsv(run: Path, qrels: Path, *options: str) -> subprocess.CompletedProcess:
+    """`rank1 eval -m all_trec -q` in a subprocess: a crash in pytrec_eval's C code fails one test, not the suite."""
+    return subprocess.run([*RANK1, "eval", str(run), "--qrels", str(qrels), "--keep-excluded", *options,
+                           "-m", "all_trec", "-q", "-f", "tsv"], capture_output=True, text=True, cwd=REPO)
+
+
+@pytest.mark.parametrize("name", list(NEGATIVE_SUITES))
+def test_grades_below_minus_one_give_trec_eval_10s_numbers(name):
+    run, options = NEGATIVE_SUITES[name]
+    proc = rank1_eval_tsv(NEGATIVE / run, NEGATIVE / "qrels.negative", *options)
+    assert proc.returncode == 0, f"exit {proc.returncode}: {proc.stderr}"
+    expected = (NEGATIVE / name).read_text()
+    got, want = cells(proc.stdout), cells(expected)
+    differing = {key: (want[key], got.get(key)) for key in want if got.get(key) != want[key]}
+    # -J leaves q2 and q3 no document: trec_eval divides 0 by 0 (see test_judged_only_...), rank1 says 0
+    nan = {key for key, value in want.items() if value == "  -nan"}
+    assert set(differing) == nan, differing
+    assert len(nan) == (36 if name == "out.negative.aqJ" else 0)
+    assert all(got[key] == "0.0000" for key in nan if key[1] != "all")
+    assert set(got) == set(want)
+    if not differing:
+        assert proc.stdout == expected
+
+
+@pytest.mark.parametrize("qrels", ["qrels.negative", "qrels.minus1"])
+def test_a_query_graded_only_below_zero_evaluated_first_gets_its_trec_eval_values(tmp_path, qrels):
+    # q2 and q3 have no grade >= 0. First in trec_eval 10.0's (or pytrec_eval's) loop such a query makes it
+    # stop, crash or print 0 for everything; these are the values trec_eval gives it after another query.
+    lines = [line for line in (NEGATIVE / "run.negative").read_text().splitlines() if line.split()[0] in ("q2", "q3")]
+    run = tmp_path / "run.q2q3"
+    run.write_text("\n".join(lines) + "\n")
+    proc = rank1_eval_tsv(run, NEGATIVE / qrels)
+    assert proc.returncode == 0, f"exit {proc.returncode}: {proc.stderr}"
+    want = {key: value for key, value in cells((NEGATIVE / "out.negative.aq").read_text()).items()
+            if key[1] in ("q2", "q3")}
+    assert {key: value for key, value in cells(proc.stdout).items() if key[1] != "all"} == want
 
 
 def test_the_relevant_document_scored_higher_as_a_double_is_first():
