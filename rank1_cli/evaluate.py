@@ -412,11 +412,20 @@ def evaluate_run(run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Map
                 row[key] = int(v) if is_int else v
     python_measures = [m for m in measures if m.backend == "python"]
     depth = _python_depth(python_measures)
+    # trec_eval 10.0 starts interpolated precision at 0/0 when -J leaves no document: -nan
+    nan_in_trec_eval = judged_only and any(m.family in ("iprec_at_recall", "11pt_avg") for m in python_measures)
+    emptied = []
     if depth is not False:
         for qid in queries:
             qrel = judged[qid]
             rels = ranked_relevance(eval_run[qid], qrel, judged_only=judged_only, depth=depth)
+            if nan_in_trec_eval and not rels:
+                emptied.append(qid)
             per_query[qid].update(_python_values(python_measures, rels, qrel, relevance_level))
+    if emptied:
+        log.warning("%s: with --judged-only %d queries keep no document (%s); trec_eval 10.0 prints -nan (0/0) "
+                    "for their 11pt_avg and low-recall iprec_at_recall and for those means, rank1 counts 0",
+                    name, len(emptied), _sample(emptied))
 
     summary: dict[str, Value] = {}
     n = len(queries)

@@ -224,7 +224,7 @@ def test_grades_below_minus_one_give_trec_eval_10s_numbers(name):
     expected = (NEGATIVE / name).read_text()
     got, want = cells(proc.stdout), cells(expected)
     differing = {key: (want[key], got.get(key)) for key in want if got.get(key) != want[key]}
-    # -J leaves q2 and q3 no document: trec_eval divides 0 by 0 (see test_judged_only_...), rank1 says 0
+    # -J leaves q2 and q3 no document: trec_eval divides 0 by 0, rank1 counts 0 (and warns, test below)
     nan = {key for key, value in want.items() if value == "  -nan"}
     assert set(differing) == nan, differing
     assert len(nan) == (36 if name == "out.negative.aqJ" else 0)
@@ -246,6 +246,24 @@ def test_a_query_graded_only_below_zero_evaluated_first_gets_its_trec_eval_value
     want = {key: value for key, value in cells((NEGATIVE / "out.negative.aq").read_text()).items()
             if key[1] in ("q2", "q3")}
     assert {key: value for key, value in cells(proc.stdout).items() if key[1] != "all"} == want
+
+
+def test_judged_only_empty_ranking_counts_0_where_trec_eval_prints_nan_and_says_so(caplog):
+    # trec_eval 10.0 -J on q2, q3 (no judged document retrieved): interpolated precision starts at 0/0, so
+    # 11pt_avg and iprec_at_recall at low recall print -nan, as do the means (out.negative.aqJ).
+    run, qrels = read_run_scores(NEGATIVE / "run.negative"), read_qrels_file(NEGATIVE / "qrels.negative")
+    measures = ["iprec_at_recall", "11pt_avg", "map"]
+    with caplog.at_level(logging.WARNING, logger="rank1_cli.evaluate"):
+        evaluation = evaluate_run(run, qrels, measures, judged_only=True, keep_excluded=True)
+        [message] = [r.getMessage() for r in caplog.records if "-nan" in r.getMessage()]
+        assert "2 queries keep no document ('q2', 'q3')" in message
+        assert evaluation.value("11pt_avg", "q2") == 0 and evaluation.value("iprec_at_recall_0.00", "q3") == 0
+        caplog.clear()
+        # -c without -J: trec_eval prints 0 for q2, missing from the run (out.negative.aqc)
+        evaluate_run(read_run_scores(NEGATIVE / "run.negative.trunc"), qrels, measures, complete=True,
+                     keep_excluded=True)
+        evaluate_run(run, qrels, ["map", "Judged@5"], judged_only=True, keep_excluded=True)  # no 0/0 in these
+    assert not [r for r in caplog.records if "-nan" in r.getMessage()]
 
 
 def test_the_relevant_document_scored_higher_as_a_double_is_first():
