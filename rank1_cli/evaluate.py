@@ -316,6 +316,22 @@ def drop_excluded(run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Ma
     return kept_run, kept_qrels, removed
 
 
+def pytrec_qrel(qrel: Mapping[str, int], docs: Mapping[str, float]) -> Mapping[str, int]:
+    """A query's qrels as pytrec_eval (trec_eval's C code) can evaluate them against `docs` (the run's).
+
+    trec_eval's form_res_rels counts judged documents per grade in an array of (highest grade + 1)
+    cells. For a query graded only below 0 that size is 0 or negative: trec_eval 10.0 and pytrec_eval
+    stop, crash, or give 0 for every measure. Such a query gets one more document graded 0 (judged
+    non-relevant) that the run does not retrieve. No value changes: grades below 0 all mean "pooled,
+    unjudged" and are counted nowhere, and with no relevant document an unretrieved non-relevant one
+    enters no measure (trec_eval 10.0 agrees: tests/data/negative_grades).
+    """
+    if any(grade >= 0 for grade in qrel.values()):
+        return qrel
+    unused = max(max(qrel), max(docs, default="")) + " "  # sorts after every docid: neither has it
+    return {**qrel, unused: 0}
+
+
 def _sample(ids: Iterable[str], n: int = 3) -> str:
     items = sorted(ids)
     shown = ", ".join(quote(i) for i in items[:n])
@@ -378,8 +394,8 @@ def evaluate_run(run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Map
     if requests and queries:
         from pytrec_eval_ext import RelevanceEvaluator  # pytrec_eval's C core (no name filtering)
 
-        evaluator = RelevanceEvaluator({qid: judged[qid] for qid in queries}, requests,
-                                       relevance_level, judged_only)
+        evaluator = RelevanceEvaluator({qid: pytrec_qrel(judged[qid], eval_run[qid]) for qid in queries},
+                                       requests, relevance_level, judged_only)
         results: dict[str, dict[str, float]] = {}
         for start in range(0, len(queries), EVAL_CHUNK):  # pytrec_eval copies what it is given
             chunk = queries[start:start + EVAL_CHUNK]
@@ -396,11 +412,20 @@ def evaluate_run(run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Map
                 row[key] = int(v) if is_int else v
     python_measures = [m for m in measures if m.backend == "python"]
     depth = _python_depth(python_measures)
+    # trec_eval 10.0 starts interpolated precision at 0/0 when -J leaves no document: -nan
+    nan_in_trec_eval = judged_only and any(m.family in ("iprec_at_recall", "11pt_avg") for m in python_measures)
+    emptied = []
     if depth is not False:
         for qid in queries:
             qrel = judged[qid]
             rels = ranked_relevance(eval_run[qid], qrel, judged_only=judged_only, depth=depth)
+            if nan_in_trec_eval and not rels:
+                emptied.append(qid)
             per_query[qid].update(_python_values(python_measures, rels, qrel, relevance_level))
+    if emptied:
+        log.warning("%s: with --judged-only %d queries keep no document (%s); trec_eval 10.0 prints -nan (0/0) "
+                    "for their 11pt_avg and low-recall iprec_at_recall and for those means, rank1 counts 0",
+                    name, len(emptied), _sample(emptied))
 
     summary: dict[str, Value] = {}
     n = len(queries)

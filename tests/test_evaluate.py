@@ -5,10 +5,12 @@ import json
 import logging
 import math
 import random
+import subprocess
 from pathlib import Path
 
 import pytest
 
+from conftest import RANK1, REPO
 from rank1_cli.errors import InputError
 from rank1_cli.evaluate import (
     NONPOOL,
@@ -189,18 +191,79 @@ NEAR_TIE_SUITES = {"out.pair": ("qrels.pair", "run.pair"), "out.random1": ("qrel
 
 @pytest.mark.parametrize("name", list(NEAR_TIE_SUITES))
 def test_near_ties_rank_as_trec_eval_10_reads_doubles(name):
-    import subprocess
-    import sys
-
     qrels, run = NEAR_TIE_SUITES[name]
-    proc = subprocess.run([sys.executable, "-m", "rank1_cli.cli", "eval", str(NEAR_TIES / run), "--qrels",
-                           str(NEAR_TIES / qrels), "-m", "all_trec", "-q", "-f", "tsv"],
-                          capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+    proc = subprocess.run([*RANK1, "eval", str(NEAR_TIES / run), "--qrels", str(NEAR_TIES / qrels), "-m", "all_trec",
+                           "-q", "-f", "tsv"], capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     expected = (NEAR_TIES / name).read_text()
     got, want = cells(proc.stdout), cells(expected)
     assert {k: (want[k], got.get(k)) for k in want if got.get(k) != want[k]} == {}
     assert proc.stdout == expected
+
+
+# Negative grades, checked against trec_eval 10.0 built from source (tests/data/negative_grades/README.md):
+# trec_eval treats every grade below 0 alike, but crashes on a query graded only below -1, so its outputs
+# are for the same qrels with those grades written -1 (qrels.minus1).
+NEGATIVE = Path(__file__).resolve().parent / "data" / "negative_grades"
+NEGATIVE_SUITES = {"out.negative.aq": ("run.negative", []), "out.negative.aqJ": ("run.negative", ["-J"]),
+                   "out.negative.aqc": ("run.negative.trunc", ["-c"]),
+                   "out.negative.aql": ("run.negative", ["-l", "2"])}
+
+
+def rank1_eval_tsv(run: Path, qrels: Path, *options: str) -> subprocess.CompletedProcess:
+    """`rank1 eval -m all_trec -q` in a subprocess: a crash in pytrec_eval's C code fails one test, not the suite."""
+    return subprocess.run([*RANK1, "eval", str(run), "--qrels", str(qrels), "--keep-excluded", *options,
+                           "-m", "all_trec", "-q", "-f", "tsv"], capture_output=True, text=True, cwd=REPO)
+
+
+@pytest.mark.parametrize("name", list(NEGATIVE_SUITES))
+def test_grades_below_minus_one_give_trec_eval_10s_numbers(name):
+    run, options = NEGATIVE_SUITES[name]
+    proc = rank1_eval_tsv(NEGATIVE / run, NEGATIVE / "qrels.negative", *options)
+    assert proc.returncode == 0, f"exit {proc.returncode}: {proc.stderr}"
+    expected = (NEGATIVE / name).read_text()
+    got, want = cells(proc.stdout), cells(expected)
+    differing = {key: (want[key], got.get(key)) for key in want if got.get(key) != want[key]}
+    # -J leaves q2 and q3 no document: trec_eval divides 0 by 0, rank1 counts 0 (and warns, test below)
+    nan = {key for key, value in want.items() if value == "  -nan"}
+    assert set(differing) == nan, differing
+    assert len(nan) == (36 if name == "out.negative.aqJ" else 0)
+    assert all(got[key] == "0.0000" for key in nan if key[1] != "all")
+    assert set(got) == set(want)
+    if not differing:
+        assert proc.stdout == expected
+
+
+@pytest.mark.parametrize("qrels", ["qrels.negative", "qrels.minus1"])
+def test_a_query_graded_only_below_zero_evaluated_first_gets_its_trec_eval_values(tmp_path, qrels):
+    # q2 and q3 have no grade >= 0. First in trec_eval 10.0's (or pytrec_eval's) loop such a query makes it
+    # stop, crash or print 0 for everything; these are the values trec_eval gives it after another query.
+    lines = [line for line in (NEGATIVE / "run.negative").read_text().splitlines() if line.split()[0] in ("q2", "q3")]
+    run = tmp_path / "run.q2q3"
+    run.write_text("\n".join(lines) + "\n")
+    proc = rank1_eval_tsv(run, NEGATIVE / qrels)
+    assert proc.returncode == 0, f"exit {proc.returncode}: {proc.stderr}"
+    want = {key: value for key, value in cells((NEGATIVE / "out.negative.aq").read_text()).items()
+            if key[1] in ("q2", "q3")}
+    assert {key: value for key, value in cells(proc.stdout).items() if key[1] != "all"} == want
+
+
+def test_judged_only_empty_ranking_counts_0_where_trec_eval_prints_nan_and_says_so(caplog):
+    # trec_eval 10.0 -J on q2, q3 (no judged document retrieved): interpolated precision starts at 0/0, so
+    # 11pt_avg and iprec_at_recall at low recall print -nan, as do the means (out.negative.aqJ).
+    run, qrels = read_run_scores(NEGATIVE / "run.negative"), read_qrels_file(NEGATIVE / "qrels.negative")
+    measures = ["iprec_at_recall", "11pt_avg", "map"]
+    with caplog.at_level(logging.WARNING, logger="rank1_cli.evaluate"):
+        evaluation = evaluate_run(run, qrels, measures, judged_only=True, keep_excluded=True)
+        [message] = [r.getMessage() for r in caplog.records if "-nan" in r.getMessage()]
+        assert "2 queries keep no document ('q2', 'q3')" in message
+        assert evaluation.value("11pt_avg", "q2") == 0 and evaluation.value("iprec_at_recall_0.00", "q3") == 0
+        caplog.clear()
+        # -c without -J: trec_eval prints 0 for q2, missing from the run (out.negative.aqc)
+        evaluate_run(read_run_scores(NEGATIVE / "run.negative.trunc"), qrels, measures, complete=True,
+                     keep_excluded=True)
+        evaluate_run(run, qrels, ["map", "Judged@5"], judged_only=True, keep_excluded=True)  # no 0/0 in these
+    assert not [r for r in caplog.records if "-nan" in r.getMessage()]
 
 
 def test_the_relevant_document_scored_higher_as_a_double_is_first():
