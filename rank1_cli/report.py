@@ -13,6 +13,7 @@ reasoning only for the top `ReportLimits.top` of each query's new ranking and fo
 
 from __future__ import annotations
 
+import bisect
 import html
 import json
 import re
@@ -318,16 +319,21 @@ def _calibration(report: Report) -> dict:
 def _length_agreement(report: Report) -> dict:
     level = report.relevance_level
     judged = sorted((d.output_tokens, d.agrees(level)) for d in report.documents if d.agrees(level) is not None)
-    groups = min(AGREEMENT_GROUPS, len(judged))
+    # Groups of about equal size that never split one length: each ends at a quantile's length.
+    ends = sorted({judged[(g + 1) * len(judged) // AGREEMENT_GROUPS - 1][0]
+                   for g in range(AGREEMENT_GROUPS) if (g + 1) * len(judged) // AGREEMENT_GROUPS})
     values = []
-    for g in range(groups):
-        part = judged[g * len(judged) // groups:(g + 1) * len(judged) // groups]
-        tokens = [t for t, _ in part]
-        values.append({"median": tokens[len(tokens) // 2], "from": tokens[0], "to": tokens[-1], "pairs": len(part),
+    start = 0
+    for end in ends:
+        stop = bisect.bisect_right(judged, (end, True), lo=start)
+        part = judged[start:stop]
+        start = stop
+        values.append({"median": part[len(part) // 2][0], "from": part[0][0], "to": end, "pairs": len(part),
                        "agreement": sum(a for _, a in part) / len(part)})
+    groups = len(values)
     return {
         "$schema": "https://vega.github.io/schema/vega-lite/v6.json",
-        "title": f"Reasoning length against agreement with the qrels ({groups} groups of equal size, judged pairs)",
+        "title": f"Reasoning length against agreement with the qrels (judged pairs in {groups} groups of about equal size)",
         "width": CHART_WIDTH, "height": 200, "data": {"values": values},
         "mark": {"type": "line", "point": {"filled": True, "size": 60}},
         "encoding": {

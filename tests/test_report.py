@@ -325,3 +325,14 @@ def test_the_screenshot_shows_the_report(browser_page, tmp_path):
     assert len(top.getcolors(1 << 16) or range(1 << 16)) > 50               # text and charts, not a blank page
     histogram = top.convert("L").histogram()
     assert sum(histogram[:128]) > 0.005 * top.width * top.height            # dark pixels: text is drawn
+
+
+def test_reasoning_length_groups_never_split_one_length(tmp_path):
+    run, baseline, traces = small_inputs()
+    for t, tokens in zip(traces, [30, 30, 30, 30, 30, 99]):
+        t.output_tokens = tokens
+    report = build_report(run, baseline, QRELS, traces, measures=["nDCG@10"])
+    groups = page_data(render_html(report, bundle=""))["charts"]["agreement"]["data"]["values"]
+    judged = [(d.output_tokens, d.agrees(1)) for d in report.documents if d.agrees(1) is not None]
+    assert [(g["from"], g["to"], g["pairs"]) for g in groups] == [(30, 30, 4), (99, 99, 1)]
+    assert groups[0]["agreement"] == sum(a for t, a in judged if t == 30) / 4
