@@ -18,7 +18,7 @@ import html
 import json
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -27,7 +27,7 @@ from .compare import (DEFAULT_ALPHA, MISSING_AS_ZERO, Comparison, check_options,
                       comparable_measures, describe)
 from .errors import InputError, OptionError, quote
 from .evaluate import evaluate_run, excluded_note, trec_order
-from .measures import parse_measures
+from .measures import Measure, parse_measures
 from .significance import DEFAULT_ROUNDS, DEFAULT_SEED
 from .traces import Trace
 from .trec import Qrels, Run
@@ -131,7 +131,7 @@ class Report:
                 if doc.agrees(self.relevance_level) is False:
                     (relevant_false if doc.verdict == "false" else nonrelevant_true).append((query.qid, doc))
         for found in (relevant_false, nonrelevant_true):
-            found.sort(key=lambda item: -abs((item[1].score or 0.5) - 0.5))
+            found.sort(key=lambda item: -abs(item[1].score - 0.5))        # a verdict comes with a score
         return relevant_false, nonrelevant_true
 
 
@@ -139,9 +139,18 @@ class Report:
 # The join
 
 
-def _sample(pairs: Iterable[tuple[str, str]], count: int) -> str:
-    shown = [f"{qid}/{docid}" for qid, docid in list(pairs)[:3]]
-    return ", ".join(quote(s) for s in shown) + (", ..." if count > 3 else "")
+def _some(ids: Sequence[str]) -> str:
+    """The first three ids, quoted, for a message."""
+    return ", ".join(quote(i) for i in ids[:3]) + (", ..." if len(ids) > 3 else "")
+
+
+def _checked_options(measures: Sequence[str], relevance_level: int, test: str, correction: str, alpha: float,
+                     rounds: int) -> list[Measure]:
+    """The measures to compare, once every option is known to be valid."""
+    check_options(test, correction, alpha, rounds)
+    if relevance_level < 1:
+        raise OptionError(f"{{relevance_level}} must be at least 1 (got {relevance_level})")
+    return comparable_measures(parse_measures(measures))
 
 
 def _check_traces(run: Run, baseline: Run, traces: Sequence[Trace], names: Names) -> dict[tuple[str, str], Trace]:
@@ -158,12 +167,11 @@ def _check_traces(run: Run, baseline: Run, traces: Sequence[Trace], names: Names
     stray = [key for key in by_pair if key not in in_run]
     if stray:
         raise InputError(f"{names.traces}: {len(stray)} traced pairs are not in the run {names.run} "
-                         f"({_sample(stray, len(stray))}); give the traces written with that run")
+                         f"({_some([f'{q}/{d}' for q, d in stray])}); give the traces written with that run")
     untraced = [qid for qid in run if not any((qid, e.docid) in by_pair for e in run[qid])]
     if untraced:
         raise InputError(f"{names.traces}: {len(untraced)} queries of the run {names.run} have no traces "
-                         f"({', '.join(quote(q) for q in untraced[:3])}{', ...' if len(untraced) > 3 else ''}); "
-                         "give the traces written with that run")
+                         f"({_some(untraced)}); give the traces written with that run")
     positions = {(qid, e.docid): i for qid, entries in baseline.items() for i, e in enumerate(entries, start=1)}
     moved = [(key, t.first_stage_rank, positions.get(key)) for key, t in by_pair.items()
              if positions.get(key) != t.first_stage_rank]
@@ -188,21 +196,17 @@ def build_report(run: Run, baseline: Run, qrels: Qrels, traces: Sequence[Trace],
 
     The measures (means over queries) are compared with `compare.compare_evaluations`: every query
     of the qrels counts, one missing from a run as 0; `test`, `correction`, `alpha`, `rounds` and
-    `seed` are its (`compare.compare_runs` says what they mean). The
-    first measure orders the per-query view. Raises InputError when the traces are not the run's (a
+    `seed` are its (`compare.compare_runs` says what they mean). The first measure orders the
+    per-query view. Raises InputError when the traces are not the run's (a
     traced pair missing from the run, a query of the run without traces), or the baseline is not
     the first stage they were made from (a query of the run missing from it, a traced pair at
     another first-stage rank).
     """
-    check_options(test, correction, alpha, rounds)
-    parsed = comparable_measures(parse_measures(measures))
-    if relevance_level < 1:
-        raise OptionError(f"{{relevance_level}} must be at least 1 (got {relevance_level})")
+    parsed = _checked_options(measures, relevance_level, test, correction, alpha, rounds)
     missing = [qid for qid in run if qid not in baseline]
     if missing:
         raise InputError(f"{names.baseline}: {len(missing)} queries of the run {names.run} are not in it "
-                         f"({', '.join(quote(q) for q in missing[:3])}{', ...' if len(missing) > 3 else ''}); "
-                         "give the run that was reranked as the baseline")
+                         f"({_some(missing)}); give the run that was reranked as the baseline")
     by_pair = _check_traces(run, baseline, traces, names)
     if not any(qrels.get(qid) for qid in run):
         raise InputError(f"{names.qrels}: judges no query of the run {names.run}; give the qrels of its topics")
@@ -516,7 +520,6 @@ def render_html(report: Report, *, bundle: str | None = None) -> str:
         "measures": _measures_table(report),
         "summary": _summary(report),
         "limits": e(_limits_note(report)),
-        "primary": e(report.primary),
         "bundle": bundle,
         "data": _script_json(_page_data(report)),
     }
@@ -536,10 +539,7 @@ def write_report(run: str, baseline: str, qrels: str, traces: str, output: str, 
     from .traces import read_traces
     from .trec import read_run
 
-    check_options(test, correction, alpha, rounds)
-    parse_measures(measures)
-    if relevance_level < 1:
-        raise OptionError(f"{{relevance_level}} must be at least 1 (got {relevance_level})")
+    _checked_options(measures, relevance_level, test, correction, alpha, rounds)
     names = Names(display_name(run), display_name(baseline), display_name(qrels), display_name(traces))
     report = build_report(read_run(run), read_run(baseline), load_qrels(qrels), read_traces(traces),
                           measures=measures, relevance_level=relevance_level, test=test, correction=correction,

@@ -176,6 +176,9 @@ BAD = {
     "a query of the run without traces": ("untraced", "queries of the run"),
     "a baseline that is not the first stage": ("baseline", "is not the first stage the traces were made from"),
     "a pair traced twice": ("twice", "is traced twice"),
+    "an empty traces file": ("empty", "no traces; give the traces file"),
+    "a baseline without a query of the run": ("short baseline", "1 queries of the run"),
+    "qrels of other topics": ("other qrels", "judges no query of the run"),
     "traces that are not traces": ("garbage", "not a rank1 trace record"),
     "no traces file": ("missing", "no such file"),
     "the report over its traces": ("over", "the report would overwrite the traces"),
@@ -200,6 +203,13 @@ def test_bad_inputs_are_one_clear_line_and_exit_2(case, tmp_path):
                                   .replace("dX", "d0001-001"))
     elif how == "twice":
         files.traces.write_text("".join(lines) + lines[0])
+    elif how == "empty":
+        files.traces.write_text("")
+    elif how == "short baseline":
+        files.baseline.write_text("".join(line for line in files.baseline.read_text().splitlines(keepends=True)
+                                          if not line.startswith("q0002 ")))
+    elif how == "other qrels":
+        files.qrels.write_text("elsewhere 0 d1 1\n")
     elif how == "garbage":
         files.traces.write_text("[1, 2]\n")
     elif how == "missing":
