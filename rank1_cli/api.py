@@ -66,7 +66,7 @@ class Rank1:
             queries.append(prompts.rank1_query(query, rest[0] if rest else None, template))
             passages.append(passage)
         fitted = fit_prompts(self.scoring.tokenizer, queries, passages, self.scoring.budget.prompt_tokens)
-        return self.scorer.judge([prompt for prompt, _ in fitted], progress)
+        return self.scorer.judge([fit.prompt for fit in fitted], progress)
 
     def rerank(self, query: str, documents: Mapping[str, str] | Sequence[str], *,
                instruction: str | None = None) -> list[tuple[str | int, Judgement]]:

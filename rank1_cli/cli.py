@@ -12,6 +12,9 @@ import typer
 from .errors import EngineFailure, InputError, OptionError
 from .engines import ENGINES
 from .store import STORE_ENV, StoreError, store_path
+from .compare import DEFAULT_ALPHA, FORMATS as COMPARE_FORMATS
+from .fusion import METHODS as FUSION_METHODS, NORMALISATIONS
+from .significance import CORRECTIONS, DEFAULT_ROUNDS, DEFAULT_SEED, TESTS
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
@@ -34,6 +37,11 @@ class StoreFormat(str, Enum):
     json = "json"
 
 
+KEEP_EXCLUDED_HELP = ("Keep documents graded -100 in the qrels (ir_datasets' BRIGHT: excluded from evaluation) as trec_eval "
+                      "does, as unjudged non-relevant positions. Default: remove them from the runs and qrels first, "
+                      "as BRIGHT's own scorer does.")
+
+
 class OutputFormat(str, Enum):
     table = "table"
     tsv = "tsv"
@@ -49,41 +57,142 @@ def _default_traces(output: str) -> str | None:
     return str(path.with_name(stem + ".traces.jsonl"))
 
 
+# Options shared by `rerank` and `sweep`: declared once, here.
+RunArg = Annotated[str, typer.Argument(help="First-stage TREC run to rerank ('-' for stdin, .gz ok).")]
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="rank1 alias (see `rank1 models`), Hugging Face id, or local model folder.")]
+DatasetOpt = Annotated[Optional[str], typer.Option(help="ir_datasets id for queries and documents (documents fetched by id from its docstore).")]
+CorpusOpt = Annotated[Optional[str], typer.Option(help="Local corpus: JSONL {doc_id, title, text} or TSV docid<TAB>[title<TAB>]text; .gz ok.")]
+QueriesOpt = Annotated[Optional[str], typer.Option(help="Local queries: TSV qid<TAB>text or JSONL {qid, text}.")]
+TopKOpt = Annotated[int, typer.Option("--top-k", "-k", help="Rerank the top K documents of each query (the paper: 100).")]
+BackendOpt = Annotated[Backend, typer.Option(help=f"Inference engine ({BACKEND_HELP}).")]
+DtypeOpt = Annotated[Optional[str], typer.Option(help="Model dtype: float16, bfloat16, float32, auto (the model's own). Default: float16 on GPUs (the paper), auto on CPU.")]
+MaxModelLenOpt = Annotated[int, typer.Option(help="Context length for prompt plus reasoning; longer passages are truncated to fit (the paper: 16000).")]
+TensorParallelOpt = Annotated[Optional[int], typer.Option(help="vllm backend: GPUs per model replica (tensor parallelism). Default 1.")]
+DataParallelOpt = Annotated[Optional[int], typer.Option(help="vllm backend: model replicas on this node, each in its own process on its own --tensor-parallel GPUs (on CPU: its own cores); the pairs are shared out as they finish. Default 1.")]
+GpuMemoryOpt = Annotated[Optional[float], typer.Option(help="vllm backend: share of GPU memory vLLM may take (default 0.9; 0.3 of RAM on CPU).")]
+BaseUrlOpt = Annotated[Optional[list[str]], typer.Option("--base-url", help="openai backend: address of a vLLM server (http://HOST:PORT), repeatable; the servers share the pairs, and one that fails is dropped with its pairs moved to the others.")]
+ApiKeyEnvOpt = Annotated[Optional[str], typer.Option(help="openai backend: environment variable holding the servers' API key (sent as a Bearer token, never shown). Default OPENAI_API_KEY.")]
+ConcurrencyOpt = Annotated[Optional[int], typer.Option(help="openai backend: requests in flight per server. Default 32.")]
+ServedModelOpt = Annotated[Optional[str], typer.Option(help="openai backend: the model name the servers serve (default: asked from them).")]
+BatchSizeOpt = Annotated[Optional[int], typer.Option(help="transformers backend: sequences generated together. Default 16.")]
+DeviceOpt = Annotated[Optional[str], typer.Option(help="transformers backend: cpu, cuda, cuda:1 ... (default: cuda if available).")]
+ShardOpt = Annotated[Optional[str], typer.Option(help="Rerank only shard I of N of the queries (1-based: 1/4 ... 4/4), e.g. one per job of an array; join the outputs with `rank1 merge`.")]
+PromptOpt = Annotated[Optional[str], typer.Option(help="Dataset prompt (e.g. SciFact, BrightRetrieval_leetcode) or a file containing FILL_QUERY_HERE.")]
+InstructionsOpt = Annotated[Optional[str], typer.Option(help="TSV qid<TAB>instruction, appended to each query (FollowIR style).")]
+KeepTailOpt = Annotated[bool, typer.Option("--keep-tail/--no-keep-tail", help="Keep documents beyond the top K, in first-stage order below the reranked ones.")]
+TagOpt = Annotated[str, typer.Option(help="Run tag (6th column) of the output run.")]
+MissingOpt = Annotated[Missing, typer.Option(help="Documents of the run missing from the corpus: error, or skip them with a warning.")]
+StoreOpt = Annotated[Optional[str], typer.Option("--store", help=f"The reasoning store (SQLite): every generation is kept there and never made twice; a rerun resumes from it. Default: ${STORE_ENV}, else $XDG_CACHE_HOME/rank1-cli/store.sqlite (~/.cache/...). Use local disk, not a network filesystem.")]
+NoStoreOpt = Annotated[bool, typer.Option("--no-store", help="Use no store: nothing is reused, and a crash loses the reasoning done so far.")]
+ChunkSizeOpt = Annotated[int, typer.Option(help="Generations per store commit (each committed and fsynced before it counts); the engine itself is never held back.")]
+OverwriteOpt = Annotated[bool, typer.Option(help="Recompute every pair, ignoring the store; the new results replace the stored ones.")]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Read and check every input, build every prompt and consult the store, then print the plan (pairs, prompt tokens, what the store holds, an estimate of tokens and time from earlier runs of the model) without loading the model.")]
+PlanFormatOpt = Annotated[StoreFormat, typer.Option("--plan-format", help="With --dry-run: table (for people) or json (for scripts).")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, summary or warnings; errors only.")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Also show the engine's own logs and warnings (vLLM, torch).")]
+
+
+def _rerank_options(backend: Backend, engine_given: dict, **fields):
+    """RerankOptions from the command line; engine options only for those given."""
+    from .engines import engine_options
+    from .rerank import RerankOptions
+
+    given = {name: value for name, value in engine_given.items() if value is not None}
+    if given.get("base_urls"):
+        given["base_urls"] = tuple(given["base_urls"])
+    return RerankOptions(backend=backend.value, engine_options=engine_options(backend.value, **given), **fields)
+
+
+def _input_files(run: str, corpus, queries, instructions, prompt, store: str | None, no_store: bool) -> list:
+    """The files a rerank reads (outputs may name none of them)."""
+    from .textio import check_stdin_once
+
+    check_stdin_once(run, corpus, queries, instructions, prompt)
+    inputs = [("first-stage run", run), ("corpus", corpus), ("queries", queries), ("instructions", instructions),
+              ("prompt file", prompt if prompt and Path(prompt).is_file() else None)]
+    if not no_store:
+        inputs.append(("reasoning store", str(store_path(store))))
+    return inputs
+
+
+def _print_plan(prepared, store: str | None, no_store: bool, overwrite: bool, plan_format: StoreFormat,
+                budgets: tuple[int, ...] = ()) -> None:
+    """--dry-run: the plan on stdout. A store that does not exist yet is not created."""
+    from .plan import format_plan, plan_rerank
+    from .store import Store
+
+    path = None if no_store else store_path(store)
+    reasoning_store = Store(path, create=False) if path is not None and path.exists() else None
+    try:
+        plan = plan_rerank(prepared, reasoning_store, recompute=overwrite, budgets=budgets)
+    finally:
+        if reasoning_store is not None:
+            reasoning_store.close()
+    sys.stdout.write(plan.to_json() + "\n" if plan_format is StoreFormat.json else format_plan(plan))
+
+
+def _with_engine(console, scorer, verbose: bool, work):
+    """Run `work()` (which may start the scorer's engine) with the engine's own output sent to a log,
+    Ctrl-C turned into exit 130 with what was saved, and the engine closed at the end."""
+    from .console import engine_output_captured
+    from .signals import watch_interrupts
+
+    with watch_interrupts() as watch, engine_output_captured(console, capture=not verbose) as engine_log:
+        try:
+            return work()
+        except (KeyboardInterrupt, EngineFailure) as exc:
+            # Ctrl-C also reaches vLLM's engine processes, so it may surface as "engine dead".
+            if isinstance(exc, EngineFailure) and not watch.interrupted:
+                if engine_log:
+                    engine_log.keep = True
+                    raise EngineFailure(f"{exc} The engine's own log: {engine_log.path}") from exc
+                raise
+            console.print("rank1: interrupted;" + scorer.saved_hint(), markup=False, soft_wrap=True)
+            raise typer.Exit(130)
+        finally:
+            try:
+                scorer.close()
+            except Exception as exc:  # never let a failing shutdown hide the run's own outcome
+                console.print(f"rank1: warning: engine shutdown: {exc}", markup=False, soft_wrap=True)
+
+
 @app.command()
 def rerank(
-    run: Annotated[str, typer.Argument(help="First-stage TREC run to rerank ('-' for stdin, .gz ok).")],
-    model: Annotated[str, typer.Option("--model", "-m", help="rank1 alias (see `rank1 models`), Hugging Face id, or local model folder.")],
+    run: RunArg,
+    model: ModelOpt,
     output: Annotated[str, typer.Option("--output", "-o", help="Reranked TREC run ('-' for stdout). Written only when the rerank completes.")] = "-",
-    dataset: Annotated[Optional[str], typer.Option(help="ir_datasets id for queries and documents (documents fetched by id from its docstore).")] = None,
-    corpus: Annotated[Optional[str], typer.Option(help="Local corpus: JSONL {doc_id, title, text} or TSV docid<TAB>[title<TAB>]text; .gz ok.")] = None,
-    queries: Annotated[Optional[str], typer.Option(help="Local queries: TSV qid<TAB>text or JSONL {qid, text}.")] = None,
+    dataset: DatasetOpt = None,
+    corpus: CorpusOpt = None,
+    queries: QueriesOpt = None,
     traces: Annotated[Optional[str], typer.Option(help="JSONL of reasoning traces, one line per pair, written when the rerank completes. Default: OUTPUT with .traces.jsonl (none for stdout). An existing file there must be rank1 traces.")] = None,
-    top_k: Annotated[int, typer.Option("--top-k", "-k", help="Rerank the top K documents of each query (the paper: 100).")] = 100,
-    backend: Annotated[Backend, typer.Option(help=f"Inference engine ({BACKEND_HELP}).")] = Backend.vllm,
-    dtype: Annotated[Optional[str], typer.Option(help="Model dtype: float16, bfloat16, float32, auto (the model's own). Default: float16 on GPUs (the paper), auto on CPU.")] = None,
-    max_model_len: Annotated[int, typer.Option(help="Context length for prompt plus reasoning; longer passages are truncated to fit (the paper: 16000).")] = 16000,
+    top_k: TopKOpt = 100,
+    backend: BackendOpt = Backend.vllm,
+    dtype: DtypeOpt = None,
+    max_model_len: MaxModelLenOpt = 16000,
     max_reasoning_tokens: Annotated[int, typer.Option(help="Token budget for reasoning; unfinished reasoning gets a forced verdict (the paper: 8192).")] = 8192,
-    tensor_parallel: Annotated[Optional[int], typer.Option(help="vllm backend: GPUs per model replica (tensor parallelism). Default 1.")] = None,
-    data_parallel: Annotated[Optional[int], typer.Option(help="vllm backend: model replicas on this node, each in its own process on its own --tensor-parallel GPUs (on CPU: its own cores); the pairs are shared out as they finish. Default 1.")] = None,
-    gpu_memory_utilization: Annotated[Optional[float], typer.Option(help="vllm backend: share of GPU memory vLLM may take (default 0.9; 0.3 of RAM on CPU).")] = None,
-    base_url: Annotated[Optional[list[str]], typer.Option("--base-url", help="openai backend: address of a vLLM server (http://HOST:PORT), repeatable; the servers share the pairs, and one that fails is dropped with its pairs moved to the others.")] = None,
-    api_key_env: Annotated[Optional[str], typer.Option(help="openai backend: environment variable holding the servers' API key (sent as a Bearer token, never shown). Default OPENAI_API_KEY.")] = None,
-    concurrency: Annotated[Optional[int], typer.Option(help="openai backend: requests in flight per server. Default 32.")] = None,
-    served_model: Annotated[Optional[str], typer.Option(help="openai backend: the model name the servers serve (default: asked from them).")] = None,
-    shard: Annotated[Optional[str], typer.Option(help="Rerank only shard I of N of the queries (1-based: 1/4 ... 4/4), e.g. one per job of an array; join the outputs with `rank1 merge`.")] = None,
-    prompt: Annotated[Optional[str], typer.Option(help="Dataset prompt (e.g. SciFact, BrightRetrieval_leetcode) or a file containing FILL_QUERY_HERE.")] = None,
-    instructions: Annotated[Optional[str], typer.Option(help="TSV qid<TAB>instruction, appended to each query (FollowIR style).")] = None,
-    keep_tail: Annotated[bool, typer.Option("--keep-tail/--no-keep-tail", help="Keep documents beyond the top K, in first-stage order below the reranked ones.")] = True,
-    tag: Annotated[str, typer.Option(help="Run tag (6th column) of the output run.")] = "rank1",
-    missing: Annotated[Missing, typer.Option(help="Documents of the run missing from the corpus: error, or skip them with a warning.")] = Missing.error,
-    store: Annotated[Optional[str], typer.Option("--store", help=f"The reasoning store (SQLite): every generation is kept there and never made twice; a rerun resumes from it. Default: ${STORE_ENV}, else $XDG_CACHE_HOME/rank1-cli/store.sqlite (~/.cache/...). Use local disk, not a network filesystem.")] = None,
-    no_store: Annotated[bool, typer.Option("--no-store", help="Use no store: nothing is reused, and a crash loses the reasoning done so far.")] = False,
-    chunk_size: Annotated[int, typer.Option(help="Generations per store commit (each committed and fsynced before it counts); the engine itself is never held back.")] = 256,
-    overwrite: Annotated[bool, typer.Option(help="Recompute every pair, ignoring the store; the new results replace the stored ones.")] = False,
-    batch_size: Annotated[Optional[int], typer.Option(help="transformers backend: sequences generated together. Default 16.")] = None,
-    device: Annotated[Optional[str], typer.Option(help="transformers backend: cpu, cuda, cuda:1 ... (default: cuda if available).")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, summary or warnings; errors only.")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also show the engine's own logs and warnings (vLLM, torch).")] = False,
+    tensor_parallel: TensorParallelOpt = None,
+    data_parallel: DataParallelOpt = None,
+    gpu_memory_utilization: GpuMemoryOpt = None,
+    base_url: BaseUrlOpt = None,
+    api_key_env: ApiKeyEnvOpt = None,
+    concurrency: ConcurrencyOpt = None,
+    served_model: ServedModelOpt = None,
+    shard: ShardOpt = None,
+    prompt: PromptOpt = None,
+    instructions: InstructionsOpt = None,
+    keep_tail: KeepTailOpt = True,
+    tag: TagOpt = "rank1",
+    missing: MissingOpt = Missing.error,
+    store: StoreOpt = None,
+    no_store: NoStoreOpt = False,
+    chunk_size: ChunkSizeOpt = 256,
+    overwrite: OverwriteOpt = False,
+    batch_size: BatchSizeOpt = None,
+    device: DeviceOpt = None,
+    dry_run: DryRunOpt = False,
+    plan_format: PlanFormatOpt = StoreFormat.table,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Rerank a TREC run with a rank1 model; write the new run and the reasoning traces.
 
@@ -91,12 +200,10 @@ def rerank(
     settings) are not generated again: a rerun after a crash or Ctrl-C resumes, and reranking
     another first-stage run reuses every pair the two share."""
     from .collection import CollectionSource
-    from .engines import engine_options
-    from .console import RichProgress, engine_output_captured, print_rerank_summary, setup_logging, stderr_console
+    from .console import RichProgress, print_rerank_summary, setup_logging, stderr_console
     from .outputs import check_outputs, check_traces_target
-    from .rerank import RerankOptions, execute_rerank, make_scorer, prepare_rerank
-    from .signals import watch_interrupts
-    from .textio import check_stdin_once, check_writable, stdout_reserved
+    from .rerank import execute_rerank, make_scorer, prepare_rerank
+    from .textio import check_writable, stdout_reserved
     from .traces import write_traces
     from .trec import check_tag, write_run
 
@@ -107,48 +214,27 @@ def rerank(
     traces = traces or _default_traces(output)
     if traces:
         check_writable(traces)
-    inputs = [("first-stage run", run), ("corpus", corpus), ("queries", queries), ("instructions", instructions),
-              ("prompt file", prompt if prompt and Path(prompt).is_file() else None)]
-    check_stdin_once(run, corpus, queries, instructions, prompt)
-    if not no_store:
-        inputs.append(("reasoning store", str(store_path(store))))
+    inputs = _input_files(run, corpus, queries, instructions, prompt, store, no_store)
     check_outputs([("output run", output), ("traces", traces)], inputs)
     check_traces_target(traces)
     _check_store_choice(store, no_store)
-    given = {"tensor_parallel": tensor_parallel, "data_parallel": data_parallel,
-             "gpu_memory_utilization": gpu_memory_utilization, "base_urls": tuple(base_url) if base_url else None,
-             "api_key_env": api_key_env, "concurrency": concurrency, "served_model": served_model,
-             "batch_size": batch_size, "device": device}
-    chosen = engine_options(backend.value, **{name: value for name, value in given.items() if value is not None})
-    options = RerankOptions(
-        model=model, backend=backend.value, top_k=top_k, dtype=dtype, max_model_len=max_model_len,
-        max_reasoning_tokens=max_reasoning_tokens, prompt=prompt, instructions=instructions,
-        keep_tail=keep_tail, tag=tag, missing=missing.value, chunk_size=chunk_size, engine_options=chosen,
-        shard=shard,
-    )
-    source = CollectionSource(dataset=dataset, corpus=corpus, queries=queries)
-    prepared = prepare_rerank(run, source, options)
+    options = _rerank_options(
+        backend, dict(tensor_parallel=tensor_parallel, data_parallel=data_parallel,
+                      gpu_memory_utilization=gpu_memory_utilization, base_urls=base_url, api_key_env=api_key_env,
+                      concurrency=concurrency, served_model=served_model, batch_size=batch_size, device=device),
+        model=model, top_k=top_k, dtype=dtype, max_model_len=max_model_len,
+        max_reasoning_tokens=max_reasoning_tokens, prompt=prompt, instructions=instructions, keep_tail=keep_tail,
+        tag=tag, missing=missing.value, chunk_size=chunk_size, shard=shard)
+    prepared = prepare_rerank(run, CollectionSource(dataset=dataset, corpus=corpus, queries=queries), options)
+    if dry_run:
+        _print_plan(prepared, store, no_store, overwrite, plan_format)
+        return
     reasoning_store = _open_store(store, no_store)
     scorer = make_scorer(prepared, reasoning_store, recompute=overwrite)
     try:
-        with stdout_reserved() as real_stdout, watch_interrupts() as watch, \
-                engine_output_captured(console, capture=not verbose) as engine_log:
-            try:
-                result = execute_rerank(prepared, scorer, RichProgress(console, enabled=not quiet))
-            except (KeyboardInterrupt, EngineFailure) as exc:
-                # Ctrl-C also reaches vLLM's engine processes, so it may surface as "engine dead".
-                if isinstance(exc, EngineFailure) and not watch.interrupted:
-                    if engine_log:
-                        engine_log.keep = True
-                        raise EngineFailure(f"{exc} The engine's own log: {engine_log.path}") from exc
-                    raise
-                console.print("rank1: interrupted;" + scorer.saved_hint(), markup=False, soft_wrap=True)
-                raise typer.Exit(130)
-            finally:
-                try:
-                    scorer.close()
-                except Exception as exc:  # never let a failing shutdown hide the run's own outcome
-                    console.print(f"rank1: warning: engine shutdown: {exc}", markup=False, soft_wrap=True)
+        with stdout_reserved() as real_stdout:
+            result = _with_engine(console, scorer, verbose,
+                                  lambda: execute_rerank(prepared, scorer, RichProgress(console, enabled=not quiet)))
             if traces:
                 write_traces(traces, result.traces.values())
             write_run(output, result.ranking, tag, stdout=real_stdout)
@@ -168,6 +254,106 @@ def _open_store(path: str | None, no_store: bool):
     from .store import Store
 
     return None if no_store else Store(store_path(path))
+
+
+@app.command()
+def sweep(
+    run: RunArg,
+    model: ModelOpt,
+    budgets: Annotated[str, typer.Option(help="Reasoning budgets in tokens, comma-separated (e.g. 256,512,1024). The largest is generated (or taken from the store); each smaller one is derived from it: reasoning that finished within the budget keeps its verdict, the rest is cut at the budget and given a forced verdict, one batched pass per budget.")],
+    output_dir: Annotated[str, typer.Option("--output-dir", "-o", help="Folder for budget-B.trec and budget-B.traces.jsonl per budget, and sweep.tsv / sweep.json (the table); created if missing, files in it replaced.")],
+    qrels: Annotated[Optional[str], typer.Option("--qrels", help="TREC qrels file or ir_datasets id: the table then has each budget's measures (as `rank1 eval`).")] = None,
+    measure: Annotated[Optional[list[str]], typer.Option("--measure", help="With --qrels: measure, repeatable (names as `rank1 eval -m`). Default: nDCG@10.")] = None,
+    output_format: Annotated[OutputFormat, typer.Option("--format", "-f", help="The table on stdout: table (for people), tsv, json.")] = OutputFormat.table,
+    dataset: DatasetOpt = None,
+    corpus: CorpusOpt = None,
+    queries: QueriesOpt = None,
+    top_k: TopKOpt = 100,
+    backend: BackendOpt = Backend.vllm,
+    dtype: DtypeOpt = None,
+    max_model_len: MaxModelLenOpt = 16000,
+    tensor_parallel: TensorParallelOpt = None,
+    data_parallel: DataParallelOpt = None,
+    gpu_memory_utilization: GpuMemoryOpt = None,
+    base_url: BaseUrlOpt = None,
+    api_key_env: ApiKeyEnvOpt = None,
+    concurrency: ConcurrencyOpt = None,
+    served_model: ServedModelOpt = None,
+    prompt: PromptOpt = None,
+    instructions: InstructionsOpt = None,
+    keep_tail: KeepTailOpt = True,
+    tag: Annotated[str, typer.Option(help="Run tag; each budget's run is tagged TAG-BUDGET.")] = "rank1",
+    missing: MissingOpt = Missing.error,
+    store: StoreOpt = None,
+    no_store: Annotated[bool, typer.Option("--no-store", help="Keep the sweep's generations in a temporary store, deleted at the end: nothing is reused later.")] = False,
+    chunk_size: ChunkSizeOpt = 256,
+    overwrite: Annotated[bool, typer.Option(help="Generate the largest budget again, ignoring the store, and derive the others anew.")] = False,
+    batch_size: BatchSizeOpt = None,
+    device: DeviceOpt = None,
+    dry_run: DryRunOpt = False,
+    plan_format: PlanFormatOpt = StoreFormat.table,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Rerank at several reasoning budgets for the cost of one: generate at the largest, derive the
+    others (what `rank1 rerank --max-reasoning-tokens B` gives, pair for pair), and tabulate
+    reasoning length, share finished and, with --qrels, the measures per budget."""
+    import json
+    import tempfile
+
+    from .collection import CollectionSource, load_qrels
+    from .console import RichProgress, setup_logging, stderr_console
+    from .outputs import check_outputs
+    from .rerank import make_scorer, prepare_rerank
+    from .store import Store
+    from .sweep import format_tsv, output_files, parse_budgets, sweep as sweep_budgets, write_sweep
+    from .textio import stdout_reserved
+    from .trec import check_tag
+
+    console = stderr_console()
+    setup_logging(console, quiet=quiet, verbose=verbose)
+    chosen = parse_budgets(budgets)
+    check_tag(tag)
+    if Path(output_dir).exists() and not Path(output_dir).is_dir():
+        raise InputError(f"--output-dir {output_dir}: exists and is not a folder")
+    inputs = _input_files(run, corpus, queries, instructions, prompt, store, no_store) + [("qrels", qrels)]
+    check_outputs(output_files(output_dir, chosen), inputs)
+    _check_store_choice(store, no_store)
+    options = _rerank_options(
+        backend, dict(tensor_parallel=tensor_parallel, data_parallel=data_parallel,
+                      gpu_memory_utilization=gpu_memory_utilization, base_urls=base_url, api_key_env=api_key_env,
+                      concurrency=concurrency, served_model=served_model, batch_size=batch_size, device=device),
+        model=model, top_k=top_k, dtype=dtype, max_model_len=max_model_len, max_reasoning_tokens=max(chosen),
+        prompt=prompt, instructions=instructions, keep_tail=keep_tail, tag=tag, missing=missing.value,
+        chunk_size=chunk_size)
+    judged_by = load_qrels(qrels) if qrels else None
+    prepared = prepare_rerank(run, CollectionSource(dataset=dataset, corpus=corpus, queries=queries), options)
+    if dry_run:
+        _print_plan(prepared, store, no_store, overwrite, plan_format, budgets=chosen)
+        return
+    with tempfile.TemporaryDirectory(prefix="rank1-sweep-") as scratch:
+        reasoning_store = Store(Path(scratch) / "store.sqlite") if no_store else _open_store(store, False)
+        try:
+            scorer = make_scorer(prepared, reasoning_store, recompute=overwrite)
+            with stdout_reserved():
+                runs = _with_engine(console, scorer, verbose, lambda: sweep_budgets(
+                    prepared, chosen, scorer, RichProgress(console, enabled=not quiet)))
+        finally:
+            reasoning_store.close()
+    rows = write_sweep(runs, output_dir, tag, qrels=judged_by, measures=measure or ["nDCG@10"])
+    if output_format is OutputFormat.json:
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+    elif output_format is OutputFormat.tsv:
+        sys.stdout.write(format_tsv(rows))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        short = {"mean_reasoning_tokens": "tokens", "share_finished": "finished", "generated": "gen."}
+        table = Table(*(short.get(name, name) for name in rows[0]), title=f"reasoning budgets (files in {output_dir})")
+        for row in rows:
+            table.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()))
+        Console().print(table)
 
 
 @app.command()
@@ -294,17 +480,26 @@ def evaluate(
     complete: Annotated[bool, typer.Option("--complete", "-c", help="Average over every query of the qrels; queries missing from the run count as 0 (trec_eval -c).")] = False,
     relevance_level: Annotated[int, typer.Option("--relevance-level", "-l", help="Least grade counted relevant by binary measures (trec_eval -l).")] = 1,
     judged_only: Annotated[bool, typer.Option("--judged-only", "-J", help="Drop unjudged documents from the run first (trec_eval -J).")] = False,
+    keep_excluded: Annotated[bool, typer.Option("--keep-excluded", help=KEEP_EXCLUDED_HELP)] = False,
     output_format: Annotated[OutputFormat, typer.Option("--format", "-f", help="table (for people), tsv (exactly trec_eval's layout), json (for scripts).")] = OutputFormat.table,
 ) -> None:
     """Evaluate runs against qrels with trec_eval's own numbers (pytrec_eval)."""
-    import logging
-
     from .collection import load_qrels
     from .evaluate import run_eval
     from .textio import check_stdin_once
 
+    _warnings_to_stderr_when_they_come()
+    check_stdin_once(runs, qrels)
+    run_eval(runs, load_qrels(qrels), measure or ["nDCG@10"], per_query=per_query, complete=complete,
+             relevance_level=relevance_level, judged_only=judged_only, keep_excluded=keep_excluded,
+             output_format=output_format.value, stdout=sys.stdout)
+
+
+def _warnings_to_stderr_when_they_come() -> None:
+    """Set up rank1's logging on stderr at the first warning: rich is not imported before."""
+    import logging
+
     def first_warning(record: logging.LogRecord) -> None:
-        """Set up rank1's logging on stderr when a warning comes: rich is not imported before."""
         from .console import setup_logging, stderr_console
 
         setup_logging(stderr_console())
@@ -316,13 +511,79 @@ def evaluate(
     logger.handlers[:] = [pending]
     logger.setLevel(logging.WARNING)
     logger.propagate = False
-    check_stdin_once(runs, qrels)
-    run_eval(runs, load_qrels(qrels), measure or ["nDCG@10"], per_query=per_query, complete=complete,
-             relevance_level=relevance_level, judged_only=judged_only, output_format=output_format.value,
-             stdout=sys.stdout)
 
 
-from .significance import CORRECTIONS, DEFAULT_ROUNDS, DEFAULT_SEED, TESTS  # noqa: E402  (names and help only; scipy loads when a test runs)
+SignificanceTest = Enum("SignificanceTest", {name: name for name in TESTS}, type=str)
+Correction = Enum("Correction", {name: name for name in CORRECTIONS}, type=str)
+CompareFormat = Enum("CompareFormat", {name: name for name in COMPARE_FORMATS}, type=str)
+FusionMethod = Enum("FusionMethod", {name: name for name in FUSION_METHODS}, type=str)
+Normalisation = Enum("Normalisation", {name: name for name in NORMALISATIONS}, type=str)
+
+
+def _choices(table: dict) -> str:
+    return "; ".join(f"{name}: {entry.help}" for name, entry in table.items())
+
+
+@app.command()
+def compare(
+    baseline: Annotated[str, typer.Argument(help="The baseline run; every RUN is compared with it. A TREC run or MTEB predictions JSON ('-' for stdin, .gz ok).")],
+    runs: Annotated[list[str], typer.Argument(help="Runs to compare with the baseline.")],
+    qrels: Annotated[str, typer.Option("--qrels", help="TREC qrels file or an ir_datasets id.")],
+    measure: Annotated[Optional[list[str]], typer.Option("--measure", "-m", help="Measure, repeatable, as in `rank1 eval` (nDCG@10, AP, P@5, R@100, RR, trec_eval names); only measures averaged over queries can be compared. Default: nDCG@10.")] = None,
+    test: Annotated[SignificanceTest, typer.Option(help=f"Paired two-sided significance test per run and measure. {_choices(TESTS)}.")] = SignificanceTest.t,
+    correction: Annotated[Correction, typer.Option(help=f"Multiple-testing correction over all runs x measures. {_choices(CORRECTIONS)}.")] = Correction.holm,
+    alpha: Annotated[float, typer.Option(help="Significance level: a difference is marked significant when its corrected p-value is below it; the confidence interval of each mean difference is at 1 - alpha.")] = DEFAULT_ALPHA,
+    rounds: Annotated[int, typer.Option(help="--test permutation: random sign-flip rounds (exact when 2^queries is at most this).")] = DEFAULT_ROUNDS,
+    seed: Annotated[int, typer.Option(help="--test permutation: random seed, so a rerun gives the same p-values.")] = DEFAULT_SEED,
+    relevance_level: Annotated[int, typer.Option("--relevance-level", "-l", help="Least grade counted relevant by binary measures (trec_eval -l).")] = 1,
+    judged_only: Annotated[bool, typer.Option("--judged-only", "-J", help="Drop unjudged documents from the runs first (trec_eval -J).")] = False,
+    keep_excluded: Annotated[bool, typer.Option("--keep-excluded", help=KEEP_EXCLUDED_HELP)] = False,
+    output_format: Annotated[CompareFormat, typer.Option("--format", "-f", help=f"Output format. {_choices(COMPARE_FORMATS)}.")] = CompareFormat.table,
+) -> None:
+    """Compare runs with a baseline: mean and difference per measure, a paired significance test
+    corrected over all runs x measures, the confidence interval of the difference, and wins/ties/losses.
+
+    Every query of the qrels counts, and a query missing from a run counts as 0 (trec_eval -c),
+    so that the tests pair the same queries."""
+    from .collection import load_qrels
+    from .compare import compare_runs, write_comparison
+    from .textio import check_stdin_once
+
+    _warnings_to_stderr_when_they_come()
+    check_stdin_once(baseline, runs, qrels)
+    comparison = compare_runs(baseline, runs, load_qrels(qrels), measure or ["nDCG@10"], test=test.value,
+                              correction=correction.value, alpha=alpha, rounds=rounds, seed=seed,
+                              relevance_level=relevance_level, judged_only=judged_only, keep_excluded=keep_excluded)
+    write_comparison(comparison, output_format.value, sys.stdout)
+
+
+@app.command()
+def fuse(
+    runs: Annotated[list[str], typer.Argument(help="Runs to fuse, e.g. the first stage and rank1's rerank of it (TREC runs or MTEB predictions JSON; '-' for stdin, .gz ok).")],
+    method: Annotated[FusionMethod, typer.Option(help=f"How to fuse. {_choices(FUSION_METHODS)}.")] = FusionMethod.rrf,
+    weights: Annotated[Optional[str], typer.Option(help="One weight per run, in the order of the runs, separated by commas (e.g. 0.3,0.7).")] = None,
+    normalise: Annotated[Optional[Normalisation], typer.Option(help=f"--method interpolate: per-query normalisation before interpolating. {_choices(NORMALISATIONS)}. Default: minmax.")] = None,
+    rrf_k: Annotated[Optional[float], typer.Option("--rrf-k", help="--method rrf: the k of 1 / (k + rank). Default: 60.")] = None,
+    output: Annotated[str, typer.Option("--output", "-o", help="Fused TREC run ('-' for stdout), scores strictly decreasing as doubles and as C floats, so every evaluator keeps its order.")] = "-",
+    tag: Annotated[str, typer.Option(help="Run tag (6th column) of the output run.")] = "fused",
+) -> None:
+    """Fuse runs into one: reciprocal rank fusion, or interpolation of per-query normalised scores
+    (rank1's probabilities bunch near 0 and 1; fusing them with the first stage is the usual remedy).
+    Equal fused scores are ordered by the first run's ranking."""
+    from .fusion import check_options, fuse as fuse_runs, parse_weights
+    from .outputs import check_outputs
+    from .textio import check_stdin_once, check_writable
+    from .trec import check_tag, read_run_scores, write_run
+
+    check_writable(output)
+    check_tag(tag)
+    check_stdin_once(runs)
+    check_outputs([("fused run", output)], [(f"run #{i + 1}", path) for i, path in enumerate(runs)])
+    options = {"weights": parse_weights(weights) if weights is not None else None,
+               "normalise": normalise.value if normalise else None, "rrf_k": rrf_k}
+    check_options(method.value, len(runs), **options)
+    ranking = fuse_runs([read_run_scores(path) for path in runs], method.value, **options)
+    write_run(output, ranking, tag)
 
 
 @app.command()
@@ -333,12 +594,13 @@ def report(
     output: Annotated[str, typer.Option("--output", "-o", help="The HTML report ('-' for stdout): one file, scripts and data inline, opens offline.")],
     traces: Annotated[Optional[str], typer.Option(help="The traces `rank1 rerank` wrote with RUN. Default: RUN with .traces.jsonl, as rerank names them.")] = None,
     measure: Annotated[Optional[list[str]], typer.Option("--measure", "-m", help="Measure, repeatable, as in `rank1 eval` (means over queries only); the first orders the per-query view. Default: nDCG@10, AP, P@10.")] = None,
-    test: Annotated[str, typer.Option(help="Significance test against the baseline: " + "; ".join(f"{t.name}: {t.help}" for t in TESTS.values()) + ".")] = "t",
-    correction: Annotated[str, typer.Option(help="Correction of the p-values over the measures: " + "; ".join(f"{c.name}: {c.help}" for c in CORRECTIONS.values()) + ".")] = "holm",
-    alpha: Annotated[float, typer.Option(help="Significance level (a '*' in the table); the confidence intervals are at 1 - alpha.")] = 0.05,
-    rounds: Annotated[int, typer.Option(help="permutation test: random sign flips.")] = DEFAULT_ROUNDS,
-    seed: Annotated[int, typer.Option(help="permutation test: random seed (the same seed, the same p-values).")] = DEFAULT_SEED,
+    test: Annotated[SignificanceTest, typer.Option(help=f"Paired two-sided significance test against the baseline, as in `rank1 compare`. {_choices(TESTS)}.")] = SignificanceTest.t,
+    correction: Annotated[Correction, typer.Option(help=f"Multiple-testing correction over the measures. {_choices(CORRECTIONS)}.")] = Correction.holm,
+    alpha: Annotated[float, typer.Option(help="Significance level: a difference is marked '*' when its corrected p-value is below it; the confidence intervals are at 1 - alpha.")] = DEFAULT_ALPHA,
+    rounds: Annotated[int, typer.Option(help="--test permutation: random sign-flip rounds (exact when 2^queries is at most this).")] = DEFAULT_ROUNDS,
+    seed: Annotated[int, typer.Option(help="--test permutation: random seed, so a rerun gives the same p-values.")] = DEFAULT_SEED,
     relevance_level: Annotated[int, typer.Option("--relevance-level", "-l", help="Least grade counted relevant, by the binary measures and in agreement with the verdicts (trec_eval -l).")] = 1,
+    keep_excluded: Annotated[bool, typer.Option("--keep-excluded", help=KEEP_EXCLUDED_HELP)] = False,
     top: Annotated[int, typer.Option(help="Embed the reasoning of each query's top N documents of the new ranking.")] = 10,
     max_disagreements: Annotated[int, typer.Option(help="Embed the reasoning of at most N documents whose verdict contradicts the qrels (the most confident first, relevant-judged-false and non-relevant-judged-true in turn).")] = 500,
     reasoning_chars: Annotated[int, typer.Option(help="Cut each embedded reasoning text to N characters.")] = 4000,
@@ -350,12 +612,11 @@ def report(
 
     The reasoning embedded is bounded by --top, --max-disagreements and --reasoning-chars, so the
     file stays small on large runs (every reranked document's numbers are embedded)."""
-    from .console import setup_logging, stderr_console
     from .outputs import check_outputs
     from .report import DEFAULT_MEASURES, ReportLimits, write_report
     from .textio import check_stdin_once, check_writable
 
-    setup_logging(stderr_console())
+    _warnings_to_stderr_when_they_come()
     traces = traces or _default_traces(run)
     if traces is None:
         raise InputError("the run is read from stdin: give its traces with --traces")
@@ -364,8 +625,8 @@ def report(
     check_writable(output)
     check_outputs([("report", output)], [("run", run), ("baseline", baseline), ("qrels", qrels), ("traces", traces)])
     result = write_report(run, baseline, qrels, traces, output, measures=measure or DEFAULT_MEASURES,
-                          relevance_level=relevance_level, test=test, correction=correction, alpha=alpha, rounds=rounds,
-                          seed=seed, limits=limits)
+                          relevance_level=relevance_level, test=test.value, correction=correction.value, alpha=alpha,
+                          rounds=rounds, seed=seed, keep_excluded=keep_excluded, limits=limits)
     if output != "-":
         print(f"wrote {output} ({Path(output).stat().st_size / 1e6:.1f} MB): {len(result.queries):,} queries, "
               f"{len(result.documents):,} reranked pairs", file=sys.stderr)

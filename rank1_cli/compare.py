@@ -85,7 +85,8 @@ def comparable_measures(measures: Sequence[Measure]) -> list[Measure]:
     kept = [m for m in measures if m.aggregate == "mean"]
     dropped = [m.label for m in measures if m.aggregate != "mean"]
     if not kept:
-        raise InputError(f"no measure to compare: {', '.join(dropped)} are not means over queries; "
+        raise InputError(f"no measure to compare: {', '.join(dropped)} {'is' if len(dropped) == 1 else 'are'} not "
+                         "averaged over queries; "
                          "give measures such as nDCG@10, AP, P@5, R@100")
     if dropped:
         log.warning("not compared (not means over queries): %s", ", ".join(dropped))
@@ -101,6 +102,15 @@ def check_options(test: str, correction: str, alpha: float, rounds: int) -> None
         raise OptionError(f"{{rounds:{rounds}}} must be at least 1")
 
 
+def _check_runs(names: Sequence[str]) -> None:
+    """The baseline's and the runs' names: at least one run, none given twice."""
+    if len(names) < 2:
+        raise InputError("give at least one run to compare with the baseline")
+    twice = [name for name in names if names.count(name) > 1]
+    if twice:
+        raise InputError(f"the run {twice[0]!r} is given twice; compare each run once")
+
+
 def compare_evaluations(baseline: RunEvaluation, runs: Sequence[RunEvaluation], *, test: str = "t",
                         correction: str = "holm", alpha: float = DEFAULT_ALPHA, rounds: int = DEFAULT_ROUNDS,
                         seed: int = DEFAULT_SEED, missing: Mapping[str, int] | None = None,
@@ -111,12 +121,8 @@ def compare_evaluations(baseline: RunEvaluation, runs: Sequence[RunEvaluation], 
     lacked) is only recorded for the output.
     """
     check_options(test, correction, alpha, rounds)
-    if not runs:
-        raise InputError("give at least one run to compare with the baseline")
     names = [baseline.name, *(ev.name for ev in runs)]
-    if len(set(names)) != len(names):
-        twice = next(n for n in names if names.count(n) > 1)
-        raise InputError(f"the run {twice!r} is given twice; compare each run once")
+    _check_runs(names)
     measures = comparable_measures(baseline.measures)
     queries = baseline.queries
     for ev in runs:
@@ -176,22 +182,18 @@ def compare_runs(baseline: str | os.PathLike, runs: Sequence[str | os.PathLike],
     paths = [str(baseline), *map(str, runs)]
     check_stdin_once(paths)
     check_options(test, correction, alpha, rounds)
-    if not runs:
-        raise InputError("give at least one run to compare with the baseline")
-    if len(set(paths)) != len(paths):
-        twice = next(p for p in paths if paths.count(p) > 1)
-        raise InputError(f"the run {twice!r} is given twice; compare each run once")
+    _check_runs(paths)
     parsed = comparable_measures(parse_measures(measures))
     if not any(qrels.values()):
         raise InputError("the qrels are empty")
-    judged = {qid for qid, docs in qrels.items() if docs}
     evaluations = []
     missing = {}
     for path in paths:
         run = read_run_scores(path)
-        missing[path] = len(judged.difference(run))
-        evaluations.append(evaluate_run(run, qrels, parsed, relevance_level=relevance_level, complete=True,
-                                        judged_only=judged_only, keep_excluded=keep_excluded, name=path))
+        evaluation = evaluate_run(run, qrels, parsed, relevance_level=relevance_level, complete=True,
+                                  judged_only=judged_only, keep_excluded=keep_excluded, name=path)
+        missing[path] = sum(1 for qid in evaluation.queries if qid not in run)
+        evaluations.append(evaluation)
         del run
     return compare_evaluations(evaluations[0], evaluations[1:], test=test, correction=correction, alpha=alpha,
                                rounds=rounds, seed=seed, missing=missing, keep_excluded=keep_excluded)
@@ -206,12 +208,14 @@ def describe(comparison: Comparison) -> str:
     test = TESTS[comparison.test]
     words = test.label + (f" ({comparison.rounds} rounds, seed {comparison.seed})" if test.randomised else "")
     correction = CORRECTIONS[comparison.correction]
-    words += f", {correction.label}" + (f" over {len(comparison.rows)} comparisons (runs x measures)"
+    n = len(comparison.rows)
+    words += f", {correction.label}" + (f" over {n} comparison{'s' if n > 1 else ''} (runs x measures)"
                                         if correction.name != "none" else "")
     return f"{words}, alpha = {comparison.alpha:g}"
 
 
-def _notes(comparison: Comparison) -> list[str]:
+def notes(comparison: Comparison) -> list[str]:
+    """The lines under a comparison's table: queries, those missing from a run, -100 documents removed."""
     names = short_names([comparison.baseline, *comparison.runs])
     notes = [f"{len(comparison.queries)} queries; {MISSING_AS_ZERO}."]
     lacking = [f"{name} {comparison.missing[run]}" for name, run in zip(names, [comparison.baseline, *comparison.runs])
@@ -224,7 +228,7 @@ def _notes(comparison: Comparison) -> list[str]:
     return notes
 
 
-def _p(value: float) -> str:
+def format_p(value: float) -> str:
     return f"{value:.4f}" if value >= 0.0001 else f"{value:.1e}"
 
 
@@ -249,11 +253,12 @@ def write_table(comparison: Comparison, out: IO[str]) -> None:
         last_of_run = i + 1 == len(comparison.rows) or comparison.rows[i + 1].run != row.run
         table.add_row(names[row.run] if first_of_run else "", row.measure, f"{row.mean:.4f}",
                       f"{row.delta:+.4f}" + ("*" if row.significant else " "),
-                      f"[{row.ci_low:+.3f}, {row.ci_high:+.3f}]", _p(row.p_adjusted),
+                      f"[{row.ci_low:+.3f}, {row.ci_high:+.3f}]", format_p(row.p_adjusted),
                       f"{row.wins}/{row.ties}/{row.losses}", end_section=last_of_run)
-    table.caption = " ".join([f"* p < {comparison.alpha:g}: {describe(comparison)}.", *_notes(comparison)])
-    table.caption_justify = "left"
-    Console(file=out).print(table)
+    console = Console(file=out)
+    console.print(table)
+    for line in (f"* p < {comparison.alpha:g}: {describe(comparison)}.", *notes(comparison)):
+        console.print(line, markup=False, highlight=False)
 
 
 TSV_COLUMNS = ("run", "measure", "mean", "baseline_mean", "delta", "p_value", "p_adjusted", "significant",
@@ -355,12 +360,12 @@ class OutputFormat:
 
 
 FORMATS: dict[str, OutputFormat] = {f.name: f for f in (
-    OutputFormat("table", "for people: a row per run and measure: mean, delta, its CI, corrected p, wins/ties/losses",
+    OutputFormat("table", "for people, a row per run and measure with mean, delta, its CI, corrected p, wins/ties/losses",
                  write_table),
     OutputFormat("tsv", "a header line, then a row per run and measure (full precision)", write_tsv),
-    OutputFormat("json", "for scripts: per run and measure mean, delta, p_value, p_adjusted, significant, wins, "
+    OutputFormat("json", "for scripts, per run and measure mean, delta, p_value, p_adjusted, significant, wins, "
                          "ties, losses, ci_low, ci_high", write_json),
-    OutputFormat("markdown", "paper-ready: a row per run, a column per measure, † marks significance", write_markdown),
+    OutputFormat("markdown", "paper-ready, a row per run and a column per measure, † marks significance", write_markdown),
     OutputFormat("latex", "paper-ready booktabs tabular, $^\\dagger$ marks significance", write_latex),
 )}
 

@@ -361,7 +361,7 @@ def evaluate_run(run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Map
     if common and missing:
         if complete:
             log.warning("%s: %d of the %d qrels queries are not in the run; they count as empty "
-                        "rankings (--complete)", name, len(missing), len(judged))
+                        "rankings, every measure 0", name, len(missing), len(judged))
         else:
             log.warning("%s: %d of the %d qrels queries are not in the run and are left out of the "
                         "means (%s); --complete (trec_eval -c) counts them as empty rankings",
@@ -526,7 +526,6 @@ def build_table(evaluations: Sequence[RunEvaluation], *, per_query: bool = False
                           end_section=i < len(evaluations) - 1)
         else:
             table.add_row(names[i], *cells(ev, ev.summary, True))
-    table.caption = excluded_note(names, [ev.excluded for ev in evaluations])
     return table
 
 
@@ -612,5 +611,8 @@ def run_eval(run_paths: Sequence[str], qrels: Mapping[str, Mapping[str, int]], m
 
             console = Console(file=out)
         console.print(build_table(evaluations, per_query=per_query))
+        note = excluded_note(short_names([ev.name for ev in evaluations]), [ev.excluded for ev in evaluations])
+        if note:
+            console.print(note, markup=False, highlight=False)
     out.flush()
     return evaluations

@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from .compare import (DEFAULT_ALPHA, MISSING_AS_ZERO, Comparison, check_options, compare_evaluations,
-                      comparable_measures, describe)
+from .compare import (DEFAULT_ALPHA, Comparison, check_options, compare_evaluations, comparable_measures, describe,
+                      format_p, notes)
 from .errors import InputError, OptionError, quote
-from .evaluate import evaluate_run, excluded_note, trec_order
+from .evaluate import evaluate_run, trec_order
 from .measures import Measure, parse_measures
 from .significance import DEFAULT_ROUNDS, DEFAULT_SEED
 from .traces import Trace
@@ -191,29 +191,33 @@ def _scores(run: Run) -> dict[str, dict[str, float]]:
 def build_report(run: Run, baseline: Run, qrels: Qrels, traces: Sequence[Trace], *,
                  measures: Sequence[str] = DEFAULT_MEASURES, relevance_level: int = 1, test: str = "t",
                  correction: str = "holm", alpha: float = DEFAULT_ALPHA, rounds: int = DEFAULT_ROUNDS,
-                 seed: int = DEFAULT_SEED, limits: ReportLimits = ReportLimits(), names: Names = Names()) -> Report:
+                 seed: int = DEFAULT_SEED, keep_excluded: bool = False, limits: ReportLimits = ReportLimits(),
+                 names: Names = Names()) -> Report:
     """Join a reranked run, its first stage, qrels and the rerank's traces into a Report.
 
     The measures (means over queries) are compared with `compare.compare_evaluations`: every query
     of the qrels counts, one missing from a run as 0; `test`, `correction`, `alpha`, `rounds` and
-    `seed` are its (`compare.compare_runs` says what they mean). The first measure orders the
+    `seed` are its (`compare.compare_runs` says what they mean); documents graded -100 are left
+    out of the evaluation unless `keep_excluded`, as in `rank1 compare`. The first measure orders the
     per-query view. Raises InputError when the traces are not the run's (a
     traced pair missing from the run, a query of the run without traces), or the baseline is not
     the first stage they were made from (a query of the run missing from it, a traced pair at
     another first-stage rank).
     """
     parsed = _checked_options(measures, relevance_level, test, correction, alpha, rounds)
-    missing = [qid for qid in run if qid not in baseline]
-    if missing:
-        raise InputError(f"{names.baseline}: {len(missing)} queries of the run {names.run} are not in it "
-                         f"({_some(missing)}); give the run that was reranked as the baseline")
+    not_in_baseline = [qid for qid in run if qid not in baseline]
+    if not_in_baseline:
+        raise InputError(f"{names.baseline}: {len(not_in_baseline)} queries of the run {names.run} are not in it "
+                         f"({_some(not_in_baseline)}); give the run that was reranked as the baseline")
     by_pair = _check_traces(run, baseline, traces, names)
     if not any(qrels.get(qid) for qid in run):
         raise InputError(f"{names.qrels}: judges no query of the run {names.run}; give the qrels of its topics")
-    evaluations = [evaluate_run(_scores(r), qrels, parsed, relevance_level=relevance_level, complete=True, name=name)
+    evaluations = [evaluate_run(_scores(r), qrels, parsed, relevance_level=relevance_level, complete=True,
+                                keep_excluded=keep_excluded, name=name)
                    for r, name in ((baseline, names.baseline), (run, names.run))]
+    missing = {ev.name: sum(1 for qid in ev.queries if qid not in r) for ev, r in zip(evaluations, (baseline, run))}
     comparison = compare_evaluations(evaluations[0], evaluations[1:], test=test, correction=correction, alpha=alpha,
-                                     rounds=rounds, seed=seed)
+                                     rounds=rounds, seed=seed, missing=missing, keep_excluded=keep_excluded)
     position = {qid: i for i, qid in enumerate(comparison.queries)}
 
     def values(name: str, qid: str) -> dict[str, float]:
@@ -436,10 +440,6 @@ def _script_json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c")
 
 
-def _p(value: float) -> str:
-    return f"{value:.4f}" if value >= 0.0001 else f"{value:.1e}"
-
-
 def _measures_table(report: Report) -> str:
     comparison = report.comparison
     confidence = f"{comparison.confidence:.0%}"
@@ -450,18 +450,10 @@ def _measures_table(report: Report) -> str:
         f"<tr><td>{html.escape(r.measure)}</td><td>{r.baseline_mean:.4f}</td><td>{r.mean:.4f}</td>"
         f"<td class='{'up' if r.delta > 0 else 'down' if r.delta < 0 else ''}'>{r.delta:+.4f}"
         f"{'*' if r.significant else '&nbsp;'}</td><td>[{r.ci_low:+.4f}, {r.ci_high:+.4f}]</td>"
-        f"<td>{_p(r.p_value)}</td><td>{_p(r.p_adjusted)}</td><td>{r.wins} / {r.ties} / {r.losses}</td></tr>"
+        f"<td>{format_p(r.p_value)}</td><td>{format_p(r.p_adjusted)}</td><td>{r.wins} / {r.ties} / {r.losses}</td></tr>"
         for r in comparison.rows)
-    notes = [f"* significant: {describe(comparison)}.", f"{len(comparison.queries):,} queries; {MISSING_AS_ZERO}."]
-    lacking = [f"{name} lacks {comparison.missing[name]:,}" for name in (comparison.baseline, *comparison.runs)
-               if comparison.missing.get(name)]
-    if lacking:
-        notes.append("Queries missing (counted as 0): " + ", ".join(lacking) + ".")
-    excluded = excluded_note([comparison.baseline, *comparison.runs],
-                             [comparison.excluded[name] for name in (comparison.baseline, *comparison.runs)])
-    if excluded:
-        notes.append(excluded)
-    return f"<table class='measures'>{head}{body}</table><p class='note'>{html.escape(' '.join(notes))}</p>"
+    lines = [f"* significant: {describe(comparison)}.", *notes(comparison)]
+    return f"<table class='measures'>{head}{body}</table><p class='note'>{html.escape(' '.join(lines))}</p>"
 
 
 def _share(count: int, total: int) -> str:
@@ -530,7 +522,8 @@ def render_html(report: Report, *, bundle: str | None = None) -> str:
 def write_report(run: str, baseline: str, qrels: str, traces: str, output: str, *,
                  measures: Sequence[str] = DEFAULT_MEASURES, relevance_level: int = 1, test: str = "t",
                  correction: str = "holm", alpha: float = DEFAULT_ALPHA, rounds: int = DEFAULT_ROUNDS,
-                 seed: int = DEFAULT_SEED, limits: ReportLimits = ReportLimits()) -> Report:
+                 seed: int = DEFAULT_SEED, keep_excluded: bool = False,
+                 limits: ReportLimits = ReportLimits()) -> Report:
     """`rank1 report`: read the files, build the report, write the HTML to `output` atomically
     ('-' for stdout). `qrels` is a qrels file or an ir_datasets id. Options are checked before
     any file is read."""
@@ -543,7 +536,8 @@ def write_report(run: str, baseline: str, qrels: str, traces: str, output: str, 
     names = Names(display_name(run), display_name(baseline), display_name(qrels), display_name(traces))
     report = build_report(read_run(run), read_run(baseline), load_qrels(qrels), read_traces(traces),
                           measures=measures, relevance_level=relevance_level, test=test, correction=correction,
-                          alpha=alpha, rounds=rounds, seed=seed, limits=limits, names=names)
+                          alpha=alpha, rounds=rounds, seed=seed, keep_excluded=keep_excluded, limits=limits,
+                          names=names)
     page = render_html(report)
     with atomic_writer(output) as out:
         out.write(page)

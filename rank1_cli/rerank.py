@@ -70,6 +70,8 @@ class Pair:
     prompt: str
     prompt_sha256: str
     truncated: bool
+    prompt_tokens: int
+    untruncated: tuple[str, str] | None = None   # a truncated pair's query and whole passage (to fit again)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -237,8 +239,9 @@ def build_pairs(inputs: RerankInputs, tokenizer, budget: Budget, template, top_k
             query_texts.append(text)
             passages.append(prompts.passage_text(doc.title, doc.text))
     fitted = fit_prompts(tokenizer, query_texts, passages, budget.prompt_tokens)
-    return [Pair(qid, docid, position, prompt, prompts.prompt_sha256(prompt), truncated)
-            for (qid, position, docid), (prompt, truncated) in zip(keys, fitted)]
+    return [Pair(qid, docid, position, fit.prompt, prompts.prompt_sha256(fit.prompt), fit.truncated, fit.tokens,
+                 (query, passage) if fit.truncated else None)
+            for (qid, position, docid), fit, query, passage in zip(keys, fitted, query_texts, passages)]
 
 
 def prepare_rerank(run_path: str, source: CollectionSource, options: RerankOptions,

@@ -20,7 +20,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import prompts
 from .engines import default_dtype, load_engine
@@ -97,10 +97,16 @@ def model_context(model: ResolvedModel) -> int | None:
     return getattr(config, "max_position_embeddings", None)
 
 
-def fit_prompts(tokenizer, queries: Sequence[str], passages: Sequence[str], budget: int) -> list[tuple[str, bool]]:
+class FittedPrompt(NamedTuple):
+    prompt: str
+    truncated: bool                # the passage was cut to fit
+    tokens: int                    # the prompt's length in tokens
+
+
+def fit_prompts(tokenizer, queries: Sequence[str], passages: Sequence[str], budget: int) -> list[FittedPrompt]:
     """Build prompts; a prompt over `budget` tokens has its passage (only) cut by tokens to fit.
 
-    Returns (prompt, truncated) per pair. Identical (query, passage) pairs are built once.
+    Returns one FittedPrompt per pair. Identical (query, passage) pairs are built once.
     """
     index: dict[tuple[str, str], int] = {}
     for pair in zip(queries, passages):
@@ -113,19 +119,20 @@ def fit_prompts(tokenizer, queries: Sequence[str], passages: Sequence[str], budg
     fitted = []
     for prompt, length, (query, passage) in zip(built, lengths, unique):
         if length <= budget:
-            fitted.append((prompt, False))
+            fitted.append(FittedPrompt(prompt, False, length))
             continue
         passage_ids = tokenizer(passage, add_special_tokens=False)["input_ids"]
         keep = max(0, len(passage_ids) - (length - budget))
         while True:
             cut = prompts.build_prompt(query, tokenizer.decode(passage_ids[:keep]))
-            if len(tokenizer(cut)["input_ids"]) <= budget or keep == 0:
+            cut_length = len(tokenizer(cut)["input_ids"])
+            if cut_length <= budget or keep == 0:
                 break
             keep = max(0, keep - 8)
-        if len(tokenizer(cut)["input_ids"]) > budget:
+        if cut_length > budget:
             raise OptionError(f"the query alone exceeds the prompt budget of {budget} tokens: {query[:80]!r}...; "
                               "raise {max_model_len} or lower {max_reasoning_tokens}")
-        fitted.append((cut, True))
+        fitted.append(FittedPrompt(cut, True, cut_length))
     return [fitted[index[pair]] for pair in zip(queries, passages)]
 
 
@@ -249,6 +256,12 @@ class Scorer:
         if engine is not None:
             engine.close()
 
+    def sibling(self, key: GenerationKey) -> "Scorer":
+        """A scorer for other settings of the same model (another reasoning budget) that shares this
+        one's engine, started on the first need of either. Close this scorer, not the sibling."""
+        return Scorer(key, self.tokens, self._start_engine, store=self.store, chunk_size=self.chunk_size,
+                      recompute=self.recompute)
+
     def judge(self, prompt_list: Sequence[str], progress: ProgressReporter | None = None) -> list[Judgement]:
         """One judgement per prompt (identical prompts are judged once)."""
         progress = progress or ProgressReporter()
@@ -324,7 +337,10 @@ class Scorer:
             raise EngineFailure(f"the {engine.name} engine failed: {type(exc).__name__}: {str(exc)[:500]}."
                                 + self.saved_hint()) from exc
         finally:
-            self.stats.engine_seconds += time.perf_counter() - started
+            seconds = time.perf_counter() - started
+            self.stats.engine_seconds += seconds
+        if self.store is not None:
+            self.store.record_engine_run(self.key, len(made), sum(g.output_tokens for g in made.values()), seconds)
         return made
 
     def _start_engine(self) -> Engine:

@@ -21,6 +21,7 @@ from .errors import OptionError
 
 DEFAULT_ROUNDS = 10_000
 DEFAULT_SEED = 42
+PERMUTATION_BATCH = 1 << 22  # values per batch of permutation rounds (32 MB of doubles)
 
 
 def _differences(run: Sequence[float], baseline: Sequence[float]):
@@ -88,8 +89,9 @@ def permutation_test(run: Sequence[float], baseline: Sequence[float], *, rounds:
     def mean_difference(a, b, axis):
         return (a - b).mean(axis=axis)
 
+    batch = max(1, PERMUTATION_BATCH // len(x))  # scipy would otherwise hold rounds x queries values at once
     return _quietly(lambda: scipy_permutation_test(
-        (x, y), mean_difference, permutation_type="samples", vectorized=True, n_resamples=rounds,
+        (x, y), mean_difference, permutation_type="samples", vectorized=True, n_resamples=rounds, batch=batch,
         alternative="two-sided", rng=seed).pvalue)
 
 
@@ -109,11 +111,11 @@ class SignificanceTest:
 
 
 TESTS: dict[str, SignificanceTest] = {t.name: t for t in (
-    SignificanceTest("t", "paired t-test", "paired Student's t-test (scipy.stats.ttest_rel), the usual choice in IR", paired_t_test),
-    SignificanceTest("wilcoxon", "Wilcoxon signed-rank test", "Wilcoxon signed-rank test (scipy.stats.wilcoxon); queries with equal values are "
-                                 "dropped first", wilcoxon_test),
-    SignificanceTest("permutation", "paired randomisation test", "paired randomisation test of the mean difference (scipy.stats.permutation_test, "
-                                    "sign flips; --rounds, --seed)", permutation_test, randomised=True),
+    SignificanceTest("t", "paired t-test", "paired Student's t-test, scipy.stats.ttest_rel, the usual choice in IR", paired_t_test),
+    SignificanceTest("wilcoxon", "Wilcoxon signed-rank test", "Wilcoxon signed-rank test, scipy.stats.wilcoxon, "
+                                 "queries with equal values dropped first", wilcoxon_test),
+    SignificanceTest("permutation", "paired randomisation test", "paired randomisation test of the mean difference, "
+                                    "scipy.stats.permutation_test with sign flips, --rounds and --seed", permutation_test, randomised=True),
 )}
 
 
@@ -147,10 +149,10 @@ class Correction:
 
 
 CORRECTIONS: dict[str, Correction] = {c.name: c for c in (
-    Correction("holm", "Holm-corrected", "Holm-Bonferroni step-down (controls the family-wise error rate; never less powerful "
-                       "than Bonferroni)", holm),
-    Correction("bonferroni", "Bonferroni-corrected", "Bonferroni: each p-value times the number of tests", bonferroni),
-    Correction("none", "uncorrected", "no correction: each test on its own", no_correction),
+    Correction("holm", "Holm-corrected", "Holm-Bonferroni step-down, controls the family-wise error rate and is never "
+                       "less powerful than Bonferroni", holm),
+    Correction("bonferroni", "Bonferroni-corrected", "each p-value times the number of tests", bonferroni),
+    Correction("none", "uncorrected", "each test on its own", no_correction),
 )}
 
 

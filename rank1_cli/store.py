@@ -64,6 +64,16 @@ CREATE TABLE IF NOT EXISTS generations (
     UNIQUE (config_id, prompt_sha256)
 );
 """
+# Added after the first stores were written: made on first use, so older stores need no migration.
+_RATES_SQL = """
+CREATE TABLE IF NOT EXISTS engine_runs (
+    config_id INTEGER NOT NULL,
+    generations INTEGER NOT NULL,        -- prompts the engine generated in one scoring call
+    output_tokens INTEGER NOT NULL,
+    engine_seconds REAL NOT NULL,        -- generation only: engine start and repairs excluded
+    created REAL NOT NULL
+)
+"""
 
 
 class StoreError(Exception):
@@ -118,6 +128,17 @@ class StoredGeneration:
     output_tokens: int
     reasoning: str
     token_ids: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MeasuredRate:
+    """What earlier runs of a configuration (or its model) measured: the basis of a cost estimate."""
+
+    generations: int                 # stored generations the token mean comes from
+    mean_output_tokens: float        # per generation, capped at the reasoning budget asked about
+    timed_runs: int                  # engine runs with a measured time
+    tokens_per_second: float | None  # output tokens per second of engine time; None when never timed
+    same_settings: bool              # measured under exactly these settings (else: same model and engine)
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,6 +338,22 @@ class Store:
                                                            _unpack_tokens(token_ids))
             return found
 
+    def completions(self, key: GenerationKey, prompt_hashes: Iterable[str]) -> dict[str, str]:
+        """prompt hash -> completion ("stop", ..., "pending") of the stored ones among `prompt_hashes`;
+        reads nothing else, so a plan over 100k pairs stays cheap."""
+        with self._errors("read"):
+            config_id = self._config_id(key, create=False)
+            if config_id is None:
+                return {}
+            wanted = [bytes.fromhex(h) for h in dict.fromkeys(prompt_hashes)]
+            found: dict[str, str] = {}
+            for start in range(0, len(wanted), LOOKUP_BATCH):
+                batch = wanted[start:start + LOOKUP_BATCH]
+                found.update((digest.hex(), completion) for digest, completion in self._db.execute(
+                    f"SELECT prompt_sha256, completion FROM generations WHERE config_id=? AND prompt_sha256 IN "
+                    f"({','.join('?' * len(batch))})", (config_id, *batch)))
+            return found
+
     def put_many(self, key: GenerationKey, generations: Sequence[StoredGeneration], *, replace: bool = False) -> int:
         """Store `generations` in one committed transaction; return how many were written.
 
@@ -392,9 +429,12 @@ class Store:
             with self._transaction():
                 ids = [row[0] for row in self._db.execute("SELECT config_id FROM configs WHERE model=?", (model,))]
                 removed = 0
+                has_rates = self._has_table("engine_runs")
                 for config_id in ids:
                     removed += self._db.execute("DELETE FROM generations WHERE config_id=?", (config_id,)).rowcount
                     self._db.execute("DELETE FROM configs WHERE config_id=?", (config_id,))
+                    if has_rates:
+                        self._db.execute("DELETE FROM engine_runs WHERE config_id=?", (config_id,))
             self._config_ids.clear()
         if removed:
             try:
@@ -403,6 +443,51 @@ class Store:
                 logging.getLogger(__name__).warning("%s: the space of the deleted generations was not reclaimed "
                                                     "(%s); it is reused by later writes", self.path, exc)
         return removed
+
+    # --- measured rates (for cost plans) -------------------------------------------------------
+
+    def _has_table(self, name: str) -> bool:
+        return self._db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)).fetchone() \
+            is not None
+
+    def record_engine_run(self, key: GenerationKey, generations: int, output_tokens: int, seconds: float) -> None:
+        """Remember how fast the engine generated under `key` (what `rate` estimates from)."""
+        if generations <= 0 or seconds <= 0:
+            return
+        with self._errors("write"), self._transaction():
+            self._db.execute(_RATES_SQL)
+            config_id = self._config_id(key, create=True)
+            self._db.execute("INSERT INTO engine_runs VALUES (?,?,?,?,?)",
+                             (config_id, generations, output_tokens, seconds, time.time()))
+
+    def rate(self, key: GenerationKey) -> MeasuredRate | None:
+        """Reasoning length and engine speed measured under `key`; failing that, under any
+        configuration of the same model revision, engine and dtype (reasoning lengths capped at
+        `key`'s budget). None when the store has never seen this model."""
+        with self._errors("read"):
+            exact = self._config_id(key, create=False)
+            configs = [exact] if exact is not None and self.count(key) else []
+            same_settings = bool(configs)
+            if not configs:
+                for config_id, identity in self._db.execute("SELECT config_id, identity FROM configs"):
+                    fields = json.loads(identity)
+                    if (fields.get("model_revision"), fields.get("engine"), fields.get("dtype")) == \
+                            (key.model_revision, key.engine, key.dtype):
+                        configs.append(config_id)
+            if not configs:
+                return None
+            marks = ",".join("?" * len(configs))
+            count, mean = self._db.execute(
+                f"SELECT COUNT(*), AVG(MIN(output_tokens, ?)) FROM generations WHERE config_id IN ({marks})",
+                (key.max_reasoning_tokens, *configs)).fetchone()
+            if not count:
+                return None
+            runs, tokens, seconds = 0, 0, 0.0
+            if self._has_table("engine_runs"):
+                runs, tokens, seconds = self._db.execute(
+                    f"SELECT COUNT(*), COALESCE(SUM(output_tokens), 0), COALESCE(SUM(engine_seconds), 0) "
+                    f"FROM engine_runs WHERE config_id IN ({marks})", configs).fetchone()
+            return MeasuredRate(count, mean, runs, tokens / seconds if seconds > 0 else None, same_settings)
 
     def models(self) -> list[str]:
         with self._errors("read"):

@@ -183,7 +183,7 @@ BAD = {
     "no traces file": ("missing", "no such file"),
     "the report over its traces": ("over", "the report would overwrite the traces"),
     "a negative cap": ("cap", "--max-disagreements must be 0 or more"),
-    "an unknown test": ("test", "--test z is not one of t, wilcoxon, permutation"),
+    "an alpha beyond 1": ("alpha", "--alpha 2.0 must lie strictly between 0 and 1"),
 }
 
 
@@ -218,8 +218,8 @@ def test_bad_inputs_are_one_clear_line_and_exit_2(case, tmp_path):
         output = files.traces
     elif how == "cap":
         extra = ["--max-disagreements", "-1"]
-    elif how == "test":
-        extra = ["--test", "z"]
+    elif how == "alpha":
+        extra = ["--alpha", "2"]
     before = files.traces.read_bytes() if files.traces.exists() else None
     proc = rank1("report", files.run, "--baseline", files.baseline, "--qrels", files.qrels, "-o", output, *extra)
     assert proc.returncode == 2, proc.stderr

@@ -232,12 +232,12 @@ def test_recompute_ignores_the_store_and_replaces_its_results(tmp_path):
 
 def test_long_passages_are_truncated_never_the_query(tiny_tokenizer):
     passage = "word " * 3000
-    [(prompt, truncated)] = fit_prompts(tiny_tokenizer, ["what is a tide"], [passage], budget=300)
+    [(prompt, truncated, _)] = fit_prompts(tiny_tokenizer, ["what is a tide"], [passage], budget=300)
     assert truncated
     assert len(tiny_tokenizer(prompt)["input_ids"]) <= 300
     assert prompt.startswith("Determine if") and "\nQuery: what is a tide\nPassage: word" in prompt
     assert prompt.endswith("\n<think>")
-    [(short, cut)] = fit_prompts(tiny_tokenizer, ["q"], ["short passage"], budget=300)
+    [(short, cut, _)] = fit_prompts(tiny_tokenizer, ["q"], ["short passage"], budget=300)
     assert not cut and short.endswith("short passage\n<think>")
 
 

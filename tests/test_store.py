@@ -260,3 +260,33 @@ def test_a_model_pruned_while_another_process_writes_never_lends_its_results_to_
             third.put_many(other, [generation(3, reasoning="14b reasoning.")])
             assert third.get_many(other, [sha(1), sha(2), sha(3)]).keys() == {sha(3)}
             assert third.get_many(KEY, [sha(2)])[sha(2)].reasoning == "7b again."
+
+
+def test_completions_and_measured_rates_for_cost_plans(tmp_path):
+    with Store(tmp_path / "s.sqlite") as store:
+        assert store.rate(KEY) is None and store.completions(KEY, [sha(1)]) == {}
+        store.put_many(KEY, [generation(1), generation(2, "pending")])
+        assert store.completions(KEY, [sha(1), sha(2), sha(3)]) == {sha(1): "stop", sha(2): "pending"}
+        rate = store.rate(KEY)
+        assert (rate.generations, rate.timed_runs, rate.tokens_per_second, rate.same_settings) == (2, 0, None, True)
+        store.record_engine_run(KEY, 2, 300, 2.0)
+        store.record_engine_run(KEY, 0, 0, 0.0)                 # nothing generated: nothing to learn
+        assert store.rate(KEY).tokens_per_second == 150.0 and store.rate(KEY).timed_runs == 1
+        other_engine = dataclasses.replace(KEY, engine="transformers")
+        assert store.rate(other_engine) is None               # another engine's speed says nothing
+        assert store.prune("rank1-7b") == 2
+        assert store.rate(KEY) is None
+        store.put_many(KEY, [generation(1)])
+        assert store.rate(KEY).timed_runs == 0                # a pruned model's timings go with it
+
+
+def test_a_store_written_before_rates_were_kept_still_plans(tmp_path):
+    path = tmp_path / "old.sqlite"
+    with Store(path) as store:
+        store.put_many(KEY, [generation(1)])
+    with sqlite3.connect(path) as db:
+        db.execute("DROP TABLE IF EXISTS engine_runs")
+    with Store(path) as store:
+        assert store.rate(KEY).tokens_per_second is None
+        store.record_engine_run(KEY, 1, 10, 1.0)
+        assert store.rate(KEY).tokens_per_second == 10.0

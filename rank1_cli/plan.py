@@ -1,0 +1,117 @@
+"""What a rerank will cost, known before it starts (`rank1 rerank --dry-run`).
+
+A plan needs no model: every input is read and checked, every prompt built and counted with the
+model's tokenizer, and the reasoning store consulted for the pairs it already holds. Reasoning
+length and engine speed cannot be known in advance; when the store holds earlier generations of
+the same model, the plan estimates them from what those runs measured (and says so).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+from .rerank import PreparedRerank
+from .store import PENDING, MeasuredRate, Store
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """Tokens to generate and time, extrapolated from earlier runs of the model."""
+
+    output_tokens: int
+    mean_output_tokens: float
+    seconds: float | None          # None when no earlier run was timed
+    basis: str                     # what the figures come from, in words
+
+
+@dataclass(frozen=True, slots=True)
+class RerankPlan:
+    model: str
+    engine: str
+    max_reasoning_tokens: int
+    max_model_len: int
+    queries: int
+    pairs: int
+    distinct_prompts: int
+    stored: int                    # distinct prompts judged in the store already
+    pending: int                   # stored without a verdict yet: one forced token each
+    to_generate: int               # distinct prompts the engine will reason about
+    prompt_tokens: int             # of all distinct prompts (the model's tokenizer)
+    prompt_tokens_to_generate: int
+    truncated: int                 # pairs whose passage was cut to fit the context
+    store: str | None
+    estimate: Estimate | None
+    budgets: tuple[int, ...] = ()  # a sweep's: the smaller ones cost one forced token per cut pair
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+
+def plan_rerank(prepared: PreparedRerank, store: Store | None, *, recompute: bool = False,
+                budgets: tuple[int, ...] = ()) -> RerankPlan:
+    """The plan of `prepared`: counts from its prompts and the store, an estimate from the store."""
+    prompt_tokens: dict[str, int] = {}
+    for pair in prepared.pairs:
+        prompt_tokens.setdefault(pair.prompt_sha256, pair.prompt_tokens)
+    completions = store.completions(prepared.key, prompt_tokens) if store is not None and not recompute else {}
+    pending = sum(c == PENDING for c in completions.values())
+    missing = [sha for sha in prompt_tokens if sha not in completions]
+    rate = store.rate(prepared.key) if store is not None else None
+    key = prepared.key
+    return RerankPlan(
+        model=prepared.model.spec, engine=key.engine, max_reasoning_tokens=key.max_reasoning_tokens,
+        max_model_len=key.max_model_len, queries=prepared.queries, pairs=len(prepared.pairs),
+        distinct_prompts=len(prompt_tokens), stored=len(completions) - pending, pending=pending,
+        to_generate=len(missing), prompt_tokens=sum(prompt_tokens.values()),
+        prompt_tokens_to_generate=sum(prompt_tokens[sha] for sha in missing),
+        truncated=sum(pair.truncated for pair in prepared.pairs), store=str(store.path) if store else None,
+        estimate=_estimate(len(missing), rate) if rate else None, budgets=budgets)
+
+
+def _estimate(to_generate: int, rate: MeasuredRate) -> Estimate:
+    tokens = round(to_generate * rate.mean_output_tokens)
+    which = "these settings" if rate.same_settings else "this model and engine under other settings"
+    basis = f"{rate.generations} stored generations of {which}"
+    seconds = None
+    if rate.tokens_per_second:
+        seconds = tokens / rate.tokens_per_second
+        basis += (f", and {rate.timed_runs} timed engine runs ({rate.tokens_per_second:.1f} output tokens/s on "
+                  "the machine that made them)")
+    else:
+        basis += "; no timed run, so no time"
+    return Estimate(tokens, rate.mean_output_tokens, seconds, basis)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def format_plan(plan: RerankPlan) -> str:
+    """The plan for people: one fact a line."""
+    lines = [
+        f"model           {plan.model} ({plan.engine}; reasoning budget {plan.max_reasoning_tokens}, "
+        f"context {plan.max_model_len})",
+        f"queries         {plan.queries}",
+        f"pairs           {plan.pairs} ({plan.distinct_prompts} distinct prompts; {plan.truncated} passages truncated)",
+        f"prompt tokens   {plan.prompt_tokens} ({plan.prompt_tokens_to_generate} in the prompts to generate)",
+        f"in the store    {plan.stored} judged, {plan.pending} awaiting a forced verdict"
+        + (f" ({plan.store})" if plan.store else " (no store)"),
+        f"to generate     {plan.to_generate} prompts",
+    ]
+    if plan.estimate is None:
+        lines.append("estimate        none: the store has no earlier generation of this model")
+    else:
+        e = plan.estimate
+        time = f", about {_duration(e.seconds)} of engine time" if e.seconds is not None else ""
+        lines.append(f"estimate        about {e.output_tokens} output tokens ({e.mean_output_tokens:.0f} per prompt)"
+                     f"{time}; from {e.basis}")
+    if plan.budgets:
+        smaller = [b for b in plan.budgets if b != plan.max_reasoning_tokens]
+        lines.append(f"sweep           budgets {', '.join(map(str, plan.budgets))}: the smaller ones "
+                     f"({', '.join(map(str, smaller)) or 'none'}) cost one forced token per pair cut short")
+    return "\n".join(lines) + "\n"

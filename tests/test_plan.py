@@ -1,0 +1,106 @@
+"""`rank1 rerank --dry-run`: the plan of a rerank, with no model loaded."""
+
+import dataclasses
+import json
+import subprocess
+
+import pytest
+
+from rank1_cli.collection import CollectionSource
+from rank1_cli.plan import format_plan, plan_rerank
+from rank1_cli.rerank import RerankOptions, prepare_rerank
+from rank1_cli.store import PENDING, Store, StoredGeneration
+
+from conftest import RANK1, SAMPLE, TINY_MODEL
+
+
+def sample_job(top_k=4, reasoning=64, max_model_len=4096):
+    source = CollectionSource(corpus=str(SAMPLE / "corpus.jsonl"), queries=str(SAMPLE / "queries.tsv"))
+    return prepare_rerank(str(SAMPLE / "run.bm25.trec"), source,
+                          RerankOptions(model=str(TINY_MODEL), top_k=top_k, dtype="float32",
+                                        max_model_len=max_model_len, max_reasoning_tokens=reasoning))
+
+
+def stored(sha, completion="stop", tokens=40):
+    verdict = None if completion == PENDING else "true"
+    lp = (None, None) if completion == PENDING else (-0.1, -2.5)
+    return StoredGeneration(sha, completion, verdict, *lp, tokens, "reasoning")
+
+
+def test_counts_come_from_the_prompts_themselves(tiny_tokenizer):
+    job = sample_job(top_k=4, reasoning=400, max_model_len=680)      # room for few passages: some truncated
+    plan = plan_rerank(job, None)
+    distinct = {p.prompt_sha256: p.prompt for p in job.pairs}
+    assert (plan.queries, plan.pairs, plan.distinct_prompts) == (25, 100, len(distinct))
+    assert plan.prompt_tokens == sum(len(tiny_tokenizer(p)["input_ids"]) for p in distinct.values())
+    assert plan.truncated == sum(p.truncated for p in job.pairs) > 0
+    assert (plan.stored, plan.pending, plan.to_generate) == (0, 0, plan.distinct_prompts)
+    assert plan.prompt_tokens_to_generate == plan.prompt_tokens
+    assert plan.estimate is None and plan.store is None
+    assert "none: the store has no earlier generation of this model" in format_plan(plan)
+
+
+def test_the_store_says_what_is_done_and_how_fast_the_model_went(tmp_path):
+    job = sample_job()
+    shas = list(dict.fromkeys(p.prompt_sha256 for p in job.pairs))
+    tokens = {p.prompt_sha256: p.prompt_tokens for p in job.pairs}
+    with Store(tmp_path / "s.sqlite") as store:
+        store.put_many(job.key, [stored(s, tokens=30) for s in shas[:30]] + [stored(s, PENDING, 64) for s in shas[30:40]])
+        store.record_engine_run(job.key, 40, 1000, 4.0)
+        store.record_engine_run(job.key, 10, 200, 0.8)      # 1200 tokens in 4.8 s: 250 tokens/s
+        plan = plan_rerank(job, store)
+        assert (plan.stored, plan.pending, plan.to_generate) == (30, 10, len(shas) - 40)
+        assert plan.prompt_tokens_to_generate == sum(tokens[s] for s in shas[40:])
+        mean = (30 * 30 + 10 * 64) / 40
+        assert plan.estimate.mean_output_tokens == pytest.approx(mean)
+        assert plan.estimate.output_tokens == round((len(shas) - 40) * mean)
+        assert plan.estimate.seconds == pytest.approx(plan.estimate.output_tokens / 250)
+        assert "40 stored generations of these settings" in plan.estimate.basis
+        assert "2 timed engine runs (250.0 output tokens/s" in plan.estimate.basis
+        assert plan_rerank(job, store, recompute=True).to_generate == len(shas)
+
+        # another budget of the same model: reasoning lengths capped at the new budget
+        smaller = dataclasses.replace(job.scoring, key=dataclasses.replace(job.key, max_reasoning_tokens=32))
+        other = plan_rerank(dataclasses.replace(job, scoring=smaller), store)
+        assert other.stored == 0 and other.estimate.mean_output_tokens == pytest.approx(30 * 30 / 40 + 10 * 32 / 40)
+        assert "this model and engine under other settings" in other.estimate.basis
+
+
+def test_no_timed_run_means_tokens_without_time(tmp_path):
+    job = sample_job(top_k=1)
+    with Store(tmp_path / "s.sqlite") as store:
+        store.put_many(job.key, [stored(job.pairs[0].prompt_sha256)])
+        plan = plan_rerank(job, store)
+    assert plan.estimate.seconds is None and "no timed run, so no time" in plan.estimate.basis
+    assert "of engine time" not in format_plan(plan)
+
+
+def test_dry_run_through_the_cli_loads_no_model_and_creates_no_store(tmp_path):
+    store = tmp_path / "never.sqlite"
+    out = subprocess.run([*RANK1, "rerank", str(SAMPLE / "run.bm25.trec"), "--model", str(TINY_MODEL),
+                          "--corpus", str(SAMPLE / "corpus.jsonl"), "--queries", str(SAMPLE / "queries.tsv"),
+                          "--top-k", "3", "--max-model-len", "4096", "--max-reasoning-tokens", "64", "--dtype",
+                          "float32", "--store", str(store), "--dry-run", "--plan-format", "json",
+                          "-o", str(tmp_path / "run.trec")], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    plan = json.loads(out.stdout)
+    assert (plan["queries"], plan["pairs"], plan["to_generate"]) == (25, 75, plan["distinct_prompts"])
+    assert plan["store"] is None and plan["estimate"] is None
+    assert not store.exists() and not (tmp_path / "run.trec").exists()
+    assert "vllm" not in out.stderr.lower()
+
+    table = subprocess.run([*RANK1, "rerank", str(SAMPLE / "run.bm25.trec"), "--model", str(TINY_MODEL),
+                            "--corpus", str(SAMPLE / "corpus.jsonl"), "--queries", str(SAMPLE / "queries.tsv"),
+                            "--top-k", "3", "--max-model-len", "4096", "--max-reasoning-tokens", "64", "--dry-run"],
+                           capture_output=True, text=True, timeout=120)
+    assert table.returncode == 0, table.stderr
+    assert "pairs           75" in table.stdout and "to generate" in table.stdout
+
+
+def test_dry_run_still_refuses_bad_input(tmp_path):
+    bad = tmp_path / "run.trec"
+    bad.write_text("q1 Q0 d1 1 not-a-score tag\n")
+    out = subprocess.run([*RANK1, "rerank", str(bad), "--model", str(TINY_MODEL), "--corpus",
+                          str(SAMPLE / "corpus.jsonl"), "--queries", str(SAMPLE / "queries.tsv"), "--dry-run"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and f"{bad}:1: score" in out.stderr and "Traceback" not in out.stderr
