@@ -16,9 +16,8 @@ from conftest import RANK1, REPO
 
 from rank1_cli.collection import load_qrels
 from rank1_cli.compare import compare_runs
-from rank1_cli.errors import InputError
 from rank1_cli.report import Names, ReportLimits, build_report, render_html
-from rank1_cli.traces import Trace, write_traces
+from rank1_cli.traces import Trace, read_traces
 from rank1_cli.trec import read_run
 
 PAYLOAD = "</script><script>window.pwned = 1</script><b>bold</b>"
@@ -59,32 +58,25 @@ JUDGEMENTS = {  # (qid, docid): (score, verdict)
 QRELS = {"q1": {"d1": 0, "d2": 2, "d3": 1}, "q2": {"e1": 1, "e3": 0, "e4": 1}}
 
 
-def small_inputs():
-    baseline = read_run(io_run({q: [(d, 10.0 - i) for i, d in enumerate(docs)] for q, docs in BASELINE.items()}))
+def small_inputs(folder):
+    """(run, baseline, traces) in memory, the runs read back from TREC files written in `folder`."""
+    baseline = {q: [(d, 10.0 - i) for i, d in enumerate(docs)] for q, docs in BASELINE.items()}
     traces = [trace(q, d, BASELINE[q].index(d) + 1, *JUDGEMENTS[(q, d)], reasoning=f"why {q} {d}")
               for q in BASELINE for d in BASELINE[q][:3]]
     ranking = {}
     for q, docs in BASELINE.items():
         top = sorted(docs[:3], key=lambda d: -JUDGEMENTS[(q, d)][0])
         ranking[q] = [(d, 4.0 - i) for i, d in enumerate(top + docs[3:])]
-    return read_run(io_run(ranking)), baseline, traces
+    return read_run(trec_file(folder / "run.trec", ranking)), read_run(trec_file(folder / "baseline.trec", baseline)), traces
 
 
-def io_run(ranking, path=None):
-    text = "".join(f"{q} Q0 {d} {i} {s} t\n" for q, docs in ranking.items() for i, (d, s) in enumerate(docs, 1))
-    if path is None:
-        import tempfile
-
-        handle = tempfile.NamedTemporaryFile("w", suffix=".trec", delete=False)
-        handle.write(text)
-        handle.close()
-        return handle.name
-    path.write_text(text)
+def trec_file(path, ranking):
+    path.write_text("".join(f"{q} Q0 {d} {i} {s} t\n" for q, docs in ranking.items() for i, (d, s) in enumerate(docs, 1)))
     return path
 
 
-def test_documents_are_joined_with_their_ranks_grades_and_judgements():
-    run, baseline, traces = small_inputs()
+def test_documents_are_joined_with_their_ranks_grades_and_judgements(tmp_path):
+    run, baseline, traces = small_inputs(tmp_path)
     report = build_report(run, baseline, QRELS, traces, measures=["nDCG@10"])
     q1 = next(q for q in report.queries if q.qid == "q1")
     assert [(d.docid, d.new_rank, d.first_stage_rank, d.grade, d.verdict) for d in q1.documents] == [
@@ -98,8 +90,8 @@ def test_documents_are_joined_with_their_ranks_grades_and_judgements():
     assert report.completions == {"stop": 6, "forced": 0, "fallback": 0}
 
 
-def test_relevance_level_decides_what_counts_as_relevant():
-    run, baseline, traces = small_inputs()
+def test_relevance_level_decides_what_counts_as_relevant(tmp_path):
+    run, baseline, traces = small_inputs(tmp_path)
     report = build_report(run, baseline, QRELS, traces, measures=["nDCG@10"], relevance_level=2)
     relevant_false, nonrelevant_true = report.disagreements()
     assert [(q, d.docid) for q, d in relevant_false] == [("q1", "d2")]
@@ -109,39 +101,35 @@ def test_relevance_level_decides_what_counts_as_relevant():
 def test_queries_run_from_the_worst_delta_to_the_best(tmp_path):
     files = generate(tmp_path, queries=12, docs=15, reasoning_chars=50)
     report = build_report(read_run(files.run), read_run(files.baseline), load_qrels(str(files.qrels)),
-                          _traces(files.traces), measures=["AP", "nDCG@10"])
+                          read_traces(files.traces), measures=["AP", "nDCG@10"])
     deltas = [q.run["AP"] - q.baseline["AP"] for q in report.queries if q.judged]
     assert deltas == sorted(deltas) and len(set(deltas)) > 1
 
 
-def _traces(path):
-    from rank1_cli.traces import read_traces
-
-    return read_traces(path)
-
-
-def test_measures_are_rank1_compare_s_own(tmp_path):
+def test_measures_are_those_of_rank1_compare(tmp_path):
     """The table's numbers are compare_runs' on the same files: one source for the statistics."""
     files = generate(tmp_path, queries=12, docs=15, reasoning_chars=50)
+    with files.qrels.open("a") as qrels_file:
+        qrels_file.write("q9999 0 d9 1\n")                 # a query neither run answers: 0 for both
     qrels = load_qrels(str(files.qrels))
     measures = ["nDCG@10", "AP", "P@5"]
-    report = build_report(read_run(files.run), read_run(files.baseline), qrels, _traces(files.traces),
+    report = build_report(read_run(files.run), read_run(files.baseline), qrels, read_traces(files.traces),
                           measures=measures, test="wilcoxon", correction="bonferroni",
                           names=Names(str(files.run), str(files.baseline)))
     expected = compare_runs(files.baseline, [files.run], qrels, measures, test="wilcoxon", correction="bonferroni")
-    assert report.comparison.rows == expected.rows
-    assert report.comparison.per_query == expected.per_query
+    assert report.comparison == expected             # rows, per-query values, missing queries, settings
     table = render_html(report, bundle="")
     for row in expected.rows:
         assert f">{row.delta:+.4f}{'*' if row.significant else '&nbsp;'}</td>" in table
         assert f"<td>{row.p_adjusted:.4f}</td>" in table or f"<td>{row.p_adjusted:.1e}</td>" in table
     assert "Wilcoxon signed-rank test, Bonferroni-corrected over 3 comparisons" in table
+    assert expected.missing == {str(files.baseline): 1, str(files.run): 1} and "Queries missing (counted as 0)" in table
 
 
 def test_embedded_reasoning_is_bounded_by_the_limits(tmp_path):
     files = generate(tmp_path, queries=12, docs=15, reasoning_chars=300)
     run, baseline, qrels, traces = (read_run(files.run), read_run(files.baseline), load_qrels(str(files.qrels)),
-                                    _traces(files.traces))
+                                    read_traces(files.traces))
     limits = ReportLimits(top=2, max_disagreements=5, reasoning_chars=100)
     report = build_report(run, baseline, qrels, traces, limits=limits)
     data = page_data(render_html(report, bundle=""))
@@ -338,7 +326,7 @@ def test_the_screenshot_shows_the_report(browser_page, tmp_path):
 
 
 def test_reasoning_length_groups_never_split_one_length(tmp_path):
-    run, baseline, traces = small_inputs()
+    run, baseline, traces = small_inputs(tmp_path)
     for t, tokens in zip(traces, [30, 30, 30, 30, 30, 99]):
         t.output_tokens = tokens
     report = build_report(run, baseline, QRELS, traces, measures=["nDCG@10"])
