@@ -156,7 +156,7 @@ def test_a_20000_pair_rerank_makes_a_report_of_a_few_megabytes(tmp_path):
     proc = rank1("report", files.run, "--baseline", files.baseline, "--qrels", files.qrels, "-o", output)
     assert proc.returncode == 0, proc.stderr
     assert files.traces.stat().st_size > 40e6
-    assert 2e6 < output.stat().st_size < 8e6        # 5.6 MB: bundle 0.9, reasoning of 2,000 top + 500 disagreements
+    assert 2e6 < output.stat().st_size < 8e6        # 5.5 MB: bundle 0.9, reasoning of 2,000 top + 500 disagreements
 
 
 BAD = {
