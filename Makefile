@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 
 LOCK   := constraints/cpu.txt
 
-.PHONY: install lock test demo bench-quick bench clean
+.PHONY: install browser lock test demo bench-quick bench clean
 
 install: $(STAMP)
 
@@ -39,7 +39,13 @@ lock:
 	  | grep -v -i -E '^(torchvision|torchaudio|torchcodec|rank1[-_]cli)[=@ ]'; } > $(LOCK).new
 	mv $(LOCK).new $(LOCK) && rm -rf $(LOCK_VENV)
 
-test: install
+# The report tests open rank1 report's HTML in a real browser: Debian's chromium, installed only when missing.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+browser:
+	command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; }
+
+test: install browser
 	$(PY) -m pytest -q -p no:cacheprovider
 
 demo: install

@@ -587,6 +587,52 @@ def fuse(
 
 
 @app.command()
+def report(
+    run: Annotated[str, typer.Argument(help="The reranked run (`rank1 rerank`'s output; .gz ok).")],
+    baseline: Annotated[str, typer.Option(help="The first-stage run that was reranked: the measures are compared with it, and its ranks are the 'first stage' column.")],
+    qrels: Annotated[str, typer.Option(help="TREC qrels file or an ir_datasets id.")],
+    output: Annotated[str, typer.Option("--output", "-o", help="The HTML report ('-' for stdout): one file, scripts and data inline, opens offline.")],
+    traces: Annotated[Optional[str], typer.Option(help="The traces `rank1 rerank` wrote with RUN. Default: RUN with .traces.jsonl, as rerank names them.")] = None,
+    measure: Annotated[Optional[list[str]], typer.Option("--measure", "-m", help="Measure, repeatable, as in `rank1 eval` (means over queries only); the first orders the per-query view. Default: nDCG@10, AP, P@10.")] = None,
+    test: Annotated[SignificanceTest, typer.Option(help=f"Paired two-sided significance test against the baseline, as in `rank1 compare`. {_choices(TESTS)}.")] = SignificanceTest.t,
+    correction: Annotated[Correction, typer.Option(help=f"Multiple-testing correction over the measures. {_choices(CORRECTIONS)}.")] = Correction.holm,
+    alpha: Annotated[float, typer.Option(help="Significance level: a difference is marked '*' when its corrected p-value is below it; the confidence intervals are at 1 - alpha.")] = DEFAULT_ALPHA,
+    rounds: Annotated[int, typer.Option(help="--test permutation: random sign-flip rounds (exact when 2^queries is at most this).")] = DEFAULT_ROUNDS,
+    seed: Annotated[int, typer.Option(help="--test permutation: random seed, so a rerun gives the same p-values.")] = DEFAULT_SEED,
+    relevance_level: Annotated[int, typer.Option("--relevance-level", "-l", help="Least grade counted relevant, by the binary measures and in agreement with the verdicts (trec_eval -l).")] = 1,
+    keep_excluded: Annotated[bool, typer.Option("--keep-excluded", help=KEEP_EXCLUDED_HELP)] = False,
+    top: Annotated[int, typer.Option(help="Embed the reasoning of each query's top N documents of the new ranking.")] = 10,
+    max_disagreements: Annotated[int, typer.Option(help="Embed the reasoning of at most N documents whose verdict contradicts the qrels (the most confident first, relevant-judged-false and non-relevant-judged-true in turn).")] = 500,
+    reasoning_chars: Annotated[int, typer.Option(help="Cut each embedded reasoning text to N characters.")] = 4000,
+) -> None:
+    """Write an HTML report for the error analysis of a rerank: the measures with significance
+    against the baseline; completion states, truncated passages and reasoning lengths; per-query
+    differences, and each query's documents (first-stage rank, new rank, grade, score, verdict,
+    reasoning); the documents where rank1's verdict contradicts the qrels; calibration.
+
+    The reasoning embedded is bounded by --top, --max-disagreements and --reasoning-chars, so the
+    file stays small on large runs (every reranked document's numbers are embedded)."""
+    from .outputs import check_outputs
+    from .report import DEFAULT_MEASURES, ReportLimits, write_report
+    from .textio import check_stdin_once, check_writable
+
+    _warnings_to_stderr_when_they_come()
+    traces = traces or _default_traces(run)
+    if traces is None:
+        raise InputError("the run is read from stdin: give its traces with --traces")
+    limits = ReportLimits(top=top, max_disagreements=max_disagreements, reasoning_chars=reasoning_chars)
+    check_stdin_once(run, baseline, qrels, traces)
+    check_writable(output)
+    check_outputs([("report", output)], [("run", run), ("baseline", baseline), ("qrels", qrels), ("traces", traces)])
+    result = write_report(run, baseline, qrels, traces, output, measures=measure or DEFAULT_MEASURES,
+                          relevance_level=relevance_level, test=test.value, correction=correction.value, alpha=alpha,
+                          rounds=rounds, seed=seed, keep_excluded=keep_excluded, limits=limits)
+    if output != "-":
+        print(f"wrote {output} ({Path(output).stat().st_size / 1e6:.1f} MB): {len(result.queries):,} queries, "
+              f"{len(result.documents):,} reranked pairs", file=sys.stderr)
+
+
+@app.command()
 def models() -> None:
     """List the rank1 model aliases with their base model, size and memory needed."""
     from rich.console import Console

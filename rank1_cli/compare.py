@@ -214,7 +214,8 @@ def describe(comparison: Comparison) -> str:
     return f"{words}, alpha = {comparison.alpha:g}"
 
 
-def _notes(comparison: Comparison) -> list[str]:
+def notes(comparison: Comparison) -> list[str]:
+    """The lines under a comparison's table: queries, those missing from a run, -100 documents removed."""
     names = short_names([comparison.baseline, *comparison.runs])
     notes = [f"{len(comparison.queries)} queries; {MISSING_AS_ZERO}."]
     lacking = [f"{name} {comparison.missing[run]}" for name, run in zip(names, [comparison.baseline, *comparison.runs])
@@ -227,7 +228,7 @@ def _notes(comparison: Comparison) -> list[str]:
     return notes
 
 
-def _p(value: float) -> str:
+def format_p(value: float) -> str:
     return f"{value:.4f}" if value >= 0.0001 else f"{value:.1e}"
 
 
@@ -252,11 +253,11 @@ def write_table(comparison: Comparison, out: IO[str]) -> None:
         last_of_run = i + 1 == len(comparison.rows) or comparison.rows[i + 1].run != row.run
         table.add_row(names[row.run] if first_of_run else "", row.measure, f"{row.mean:.4f}",
                       f"{row.delta:+.4f}" + ("*" if row.significant else " "),
-                      f"[{row.ci_low:+.3f}, {row.ci_high:+.3f}]", _p(row.p_adjusted),
+                      f"[{row.ci_low:+.3f}, {row.ci_high:+.3f}]", format_p(row.p_adjusted),
                       f"{row.wins}/{row.ties}/{row.losses}", end_section=last_of_run)
     console = Console(file=out)
     console.print(table)
-    for line in (f"* p < {comparison.alpha:g}: {describe(comparison)}.", *_notes(comparison)):
+    for line in (f"* p < {comparison.alpha:g}: {describe(comparison)}.", *notes(comparison)):
         console.print(line, markup=False, highlight=False)
 
 
