@@ -499,8 +499,10 @@ def render_html(report: Report, *, bundle: str | None = None) -> str:
     bundle: the JavaScript of vega, vega-lite and vega-embed (default: vl-convert-python's bundle).
     """
     if bundle is None:
-        import vl_convert
-
+        try:
+            import vl_convert
+        except ImportError:
+            raise InputError("the report's charts need vl-convert-python: pip install 'rank1-cli[report]'") from None
         bundle = vl_convert.javascript_bundle()
     e = html.escape
     names = report.names

@@ -16,6 +16,7 @@ from conftest import RANK1, REPO
 
 from rank1_cli.collection import load_qrels
 from rank1_cli.compare import compare_runs
+from rank1_cli.errors import InputError
 from rank1_cli.report import Names, ReportLimits, build_report, render_html
 from rank1_cli.traces import Trace, read_traces
 from rank1_cli.trec import read_run
@@ -334,3 +335,11 @@ def test_reasoning_length_groups_never_split_one_length(tmp_path):
     judged = [(d.output_tokens, d.agrees(1)) for d in report.documents if d.agrees(1) is not None]
     assert [(g["from"], g["to"], g["pairs"]) for g in groups] == [(30, 30, 4), (99, 99, 1)]
     assert groups[0]["agreement"] == sum(a for t, a in judged if t == 30) / 4
+
+
+def test_without_the_report_extra_the_error_says_what_to_install(tmp_path, monkeypatch):
+    run, baseline, traces = small_inputs(tmp_path)
+    report = build_report(run, baseline, QRELS, traces)
+    monkeypatch.setitem(sys.modules, "vl_convert", None)         # as if vl-convert-python were not installed
+    with pytest.raises(InputError, match=r"pip install 'rank1-cli\[report\]'"):
+        render_html(report)
