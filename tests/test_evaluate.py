@@ -262,15 +262,29 @@ def test_rr_at_k_only_looks_at_the_top_k():
     assert ev.value("MRR") == pytest.approx((1 / 3 + 1) / 2)
 
 
+@pytest.mark.parametrize("alias, trec_name", [
+    ("nDCG@10", "ndcg_cut_10"), ("AP", "map"), ("MAP", "map"), ("P@5", "P_5"), ("R@100", "recall_100"),
+    ("Recall@30", "recall_30"), ("MRR", "recip_rank"), ("RR", "recip_rank"), ("nDCG", "ndcg"),
+    ("AP@100", "map_cut_100"), ("Success@10", "success_10"), ("IPrec@0.5", "iprec_at_recall_0.50"),
+    ("NumRelRet", "num_rel_ret"), ("numrel", "num_rel"), ("NumRet", "num_ret"),
+])
+def test_each_alias_alone_gives_trec_eval_values_of_its_measure(data, alias, trec_name):
+    # Each alias evaluated on its own, against the values trec_eval 10.0 printed (out.test.aq,
+    # all_trec -q): an alias mapped to another measure, or another cutoff, shows here.
+    from rank1_cli.evaluate import format_value
+
+    want = cells((data / "out.test.aq").read_text())
+    ev = evaluate_run(read_results(data / "results.test"), read_qrels_file(data / "qrels.test"), [alias])
+    (measure,) = ev.measures
+    for qid in ev.queries:
+        assert format_value(measure, ev.value(alias, qid)) == want[(trec_name, qid)], qid
+    assert format_value(measure, ev.value(alias)) == want[(trec_name, "all")]
+
+
 def test_aliases_give_the_trec_eval_values(data):
     qrels = read_qrels_file(data / "qrels.test")
     run = read_results(data / "results.test")
-    ev = evaluate_run(run, qrels, ["nDCG@10", "ndcg_cut.10", "AP", "map", "P@5", "P.5", "R@100", "recall.100",
-                                   "MRR", "recip_rank", "nDCG", "ndcg"])
-    for alias, name in [("nDCG@10", "ndcg_cut_10"), ("AP", "map"), ("P@5", "P_5"), ("R@100", "recall_100"),
-                        ("MRR", "recip_rank"), ("nDCG", "ndcg")]:
-        for qid in ["all", *ev.queries]:
-            assert ev.value(alias, qid) == ev.value(name, qid)
+    ev = evaluate_run(run, qrels, ["nDCG@10", "AP", "P@5"])
     assert f"{ev.value('nDCG@10'):.4f}" == "0.3016"  # out.test.a
     assert f"{ev.value('AP'):.4f}" == "0.1785"
     assert format_tsv(ev).splitlines()[0] == "AP                    \tall\t0.1785"  # map's place in trec_eval
