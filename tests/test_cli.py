@@ -1,5 +1,9 @@
 """The `rank1` command as a user runs it: exit codes, messages on stderr, nothing on stdout."""
 
+import gzip
+import json
+import os
+import shutil
 import subprocess
 import time
 
@@ -10,10 +14,10 @@ from conftest import RANK1, REPO, SAMPLE, TINY_MODEL
 CORPUS = ["--corpus", str(SAMPLE / "corpus.jsonl"), "--queries", str(SAMPLE / "queries.tsv")]
 
 
-def rank1(*args, stdin=None, timeout=120):
+def rank1(*args, stdin=None, timeout=120, env=None):
     started = time.perf_counter()
     proc = subprocess.run([*RANK1, *map(str, args)], input=stdin, capture_output=True, text=True, timeout=timeout,
-                          cwd=REPO)
+                          cwd=REPO, env=env)
     return proc, time.perf_counter() - started
 
 
@@ -196,3 +200,245 @@ def test_bad_eval_input_is_one_line_exit_2(case, files, tmp_path):
     assert proc.stderr.startswith("rank1: error: ") and proc.stderr.count("\n") == 1, proc.stderr[:500]
     assert re.search(message, proc.stderr), proc.stderr[:500]
     assert len(proc.stderr) < 500 and proc.stdout == ""
+
+
+# ---------------------------------------------------------------------------------------------
+# Every command end to end: exit code, stdout, stderr
+
+TREC_EVAL_DATA = REPO / "tests" / "data" / "trec_eval"
+
+
+@pytest.fixture(scope="module")
+def eval_inputs(tmp_path_factory):
+    """trec_eval's results.test without query 303 (so -c matters), its qrels with grades 0-4 (-l)."""
+    folder = tmp_path_factory.mktemp("eval")
+    lines = [line for line in (TREC_EVAL_DATA / "results.test").read_text().splitlines(keepends=True)
+             if not line.startswith("303")]
+    (folder / "run.trec").write_text("".join(lines))
+    return folder / "run.trec", TREC_EVAL_DATA / "qrels.rel_level"
+
+
+def library_tsv(run, qrels, measures, per_query=False, **options):
+    from rank1_cli.evaluate import evaluate_run, format_tsv
+    from rank1_cli.trec import read_qrels_file, read_run_scores
+
+    return format_tsv(evaluate_run(read_run_scores(run), read_qrels_file(qrels), measures, **options),
+                      per_query=per_query)
+
+
+EVAL_OPTIONS = {
+    "-q": (["-q"], {"per_query": True}),
+    "-c": (["-c"], {"complete": True}),
+    "--complete": (["--complete"], {"complete": True}),
+    "-l 2": (["-l", "2"], {"relevance_level": 2}),
+    "-J": (["-J"], {"judged_only": True}),
+    "-q -c -l 2 -J": (["-q", "-c", "-l", "2", "-J"],
+                      {"per_query": True, "complete": True, "relevance_level": 2, "judged_only": True}),
+}
+
+
+@pytest.mark.parametrize("case", list(EVAL_OPTIONS))
+def test_eval_options_reach_the_evaluator(case, eval_inputs):
+    run, qrels = eval_inputs
+    flags, options = EVAL_OPTIONS[case]
+    measures = ["num_q", "map", "P.10", "ndcg_cut.10", "num_rel"]
+    proc, _ = rank1("eval", run, "--qrels", qrels, *[a for m in measures for a in ("-m", m)], *flags, "-f", "tsv")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == library_tsv(run, qrels, measures, **options)
+    # query 303 is in the qrels only: a warning says what became of it
+    said = "they count as empty rankings" if options.get("complete") else "are left out of the means ('303')"
+    assert said in " ".join(proc.stderr.split()) and proc.stderr.count("WARNING") == 1, proc.stderr
+    assert proc.stdout != library_tsv(run, qrels, measures)          # the option changes the numbers
+
+
+def test_eval_json_holds_the_options_aggregates_and_per_query_values(eval_inputs):
+    run, qrels = eval_inputs
+    proc, _ = rank1("eval", run, "--qrels", qrels, "-m", "map", "-m", "num_ret", "-m", "runid", "-q", "-c", "-f", "json")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    tsv = cells(library_tsv(run, qrels, ["map", "num_ret"], per_query=True, complete=True))
+    assert (out["complete"], out["relevance_level"], out["judged_only"]) == (True, 1, False)
+    [entry] = out["runs"]
+    assert entry["run"] == str(run) and entry["runid"] == "STANDARD" and entry["num_q"] == 3
+    assert f"{entry['measures']['map']:.4f}" == tsv[("map", "all")]
+    assert entry["measures"]["num_ret"] == 1000 and isinstance(entry["measures"]["num_ret"], int)
+    assert sorted(entry["per_query"]) == ["301", "302", "303"]
+    assert {q: f"{v['map']:.4f}" for q, v in entry["per_query"].items()} == \
+        {q: tsv[("map", q)] for q in ("301", "302", "303")}
+
+
+def cells(tsv: str) -> dict[tuple[str, str], str]:
+    return {(m.strip(), q): v for m, q, v in (line.split("\t") for line in tsv.splitlines())}
+
+
+def test_eval_reads_stdin_and_gzip_by_suffix_or_by_content(eval_inputs, tmp_path):
+    import gzip
+
+    run, qrels = eval_inputs
+    plain, _ = rank1("eval", run, "--qrels", qrels, "-m", "map", "-q", "-f", "tsv")
+    assert plain.returncode == 0 and plain.stdout.count("\n") == 3
+    (tmp_path / "run.trec.gz").write_bytes(gzip.compress(run.read_bytes()))
+    (tmp_path / "gzipped-without-suffix.trec").write_bytes(gzip.compress(run.read_bytes()))
+    (tmp_path / "qrels.gz").write_bytes(gzip.compress(qrels.read_bytes()))
+    for args in ([tmp_path / "run.trec.gz", "--qrels", qrels], [tmp_path / "gzipped-without-suffix.trec", "--qrels", qrels],
+                 [run, "--qrels", tmp_path / "qrels.gz"]):
+        proc, _ = rank1("eval", *args, "-m", "map", "-q", "-f", "tsv")
+        assert (proc.returncode, proc.stdout) == (0, plain.stdout), args
+    piped, _ = rank1("eval", "-", "--qrels", qrels, "-m", "map", "-q", "-f", "tsv", stdin=run.read_text())
+    assert (piped.returncode, piped.stdout) == (0, plain.stdout)
+
+
+def test_eval_of_several_runs_is_a_block_per_run_and_a_table_by_default(eval_inputs):
+    run, qrels = eval_inputs
+    proc, _ = rank1("eval", run, TREC_EVAL_DATA / "results.test", "--qrels", qrels, "-m", "map", "-f", "tsv")
+    assert proc.returncode == 0, proc.stderr
+    blocks = proc.stdout.split("run                   \tall\t")
+    assert len(blocks) == 3 and blocks[1].startswith(f"{run}\nmap ") and "results.test\nmap " in blocks[2]
+    table, _ = rank1("eval", run, TREC_EVAL_DATA / "results.test", "--qrels", qrels, "-m", "map")
+    assert table.returncode == 0 and "run.trec" in table.stdout and "results.test" in table.stdout
+    want = cells(library_tsv(run, qrels, ["map"]))[("map", "all")]
+    assert want in table.stdout
+
+
+def test_models_lists_the_aliases_on_stdout():
+    proc, _ = rank1("models", env={**os.environ, "COLUMNS": "200"})
+    assert proc.returncode == 0
+    for alias, hf_id in (("rank1-7b", "jhu-clsp/rank1-7b"), ("rank1-32b-awq", "jhu-clsp/rank1-32b-awq")):
+        line = next(line for line in proc.stdout.splitlines() if f" {alias} " in f" {line} ")
+        assert hf_id in line
+    assert "Memory is for the weights" in proc.stderr and "Memory" not in proc.stdout
+
+
+# --- rerank, merge: real generations with the transformers engine on tiny-rank1 (no vLLM) -------
+
+TRANSFORMERS = ["--model", str(TINY_MODEL), *CORPUS, "--backend", "transformers", "--device", "cpu",
+                "--dtype", "float32", "--max-model-len", "1024", "--max-reasoning-tokens", "32", "--top-k", "2"]
+PROMPT = ("Determine if the following passage is relevant to the query. Answer only with 'true' or 'false'.\n"
+          "Query: {query}\nPassage: {passage}\n<think>")
+
+
+def run_lines(text: str) -> list[list[str]]:
+    return [line.split(" ") for line in text.splitlines()]
+
+
+@pytest.fixture(scope="module")
+def reranked(tmp_path_factory):
+    """The sample run's top 2 reranked to stdout: (folder, store, stdout, stderr)."""
+    folder = tmp_path_factory.mktemp("reranked")
+    store = folder / "store.sqlite"
+    proc, _ = rank1("rerank", SAMPLE / "run.bm25.trec", *TRANSFORMERS, "--store", store, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return folder, store, proc.stdout, proc.stderr
+
+
+def test_a_rerank_to_stdout_writes_only_the_run_there(reranked):
+    folder, store, stdout, stderr = reranked
+    lines = run_lines(stdout)
+    first_stage = run_lines((SAMPLE / "run.bm25.trec").read_text())
+    assert len(lines) == len(first_stage) == 1250                      # --keep-tail: every document kept
+    assert all(len(f) == 6 and f[1] == "Q0" and f[5] == "rank1" for f in lines)
+    assert [f[0] for f in lines] == [f[0] for f in first_stage]         # queries in the run's order
+    for qid in {f[0] for f in lines}:
+        mine = [f for f in lines if f[0] == qid]
+        assert [int(f[3]) for f in mine] == list(range(1, len(mine) + 1))
+        scores = [float(f[4]) for f in mine]
+        assert scores == sorted(scores, reverse=True) and len(set(scores)) == len(scores)
+        theirs = [f[2] for f in first_stage if f[0] == qid]
+        assert sorted(f[2] for f in mine[:2]) == sorted(theirs[:2]) and [f[2] for f in mine[2:]] == theirs[2:]
+    assert "reranked 50 pairs of 25 queries" in stderr and "traces: not saved" in stderr  # the summary: stderr
+    assert not list(folder.glob("*.traces.jsonl"))                      # no traces for a run on stdout
+
+
+def test_a_rerank_whose_pairs_are_stored_writes_the_same_run_and_default_traces(reranked, tmp_path):
+    folder, store, stdout, _ = reranked
+    shutil.copy(store, tmp_path / "store.sqlite")
+    out = tmp_path / "again.trec.gz"
+    proc, _ = rank1("rerank", SAMPLE / "run.bm25.trec", *TRANSFORMERS, "--store", tmp_path / "store.sqlite",
+                    "-o", out, "-q")
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", "")
+    assert gzip.decompress(out.read_bytes()).decode() == stdout
+    traces = [json.loads(line) for line in (tmp_path / "again.traces.jsonl").read_text().splitlines()]
+    assert len(traces) == 50 and all(t["origin"] == "store" for t in traces)
+
+
+def test_shards_merged_through_the_cli_equal_the_whole_rerank(reranked, tmp_path):
+    folder, store, stdout, _ = reranked
+    shutil.copy(store, tmp_path / "store.sqlite")
+    for i in (1, 2):
+        proc, _ = rank1("rerank", SAMPLE / "run.bm25.trec", *TRANSFORMERS, "--store", tmp_path / "store.sqlite",
+                        "--shard", f"{i}/2", "-o", tmp_path / f"part{i}.trec", "-q")
+        assert proc.returncode == 0, proc.stderr
+        assert (tmp_path / f"part{i}.traces.jsonl").exists()
+    merged = tmp_path / "merged.trec"
+    proc, _ = rank1("merge", tmp_path / "part2.trec", tmp_path / "part1.trec", "-o", merged,
+                    "--first-stage", SAMPLE / "run.bm25.trec", "--store", tmp_path / "store.sqlite")
+    assert proc.returncode == 0 and proc.stdout == "", proc.stderr
+    assert "merged 2 shards (0 empty): 25 queries, 50 traced pairs" in proc.stderr
+    assert "0 new generations imported" in proc.stderr
+    assert merged.read_text() == stdout
+    assert len((tmp_path / "merged.traces.jsonl").read_text().splitlines()) == 50
+    to_stdout, _ = rank1("merge", tmp_path / "part1.trec", tmp_path / "part2.trec", "--first-stage",
+                         SAMPLE / "run.bm25.trec", "--no-store")
+    assert to_stdout.returncode == 0 and to_stdout.stdout == stdout
+
+
+def test_missing_skip_drops_absent_documents_with_a_warning(reranked, tmp_path):
+    folder, store, stdout, _ = reranked
+    shutil.copy(store, tmp_path / "store.sqlite")
+    first_stage = (SAMPLE / "run.bm25.trec").read_text().splitlines(keepends=True)
+    # q01 gets an absent document at rank 2: its top 2 is then one stored pair, as every other query's
+    run = tmp_path / "run.trec"
+    run.write_text(first_stage[0] + "q01 Q0 no-such-doc 2 14.99 bm25\n" + "".join(first_stage[1:]))
+    args = [run, *TRANSFORMERS, "--store", tmp_path / "store.sqlite", "--no-keep-tail"]
+    refused, _ = rank1("rerank", *args)
+    assert refused.returncode == 2 and "Pass --missing skip" in refused.stderr
+    proc, _ = rank1("rerank", *args, "--missing", "skip")
+    assert proc.returncode == 0, proc.stderr
+    assert "dropping 1 documents missing" in " ".join(proc.stderr.split()) and "no-such-doc" in proc.stderr
+    assert "0 distinct prompts" in " ".join(proc.stderr.split())        # nothing generated
+    lines = run_lines(proc.stdout)
+    assert [f[2] for f in lines if f[0] == "q01"] == [first_stage[0].split()[2]]
+    assert len(lines) == 49
+    assert "no-such-doc" not in proc.stdout
+
+
+def test_a_tag_with_a_space_is_refused_before_any_model_loads(tmp_path):
+    proc, seconds = rank1("rerank", SAMPLE / "run.bm25.trec", *TRANSFORMERS, "--tag", "my run", "-o",
+                          tmp_path / "out.trec", "--no-store")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == "rank1: error: the run tag (column 6) must be one word without spaces, found 'my run'\n"
+    assert not (tmp_path / "out.trec").exists() and seconds < 5
+
+
+def test_a_tag_names_every_line_of_the_output(reranked, tmp_path):
+    folder, store, stdout, _ = reranked
+    shutil.copy(store, tmp_path / "store.sqlite")
+    proc, _ = rank1("rerank", SAMPLE / "run.bm25.trec", *TRANSFORMERS, "--store", tmp_path / "store.sqlite",
+                    "--tag", "tiny-k2")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == stdout.replace(" rank1\n", " tiny-k2\n")
+
+
+def test_instructions_are_appended_to_their_querys_text_in_the_prompt(reranked, tmp_path):
+    folder, store, _, _ = reranked
+    shutil.copy(store, tmp_path / "store.sqlite")
+    instructions = tmp_path / "instructions.tsv"
+    instructions.write_text("q02\tOnly documents with code count.\n")
+    traces = tmp_path / "t.jsonl"
+    proc, _ = rank1("rerank", SAMPLE / "run.bm25.trec", *TRANSFORMERS, "--store", tmp_path / "store.sqlite",
+                    "--instructions", instructions, "--traces", traces, "-o", tmp_path / "out.trec", timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    corpus = {d["doc_id"]: d for d in map(json.loads, (SAMPLE / "corpus.jsonl").read_text().splitlines())}
+    queries = dict(line.split("\t") for line in (SAMPLE / "queries.tsv").read_text().splitlines())
+    by_pair = {(t["qid"], t["docid"]): t for t in map(json.loads, traces.read_text().splitlines())}
+    assert len(by_pair) == 50
+    import hashlib
+
+    for (qid, docid), trace in by_pair.items():
+        query = queries[qid] + (" Only documents with code count." if qid == "q02" else "")
+        doc = corpus[docid]
+        passage = f"{doc['title']} {doc['text']}" if doc.get("title") else doc["text"]
+        prompt = PROMPT.format(query=query, passage=passage)
+        assert trace["prompt_sha256"] == hashlib.sha256(prompt.encode()).hexdigest(), (qid, docid)
+        # only q02's prompts are new; every other pair comes from the store
+        assert trace["origin"] == ("engine" if qid == "q02" else "store"), (qid, docid)
