@@ -260,3 +260,119 @@ def test_a_model_pruned_while_another_process_writes_never_lends_its_results_to_
             third.put_many(other, [generation(3, reasoning="14b reasoning.")])
             assert third.get_many(other, [sha(1), sha(2), sha(3)]).keys() == {sha(3)}
             assert third.get_many(KEY, [sha(2)])[sha(2)].reasoning == "7b again."
+
+
+# --- rank1 store info / export / prune, in this process ----------------------------------------
+
+OTHER = dataclasses.replace(KEY, model="rank1-14b", model_revision="hf:def456", engine="transformers",
+                            dtype="bfloat16", max_reasoning_tokens=4096, max_model_len=8000)
+
+
+def filled_store(path):
+    with Store(path) as store:
+        store.put_many(KEY, [generation(1), generation(2, "forced"), generation(3), generation(4, "pending")])
+        store.put_many(OTHER, [generation(5), generation(6, tokens=())])
+    return path
+
+
+def test_store_info_as_json_and_as_a_table(tmp_path):
+    import io
+
+    from rank1_cli.store_admin import print_info
+
+    path = filled_store(tmp_path / "s.sqlite")
+    out = io.StringIO()
+    print_info(str(path), "json", out)
+    info = json.loads(out.getvalue())
+    size = sum(p.stat().st_size for p in (path, tmp_path / "s.sqlite-wal") if p.exists())
+    assert (info["path"], info["bytes"], info["generations"]) == (str(path), size, 6)
+    assert info["configurations"] == [
+        {"model": "rank1-7b", "model_revision": "hf:abc123", "engine": "vllm", "dtype": "float16",
+         "max_reasoning_tokens": 8192, "max_model_len": 16000, "generations": 4, "pending": 1},
+        {"model": "rank1-14b", "model_revision": "hf:def456", "engine": "transformers", "dtype": "bfloat16",
+         "max_reasoning_tokens": 4096, "max_model_len": 8000, "generations": 2, "pending": 0}]
+    table = io.StringIO()
+    print_info(str(path), "table", table)
+    text = table.getvalue()
+    assert f"{path}: {size / 1e6:.1f} MB, 6 generations ({size / 6 / 1e3:.1f} kB each)" in " ".join(text.split())
+    rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in text.splitlines() if "rank1-" in line]
+    assert rows == [["rank1-7b", "hf:abc123", "vllm", "float16", "8192", "16000", "4", "1"],
+                    ["rank1-14b", "hf:def456", "transformers", "bfloat16", "4096", "8000", "2", "0"]]
+    header = next(line for line in text.splitlines() if "model" in line and "revision" in line)
+    assert [c.strip() for c in header.split("┃")[1:-1]] == \
+        ["model", "revision", "engine", "dtype", "reasoning", "context", "generations", "pending"]
+    with pytest.raises(StoreError, match=r"none.sqlite: no such store"):
+        print_info(str(tmp_path / "none.sqlite"), "json", io.StringIO())
+    assert not (tmp_path / "none.sqlite").exists()
+
+
+def test_an_empty_store_shows_zero_per_generation(tmp_path):
+    import io
+
+    from rank1_cli.store_admin import print_info
+
+    Store(tmp_path / "s.sqlite").close()
+    out = io.StringIO()
+    print_info(str(tmp_path / "s.sqlite"), "table", out)
+    assert "0 generations (0.0 kB each)" in " ".join(out.getvalue().split())
+
+
+def test_export_writes_every_generation_with_its_settings(tmp_path):
+    from rank1_cli.store_admin import export_store
+
+    path = filled_store(tmp_path / "s.sqlite")
+    assert export_store(str(path), str(tmp_path / "e.jsonl")) == 6
+    records = [json.loads(line) for line in (tmp_path / "e.jsonl").read_text().splitlines()]
+    assert records[0] == {"prompt_sha256": sha(1), "settings": {"model": "rank1-7b", **KEY.identity()},
+                          "completion": "stop", "verdict": "true", "logprob_true": -0.1, "logprob_false": -2.5,
+                          "output_tokens": 3, "reasoning": "reasoning 1.", "token_ids": [1, 2, 3]}
+    assert [r["prompt_sha256"] for r in records] == [sha(i) for i in range(1, 7)]
+    assert records[3]["completion"] == "pending" and records[3]["verdict"] is None
+    assert records[4]["settings"] == {"model": "rank1-14b", **OTHER.identity()}
+    with pytest.raises(StoreError):
+        export_store(str(tmp_path / "none.sqlite"), str(tmp_path / "f.jsonl"))
+    assert not (tmp_path / "f.jsonl").exists() and not (tmp_path / "none.sqlite").exists()
+
+
+def test_prune_deletes_one_models_generations_and_names_the_others(tmp_path):
+    from rank1_cli.store_admin import prune_store
+
+    path = filled_store(tmp_path / "s.sqlite")
+    with pytest.raises(InputError) as error:
+        prune_store(str(path), "rank1-8b")
+    assert str(error.value) == f"the store {path} holds no generations of 'rank1-8b' (its models: rank1-14b, rank1-7b)"
+    assert prune_store(str(path), "rank1-7b") == 4
+    with Store(path) as store:
+        assert store.models() == ["rank1-14b"] and store.count() == 2
+        assert store.count(OTHER) == 2 and store.count(KEY) == 0
+        assert store.get_many(OTHER, [sha(5)]).keys() == {sha(5)}
+        assert store.prune("rank1-7b") == 0
+    assert prune_store(str(path), "rank1-14b") == 2
+    with pytest.raises(InputError, match=r"\(its models: none\)"):
+        prune_store(str(path), "rank1-14b")
+
+
+@pytest.mark.parametrize("error, message", [
+    ("file is not a database", "the store is damaged (file is not a database); it was left as it is. Move it aside "
+                               "(its readable records can be recovered with `sqlite3 FILE .recover`) or use another "
+                               "store path"),
+    ("database disk image is malformed", "the store is damaged (database disk image is malformed)"),
+    ("database or disk is full", "cannot write the store: database or disk is full (no space left, or a quota?). "
+                                 "The store is intact; free some space and run the same command again"),
+    ("disk I/O error", "cannot write the store: disk I/O error (no space left"),
+    ("database is locked", "the store stayed locked by another process for"),
+    ("database table is busy", "the store stayed locked by another process for"),
+    ("attempt to write a readonly database", "cannot write the store (attempt to write a readonly database); check "
+                                             "its permissions, or use another store path"),
+    ("unable to open database file", "cannot write the store (unable to open database file); check its permissions"),
+    ("something else", "cannot write the store (something else)"),
+])
+def test_store_errors_say_what_happened_and_what_to_do(tmp_path, error, message):
+    from rank1_cli.store import StoreLocked
+
+    with Store(tmp_path / "s.sqlite") as store:
+        explained = store._explain(sqlite3.OperationalError(error), "write")
+    assert str(explained).startswith(f"{tmp_path / 's.sqlite'}: {message}")
+    assert isinstance(explained, StoreLocked) == ("locked" in message)
+    if "locked" in message:
+        assert "s; is a store on a network filesystem? Give each job its own store on local disk" in str(explained)
