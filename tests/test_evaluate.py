@@ -462,3 +462,73 @@ def test_runid_is_the_last_lines_tag_as_in_trec_eval_10(tmp_path):
     run_eval([run], QRELS, ["runid"], stdout=out, output_format="tsv")
     # what `trec_eval -m runid` (10.0, built from source) prints for these qrels and run
     assert out.getvalue() == "runid                 \tall\tlast\n"
+
+
+def test_the_table_for_people_row_by_row(tmp_path):
+    # Two runs with one file name: the table shows their paths. Per query, then each run's `all`
+    # row in bold, a line between runs; numbers right-aligned, strings left; runid in `all` only.
+    from rich.console import Console
+
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+    a = write_run(tmp_path / "a" / "x.run", ["q1 Q0 r1 1 3 sysA", "q1 Q0 n1 2 2 sysA", "q2 Q0 r3 1 1 sysA"])
+    b = write_run(tmp_path / "b" / "x.run", ["q1 Q0 n1 1 3 sysB", "q1 Q0 r1 2 2 sysB"])
+    out = io.StringIO()
+    run_eval([a, b], QRELS, ["runid", "P@1", "num_ret", "relstring.2"], stdout=out, output_format="table",
+             per_query=True, console=Console(file=out, width=200))
+    w = len(a)
+    assert out.getvalue().splitlines() == [
+        f"{'run':<{w}} ┃ query ┃ runid ┃    P@1 ┃ num_ret ┃ relstring_2",
+        f"{'━' * (w + 1)}╇━━━━━━━╇━━━━━━━╇━━━━━━━━╇━━━━━━━━━╇━━━━━━━━━━━━",
+        f"{a} │ q1    │       │ 1.0000 │       2 │ '10'       ",
+        f"{a} │ q2    │       │ 1.0000 │       1 │ '1'        ",
+        f"{a} │ all   │ sysA  │ 1.0000 │       3 │            ",
+        f"{'─' * (w + 1)}┼───────┼───────┼────────┼─────────┼────────────",
+        f"{b} │ q1    │       │ 0.0000 │       2 │ '01'       ",
+        f"{b} │ all   │ sysB  │ 0.0000 │       2 │            ",
+    ]
+    bold = io.StringIO()
+    run_eval([a, b], QRELS, ["P@1"], stdout=bold, output_format="table", per_query=True,
+             console=Console(file=bold, width=200, force_terminal=True, color_system="standard"))
+    lines = bold.getvalue().splitlines()
+    assert [line.startswith(f"\x1b[1m{a}") for line in lines[2:5]] == [False, False, True]
+    # file names alone when they tell the runs apart; a narrow terminal folds the names, not the numbers
+    b2 = write_run(tmp_path / "b" / "y.run", ["q1 Q0 n1 1 3 sysB"])
+    short = io.StringIO()
+    run_eval([a, b2], QRELS, ["P@1"], stdout=short, output_format="table", console=Console(file=short, width=200))
+    assert [line.split()[0] for line in short.getvalue().splitlines()[2:]] == ["x.run", "y.run"]
+    narrow = io.StringIO()
+    run_eval([a, b], QRELS, ["P@1", "nDCG@10"], stdout=narrow, output_format="table",
+             console=Console(file=narrow, width=40))
+    text = narrow.getvalue()
+    assert "1.0000" in text and "0.0000" in text and "nDCG@10" in text
+    assert max(len(line) for line in text.splitlines()) <= 40
+
+
+def test_json_values_are_typed_and_per_query_values_by_query(tmp_path):
+    a = write_run(tmp_path / "a.run", ["q1 Q0 r1 1 3 sysA", "q1 Q0 n1 2 2 sysA", "q2 Q0 r3 1 1 sysA"])
+    out = io.StringIO()
+    run_eval([a], QRELS, ["runid", "num_ret", "P@1", "relstring.2"], stdout=out, output_format="json",
+             per_query=True, relevance_level=2, judged_only=True)
+    assert out.getvalue().endswith("}\n")
+    assert json.loads(out.getvalue()) == {
+        "relevance_level": 2, "complete": False, "judged_only": True,
+        "runs": [{"run": a, "runid": "sysA", "num_q": 2,
+                  "measures": {"runid": "sysA", "num_ret": 3, "P@1": 0.0},
+                  "per_query": {"q1": {"num_ret": 2, "P@1": 0.0, "relstring_2": "10"},
+                                "q2": {"num_ret": 1, "P@1": 0.0, "relstring_2": "1"}}}]}
+
+
+def test_runid_of_stdin_is_empty_and_comments_and_blank_lines_are_skipped(tmp_path):
+    from rank1_cli.evaluate import read_runid
+
+    assert read_runid("-") == ""
+    run = tmp_path / "r.run"
+    run.write_text("q1 Q0 d 1 1 first\nq1 Q0 e 2 0.5 second\n\n# comment\n   \n")
+    assert read_runid(str(run)) == "second"
+    run.write_text("q1 Q0 d 1 1\n")
+    assert read_runid(str(run)) == ""
+    import gzip
+
+    (tmp_path / "r.run.gz").write_bytes(gzip.compress(b"q1 Q0 d 1 1 zipped\n"))
+    assert read_runid(str(tmp_path / "r.run.gz")) == "zipped"
