@@ -18,6 +18,7 @@ from rank1_cli.evaluate import (
     interpolated_precision,
     judged_at,
     ranked_relevance,
+    relstring,
     run_eval,
 )
 from rank1_cli.measures import ALL_TREC
@@ -532,3 +533,26 @@ def test_runid_of_stdin_is_empty_and_comments_and_blank_lines_are_skipped(tmp_pa
 
     (tmp_path / "r.run.gz").write_bytes(gzip.compress(b"q1 Q0 d 1 1 zipped\n"))
     assert read_runid(str(tmp_path / "r.run.gz")) == "zipped"
+
+
+def test_interpolated_precision_by_hand():
+    # relevant at ranks 1, 3, 6 of 6; 4 relevant in all: precision 1, 2/3, 1/2 at those ranks
+    assert interpolated_precision([1, 0, 1, 0, 0, 1], 4, 1, [0.0, 0.25, 0.5, 0.75, 1.0]) == \
+        [1.0, 1.0, pytest.approx(2 / 3), 0.5, 0.0]                  # recall 1.0 is never reached
+    assert interpolated_precision([1, 0, 1, 0, 0, 1], 4, 1, [0.0, 0.05, 0.25]) == [1.0, 1.0, 1.0]
+    # -l 2: grade 1 is not relevant; relevant at ranks 1 and 4
+    assert interpolated_precision([2, 1, 0, 2], 2, 2, [0.0, 0.5, 1.0]) == [1.0, 1.0, 0.5]
+    assert interpolated_precision([], 2, 1, [0.0, 1.0]) == [0.0, 0.0]
+
+
+def test_relstring_marks_each_kind_of_grade():
+    assert relstring([9, 10, 0, NONPOOL, UNJUDGED, -5, 3], 6) == "9>0-.<"
+    assert relstring([1, 2], 20) == "12"
+
+
+def test_rbp_takes_its_persistence_from_its_parameter():
+    ev = evaluate_run({"q": {"a": 3, "b": 2, "c": 1}}, {"q": {"a": 1, "c": 1}},
+                      ["rbp.p=0.5", "rbp", "iprec_at_recall.1"])
+    assert ev.value("rbp_p=0.5") == pytest.approx(0.5 * (1 + 0.25))    # (1 - p) * sum of p^(rank - 1)
+    assert ev.value("rbp") == pytest.approx(0.1 * (1 + 0.81))           # trec_eval's default p = 0.9
+    assert ev.value("iprec_at_recall_1.00") == pytest.approx(2 / 3)     # recall level 1 itself is allowed

@@ -203,3 +203,10 @@ def test_an_unknown_name_gets_close_names_and_the_whole_list(typed, suggestion):
     assert message.endswith("rbp, rbp_resid, unj; families: official, all_trec, set; other names "
                             "(case-insensitive): nDCG@k, nDCG, AP, MAP, AP@k, P@k, R@k, Recall@k, RR, MRR, RR@k, "
                             "MRR@k, Success@k, IPrec@r, Judged@k, Unj@k, NumQ, NumRet, NumRel, NumRelRet")
+
+
+def test_recall_levels_take_1_itself_and_values_must_be_numbers():
+    assert [m.name for m in parse_measure("iprec_at_recall.1")] == ["iprec_at_recall_1.00"]
+    with pytest.raises(InputError) as error:
+        parse_measure("11pt_avg.x")
+    assert str(error.value) == "measure '11pt_avg.x': 'x' is not a number"
