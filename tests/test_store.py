@@ -357,6 +357,7 @@ def test_prune_deletes_one_models_generations_and_names_the_others(tmp_path):
                                "(its readable records can be recovered with `sqlite3 FILE .recover`) or use another "
                                "store path"),
     ("database disk image is malformed", "the store is damaged (database disk image is malformed)"),
+    ("index corrupt at page 7", "the store is damaged (index corrupt at page 7)"),
     ("database or disk is full", "cannot write the store: database or disk is full (no space left, or a quota?). "
                                  "The store is intact; free some space and run the same command again"),
     ("disk I/O error", "cannot write the store: disk I/O error (no space left"),
@@ -376,3 +377,56 @@ def test_store_errors_say_what_happened_and_what_to_do(tmp_path, error, message)
     assert isinstance(explained, StoreLocked) == ("locked" in message)
     if "locked" in message:
         assert "s; is a store on a network filesystem? Give each job its own store on local disk" in str(explained)
+
+
+class FailingStatements:
+    """The store's connection, failing the statements that start with `prefix`."""
+
+    def __init__(self, db, prefix, error):
+        self.db, self.prefix, self.error = db, prefix, error
+
+    def execute(self, sql, *args):
+        if sql.startswith(self.prefix):
+            raise sqlite3.OperationalError(self.error)
+        return self.db.execute(sql, *args)
+
+    def __getattr__(self, name):
+        return getattr(self.db, name)
+
+
+def test_prune_counts_every_configuration_of_the_model_and_gives_the_space_back(tmp_path):
+    path = tmp_path / "s.sqlite"
+    with Store(path) as store:
+        store.put_many(KEY, [generation(i, reasoning="x" * 4000) for i in range(200)])
+        store.put_many(dataclasses.replace(KEY, dtype="bfloat16"), [generation(i) for i in range(3)])
+        store.put_many(OTHER, [generation(1)])
+        store._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        before = path.stat().st_size
+        assert store.prune("rank1-7b") == 203
+        assert store.count() == 1
+    assert path.stat().st_size < before / 2
+
+
+def test_a_prune_whose_vacuum_fails_keeps_the_deletion_and_warns(tmp_path, caplog):
+    path = filled_store(tmp_path / "s.sqlite")
+    with Store(path) as store:
+        store._db = FailingStatements(store._db, "VACUUM", "cannot VACUUM - SQL statements in progress")
+        with caplog.at_level("WARNING", logger="rank1_cli"):
+            assert store.prune("rank1-7b") == 4
+        store._db = store._db.db
+        assert store.models() == ["rank1-14b"]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{path}: the space of the deleted generations was not reclaimed (cannot VACUUM - SQL statements in "
+        "progress); it is reused by later writes"]
+    assert caplog.records[0].name == "rank1_cli.store"
+
+
+def test_a_prune_that_cannot_write_says_so_and_deletes_nothing(tmp_path):
+    path = filled_store(tmp_path / "s.sqlite")
+    with Store(path) as store:
+        store._db = FailingStatements(store._db, "DELETE FROM configs", "disk I/O error")
+        with pytest.raises(StoreError) as error:
+            store.prune("rank1-7b")
+        store._db = store._db.db
+        assert str(error.value).startswith(f"{path}: cannot write the store: disk I/O error")
+        assert store.count() == 6
