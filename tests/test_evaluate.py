@@ -556,3 +556,15 @@ def test_rbp_takes_its_persistence_from_its_parameter():
     assert ev.value("rbp_p=0.5") == pytest.approx(0.5 * (1 + 0.25))    # (1 - p) * sum of p^(rank - 1)
     assert ev.value("rbp") == pytest.approx(0.1 * (1 + 0.81))           # trec_eval's default p = 0.9
     assert ev.value("iprec_at_recall_1.00") == pytest.approx(2 / 3)     # recall level 1 itself is allowed
+
+
+def test_warnings_name_at_most_three_queries(caplog):
+    qrels = {"q1": {"a": 1}}
+    with caplog.at_level("WARNING", logger="rank1_cli"):
+        evaluate_run({"q1": {"a": 1.0}, "x3": {"a": 1.0}, "x1": {"a": 1.0}, "x2": {"a": 1.0}}, qrels, ["P@1"],
+                     name="r")
+        evaluate_run({"q1": {"a": 1.0}, "x3": {"a": 1.0}, "x1": {"a": 1.0}, "x2": {"a": 1.0}, "x4": {"a": 1.0}},
+                     qrels, ["P@1"], name="r")
+    assert [r.getMessage() for r in caplog.records] == [
+        "r: 3 of the run's 4 queries are not in the qrels and were ignored ('x1', 'x2', 'x3')",
+        "r: 4 of the run's 5 queries are not in the qrels and were ignored ('x1', 'x2', 'x3', ...)"]
