@@ -305,3 +305,55 @@ def test_merge_takes_the_first_stage_run_as_mteb_predictions_too(sharded, tmp_pa
     merge_shards([r for r, _ in parts], [t for _, t in parts], tmp_path / "m.trec", None, first_stage=str(first_stage))
     assert (tmp_path / "m.trec").read_text() == whole_run.read_text()
 
+
+
+def _edited(tmp_path, source, name, edit):
+    path = tmp_path / name
+    path.write_text(edit(source.read_text()))
+    return path
+
+
+MERGE_ERRORS = {
+    # name: (build (runs, traces) from the parts and tmp_path, the whole message; {r0}, {t0}, ... name the files)
+    "no runs": (lambda p, tmp: ([], []), "merge needs the output runs of the shards"),
+    "a traces file too few": (lambda p, tmp: ([p[0][0], p[1][0]], [p[0][1]]),
+                              "merge got 2 runs but 1 traces files; give one traces file per run, in the same order"),
+    "a run with 5 columns": (lambda p, tmp: ([_edited(tmp, p[0][0], "r.trec", lambda t: "q01 Q0 d001 1 0.5\n" + t),
+                                              p[1][0], p[2][0]], [x[1] for x in p]),
+                             "{tmp}/r.trec:1: expected 6 whitespace-separated columns 'qid Q0 docid rank score tag', "
+                             "found 5: 'q01 Q0 d001 1 0.5'"),
+    "a torn traces line": (lambda p, tmp: ([x[0] for x in p], [p[0][1], _edited(tmp, p[1][1], "t.jsonl",
+                                                                                lambda t: t + '{"qid": "q0'), p[2][1]]),
+                           "{tmp}/t.jsonl:{n}: not a trace record (a torn line: the rerank of this shard did not "
+                           "finish; run it again to finish it)"),
+    "no traces file": (lambda p, tmp: ([x[0] for x in p], [p[0][1], tmp / "none.jsonl", p[2][1]]),
+                       "{tmp}/none.jsonl: no such traces file (the traces of shard run {r1}); pass each shard's "
+                       "traces with --traces, in the order of the runs"),
+    "empty traces": (lambda p, tmp: ([x[0] for x in p], [p[0][1], _edited(tmp, p[1][1], "t.jsonl", lambda t: ""),
+                                                         p[2][1]]),
+                     "{tmp}/t.jsonl is empty but {r1} is not: not the traces of that run"),
+    "traces of two shards": (lambda p, tmp: ([x[0] for x in p], [p[0][1], _edited(
+        tmp, p[1][1], "t.jsonl", lambda t: t.replace('"shard": "2/3"', '"shard": "1/3"', 1)), p[2][1]]),
+        '{tmp}/t.jsonl mixes traces of several shards ("1/3", "2/3")'),
+    "a bad shard label": (lambda p, tmp: ([x[0] for x in p], [p[0][1], _edited(
+        tmp, p[1][1], "t.jsonl", lambda t: t.replace('"shard": "2/3"', '"shard": "2 of 3"')), p[2][1]]),
+        "{tmp}/t.jsonl: bad shard label '2 of 3' in its settings"),
+    "every shard empty": (lambda p, tmp: ([_edited(tmp, p[0][0], "r.trec", lambda t: "")],
+                                          [_edited(tmp, p[0][1], "t.jsonl", lambda t: "")]),
+                          "every shard given is empty: nothing to merge"),
+    "other tags": (lambda p, tmp: ([p[0][0], _edited(tmp, p[1][0], "r.trec", lambda t: t.replace(" rank1\n", " x\n")),
+                                    p[2][0]], [x[1] for x in p]),
+                   "the shard runs have different tags (rank1, x); rerank every shard with the same --tag"),
+}
+
+
+@pytest.mark.parametrize("case", list(MERGE_ERRORS))
+def test_merge_errors_say_which_file_and_what_to_do(case, sharded, tmp_path):
+    _, _, parts = sharded
+    build, message = MERGE_ERRORS[case]
+    runs, traces = build(parts, tmp_path)
+    lines = len(parts[1][1].read_text().splitlines()) + 1
+    with pytest.raises(InputError) as error:
+        merge_shards(runs, traces, tmp_path / "m.trec", None)
+    assert str(error.value) == message.format(tmp=tmp_path, r1=parts[1][0], n=lines)
+    assert not (tmp_path / "m.trec").exists()
