@@ -430,3 +430,14 @@ def test_a_prune_that_cannot_write_says_so_and_deletes_nothing(tmp_path):
         store._db = store._db.db
         assert str(error.value).startswith(f"{path}: cannot write the store: disk I/O error")
         assert store.count() == 6
+
+
+def test_a_key_from_traces_settings_keeps_the_models_name_and_no_path_means_the_default(monkeypatch, tmp_path):
+    from rank1_cli.store import store_path
+
+    settings = {"format": "rank1-cli/2", "model": "rank1-7b", **KEY.identity(), "prompt_template": None}
+    assert GenerationKey.from_settings(settings) == KEY
+    monkeypatch.setenv("RANK1_STORE", str(tmp_path / "env.sqlite"))
+    assert store_path(None) == store_path("") == tmp_path / "env.sqlite"
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert store_path("~/mine.sqlite") == tmp_path / "mine.sqlite"
