@@ -441,3 +441,42 @@ def test_a_key_from_traces_settings_keeps_the_models_name_and_no_path_means_the_
     assert store_path(None) == store_path("") == tmp_path / "env.sqlite"
     monkeypatch.setenv("HOME", str(tmp_path))
     assert store_path("~/mine.sqlite") == tmp_path / "mine.sqlite"
+
+
+SETTINGS = json.loads(trace_line(0))["settings"]
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"settings": "float16"}, "no settings object"),
+    ({"settings": {**SETTINGS, "dtype": None} | {"max_model_len": "long"}},
+     "incomplete settings (model, model_revision, engine, dtype, max_reasoning_tokens, max_model_len)"),
+    ({"settings": {k: v for k, v in SETTINGS.items() if k != "engine"}},
+     "the settings do not say which model revision and engine made it (traces of an older rank1-cli): name the "
+     "model they were made with ({model})"),
+    ({"completion": "done"}, "completion must be one of stop, forced, fallback, pending"),
+    ({"verdict": "maybe"}, "verdict must be true, false or null"),
+    ({"output_tokens": -1}, "reasoning must be a string and output_tokens a count"),
+    ({"output_tokens": True}, "reasoning must be a string and output_tokens a count"),
+    ({"output_tokens": "3"}, "reasoning must be a string and output_tokens a count"),
+    ({"reasoning": None}, "reasoning must be a string and output_tokens a count"),
+    ({"logprob_true": "x"}, "logprob_true and logprob_false must be numbers or null"),
+    ({"logprob_false": float("nan")}, "logprob_true and logprob_false must be numbers or null"),
+    ({"logprob_true": True}, "logprob_true and logprob_false must be numbers or null"),
+])
+def test_a_record_that_is_not_a_trace_says_why(changes, message):
+    with pytest.raises(ValueError) as error:
+        record_generation(json.loads(trace_line(1, **changes)), None)
+    assert str(error.value) == message
+
+
+def test_records_of_every_valid_shape_are_taken():
+    key, stored = record_generation(json.loads(trace_line(1, verdict="false", score=None, output_tokens=0,
+                                                          logprob_true=-3, logprob_false=-0.25)), None)
+    assert key == KEY and (stored.verdict, stored.output_tokens, stored.logprob_true) == ("false", 0, -3.0)
+    _, pending = record_generation(json.loads(trace_line(2, completion="pending", verdict=None, score=None,
+                                                         logprob_true=None, logprob_false=None)), None)
+    assert (pending.completion, pending.logprob_true, pending.verdict) == ("pending", None, None)
+    old = {k: v for k, v in SETTINGS.items() if k not in ("model_revision", "engine", "dtype")}
+    with pytest.raises(ValueError) as error:
+        record_generation(json.loads(trace_line(3, settings=old)), KEY)
+    assert str(error.value) == "settings lack dtype, max_reasoning_tokens or max_model_len"
