@@ -13,8 +13,11 @@ from collections import Counter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-KILLED = {1, 3}                  # mutmut's exit codes for a failing test run (3: error inside pytest)
-TIMEOUT = {24, -24, 36, 152, 255}
+# mutmut's exit codes of a test run against a mutant: 0 every test passed (survived); 5 and 33 no
+# test calls the mutated function; 2 interrupted, 34 skipped, 35 suspicious (slow). Any other code
+# is a failed run: a test failed (1), pytest itself failed (3), a timeout, or a crash (negative: the
+# signal) - the mutant was caught.
+NOT_KILLED = {0, 2, 5, 33, 34, 35, None}
 
 
 def equivalent_names(path: Path = REPO / "tests" / "mutation_equivalent.txt") -> set[str]:
@@ -45,7 +48,7 @@ def main(argv: list[str]) -> int:
     for module, codes in by_module.items():
         counts: Counter = Counter()
         for name, code in codes.items():
-            if code in KILLED or code in TIMEOUT:
+            if code not in NOT_KILLED:
                 counts["killed"] += 1
             elif name in equivalent:
                 counts["equivalent"] += 1
@@ -61,7 +64,8 @@ def main(argv: list[str]) -> int:
     print(f"{'all':<28}{totals['killed']:>8}{totals['total']:>7}{totals['equivalent']:>7}{share:>8.1%}")
     if show_survivors:
         for module, name, code in survivors:
-            print(f"{'not checked' if code is None else 'no tests' if code in (5, 33) else 'survived'}\t{name}")
+            status = {None: "not checked", 5: "no tests", 33: "no tests", 0: "survived"}.get(code, f"exit {code}")
+            print(f"{status}\t{name}")
     elif survivors:
         print(f"{len(survivors)} mutants not killed and not listed as equivalent: "
               "`python tests/mutation_report.py --survivors`, then `mutmut show NAME`")

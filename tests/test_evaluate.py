@@ -568,3 +568,20 @@ def test_warnings_name_at_most_three_queries(caplog):
     assert [r.getMessage() for r in caplog.records] == [
         "r: 3 of the run's 4 queries are not in the qrels and were ignored ('x1', 'x2', 'x3')",
         "r: 4 of the run's 5 queries are not in the qrels and were ignored ('x1', 'x2', 'x3', ...)"]
+
+
+def test_edge_queries_measure_zero_without_crashing():
+    # a query judged only with negative grades; a run with no query of the qrels
+    ev = evaluate_run({"q1": {"a": 2.0, "b": 1.0}}, {"q1": {"a": -1, "b": -1}}, ["rbp", "rbp.p=0.5", "gm_map", "P@1"])
+    assert (ev.value("rbp"), ev.value("rbp_p=0.5"), ev.value("P@1")) == (0.0, 0.0, 0.0)
+    empty = evaluate_run({"x": {"a": 1.0}}, {"q1": {"a": 1}}, ["gm_map", "map"])
+    assert (empty.value("gm_map"), empty.value("map"), empty.runid) == (0.0, 0.0, "")
+
+
+def test_rank_scores_count_down_from_the_number_of_documents():
+    from rank1_cli.evaluate import rank_scores
+
+    for n in (3, 40, 2, 100, 1):
+        docs = {f"d{i:03d}": float(n - i) for i in range(n)}
+        assert rank_scores(docs) == {f"d{i:03d}": float(n - i) for i in range(n)}, n
+    assert rank_scores({"b": 1.0, "a": 1.0, "c": 2.0}) == {"c": 3.0, "b": 2.0, "a": 1.0}   # ties: docid descending
