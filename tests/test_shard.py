@@ -357,3 +357,33 @@ def test_merge_errors_say_which_file_and_what_to_do(case, sharded, tmp_path):
         merge_shards(runs, traces, tmp_path / "m.trec", None)
     assert str(error.value) == message.format(tmp=tmp_path, r1=parts[1][0], n=lines)
     assert not (tmp_path / "m.trec").exists()
+
+
+def test_merge_says_which_shards_are_missing_and_what_they_hold(sharded, tmp_path):
+    _, _, parts = sharded
+    run = str(SAMPLE / "run.bm25.trec")
+    cases = [
+        ([0], None, "shards 2/3, 3/3 are missing; merge needs the output of every shard"),
+        ([0], run, f"shards 2/3, 3/3 are missing: 16 queries of {run} belong to them"),
+        ([0, 1], run, f"shard 3/3 is missing: 7 queries of {run} belong to it"),
+    ]
+    for given, first_stage, message in cases:
+        with pytest.raises(InputError) as error:
+            merge_shards([parts[i][0] for i in given], [parts[i][1] for i in given], tmp_path / "m.trec", None,
+                         first_stage=first_stage)
+        assert str(error.value) == message
+    # the first-stage run lacks a query a shard holds
+    fewer = tmp_path / "fs.trec"
+    fewer.write_text("".join(line for line in open(run) if not line.startswith("q01 ")))
+    with pytest.raises(InputError) as error:
+        merge_shards([p[0] for p in parts], [p[1] for p in parts], tmp_path / "m.trec", None, first_stage=str(fewer))
+    assert str(error.value) == f"query q01 of 1/3 ({parts[0][0]}) is not in {fewer}"
+
+
+def test_merge_summary_counts_what_was_written(sharded, tmp_path):
+    _, (whole_run, _), parts = sharded
+    summary = merge_shards([p[0] for p in parts], [p[1] for p in parts], tmp_path / "m.trec",
+                           tmp_path / "m.traces.jsonl", first_stage=str(SAMPLE / "run.bm25.trec"))
+    assert (summary.shards, summary.queries, summary.run_lines, summary.traces, summary.empty_shards) == \
+        (3, 25, 1250, 75, 0)
+    assert len((tmp_path / "m.trec").read_text().splitlines()) == 1250
