@@ -480,3 +480,39 @@ def test_records_of_every_valid_shape_are_taken():
     with pytest.raises(ValueError) as error:
         record_generation(json.loads(trace_line(3, settings=old)), KEY)
     assert str(error.value) == "settings lack dtype, max_reasoning_tokens or max_model_len"
+
+
+def test_looking_up_an_unknown_configuration_finds_nothing_and_creates_nothing(tmp_path):
+    with Store(tmp_path / "s.sqlite") as store:
+        store.put_many(KEY, [generation(1)])
+        assert store.count(OTHER) == 0 and store.get_many(OTHER, [sha(1)]) == {}
+        assert [c.model for c in store.info().configs] == ["rank1-7b"]
+        assert store.put_many(KEY, []) == 0
+
+
+def test_a_lookup_of_many_prompts_finds_every_one(tmp_path):
+    with Store(tmp_path / "s.sqlite") as store:
+        store.put_many(KEY, [generation(i, tokens=()) for i in range(2500)])
+        found = store.get_many(KEY, [sha(i) for i in range(2600)])
+    assert sorted(found) == [sha(i) for i in range(2500)]
+
+
+def test_a_generation_with_an_unknown_completion_is_refused(tmp_path):
+    with Store(tmp_path / "s.sqlite") as store, pytest.raises(ValueError) as error:
+        store.put_many(KEY, [dataclasses.replace(generation(1), completion="done")])
+    assert str(error.value) == "completion must be one of stop, forced, fallback, pending, found 'done'"
+
+
+def test_where_a_store_cannot_be(tmp_path):
+    with pytest.raises(StoreError) as error:
+        Store(tmp_path)
+    assert str(error.value) == f"{tmp_path}: is a directory; the store is a file (e.g. {tmp_path / 'store.sqlite'})"
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StoreError) as error:
+        Store(tmp_path / "file" / "s.sqlite")
+    assert str(error.value) == f"{tmp_path / 'file' / 's.sqlite'}: cannot create the store's folder (File exists)"
+    with pytest.raises(StoreError) as error:
+        Store(tmp_path / "none.sqlite", create=False)
+    assert str(error.value) == f"{tmp_path / 'none.sqlite'}: no such store"
+    with Store(tmp_path / "new" / "folders" / "s.sqlite") as store:     # missing folders are made
+        assert store.count() == 0
