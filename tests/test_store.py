@@ -516,3 +516,38 @@ def test_where_a_store_cannot_be(tmp_path):
     assert str(error.value) == f"{tmp_path / 'none.sqlite'}: no such store"
     with Store(tmp_path / "new" / "folders" / "s.sqlite") as store:     # missing folders are made
         assert store.count() == 0
+
+
+def test_import_of_old_traces_takes_the_model_and_engine_given(tmp_path):
+    from conftest import TINY_MODEL
+    from rank1_cli.models import model_revision, resolve_model
+
+    old = {k: v for k, v in SETTINGS.items() if k not in ("model_revision", "engine")}
+    traces = tmp_path / "old.jsonl"
+    traces.write_text(trace_line(1, settings=old) + "\n\n" + trace_line(2, settings=old) + "\n")
+    report = import_files([str(traces)], str(tmp_path / "s.sqlite"), model=str(TINY_MODEL), backend="transformers")
+    assert (report.store, report.lines, report.added, report.already) == (str(tmp_path / "s.sqlite"), 2, 2, 0)
+    resolved = resolve_model(str(TINY_MODEL))
+    key = GenerationKey(resolved.spec, model_revision(resolved), "transformers", "float16", 8192, 16000)
+    with Store(tmp_path / "s.sqlite") as store:
+        assert store.get_many(key, [sha(1), sha(2)]).keys() == {sha(1), sha(2)}
+
+
+@pytest.mark.parametrize("line, message", [
+    ("[1, 2]", "t.jsonl:2: not a rank1 trace: not a JSON object"),
+    ('{"qid": ', "t.jsonl:2: invalid JSON (Expecting value at column 9)"),
+])
+def test_import_names_the_line_that_is_not_a_trace_object(tmp_path, line, message):
+    traces = tmp_path / "t.jsonl"
+    traces.write_text(trace_line(0) + "\n" + line + "\n")
+    with pytest.raises(InputError) as error:
+        import_files([str(traces)], str(tmp_path / "s.sqlite"))
+    assert str(error.value) == f"{tmp_path}/{message}"
+
+
+def test_an_import_larger_than_one_batch_counts_every_line(tmp_path):
+    traces = tmp_path / "t.jsonl"
+    traces.write_text("".join(trace_line(i) + "\n" for i in range(2500)))
+    assert import_files([str(traces)], str(tmp_path / "s.sqlite")).added == 2500
+    again = import_files([str(traces), str(traces)], str(tmp_path / "s.sqlite"))
+    assert (again.lines, again.added, again.already) == (5000, 0, 5000)
