@@ -210,3 +210,28 @@ def test_recall_levels_take_1_itself_and_values_must_be_numbers():
     with pytest.raises(InputError) as error:
         parse_measure("11pt_avg.x")
     assert str(error.value) == "measure '11pt_avg.x': 'x' is not a number"
+
+
+@pytest.mark.parametrize("printed, name", [
+    ("map_cut_10", "map_cut_10"), ("ndcg_cut_5", "ndcg_cut_5"), ("relative_P_5", "relative_P_5"),
+    ("iprec_at_recall_.5", "iprec_at_recall_0.50"), ("recall_+5", "recall_5"), ("P_5", "P_5"),
+])
+def test_trec_evals_printed_names_read_back_as_the_longest_family(printed, name):
+    assert [m.name for m in parse_measure(printed)] == [name]
+
+
+def test_parameter_lists_continue_after_a_printed_name_or_a_sign():
+    assert split_measure_list("P_5,10,map") == ["P_5,10", "map"]
+    assert split_measure_list("P.5,+10") == ["P.5,+10"]
+    assert split_measure_list("map,5") == ["map", "5"]          # map has no parameters to continue
+
+
+def test_no_measure_and_two_parameter_strings_for_one_family_are_refused():
+    with pytest.raises(InputError) as error:
+        parse_measures([])
+    assert str(error.value).startswith("no measure given. Known: trec_eval measures (add .PARAMS")
+    for first, already in (("ndcg.1=3", "'1=3'"), ("ndcg", "'the default'")):
+        with pytest.raises(InputError) as error:
+            parse_measures([first, "ndcg.2=5"])
+        assert str(error.value) == ("measure 'ndcg.2=5': ndcg can be computed with one parameter string per "
+                                    f"evaluation, already have {already}")
