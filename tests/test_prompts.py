@@ -38,6 +38,7 @@ def test_template_from_file_needs_the_slot(tmp_path: Path):
     good = tmp_path / "t.txt"
     good.write_text("Find FILL_QUERY_HERE please")
     assert prompts.resolve_template(str(good)).apply("cats") == "Find cats please"
+    assert prompts.resolve_template(str(good)).name == str(good)           # the name the traces record
     bad = tmp_path / "bad.txt"
     bad.write_text("no slot")
     with pytest.raises(InputError, match="FILL_QUERY_HERE"):
