@@ -36,7 +36,8 @@ def test_verdict_comes_from_the_stop_string():
     ("no sentence end at all  ", "no sentence end at all"),                          # nothing to cut back to
     ("  Two. Three.", "Two. Three."),                                                 # strip again at the end
     ("", ""),
-    ("One. Two! Three and", "One. Two!"),                                           # the last mark, not the first
+    ("One. Two. Three and", "One. Two."),                                           # the last mark, not the first
+    ("One. Two! Three and", "One. Two!"),
     ("? what", "?"),                                                                  # a mark at the very start
     ("One.Two", "One."),                                                              # cut just after the mark
 ])
