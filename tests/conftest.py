@@ -43,3 +43,18 @@ def sample_dataset(tmp_path_factory):
     import irds_sample
 
     return irds_sample.register(tmp_path_factory.mktemp("irds"))
+
+
+# Fixtures that start a real inference engine: a test using one is an `engine` test, whatever its
+# module (stand-in servers and scripted engines are not, and run in the fast set).
+ENGINE_FIXTURES = {"vllm_engine", "servers"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Mark tests that use an engine fixture `engine`, and run every engine test after the fast ones
+    (a failure in the fast set shows in seconds, not after the engines' start-up)."""
+    for item in items:
+        if ENGINE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.engine)
+    items.sort(key=lambda item: item.get_closest_marker("engine") is not None)

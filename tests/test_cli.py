@@ -1,5 +1,7 @@
 """The `rank1` command as a user runs it: exit codes, messages on stderr, nothing on stdout."""
 
+import json
+import os
 import subprocess
 import time
 
@@ -10,10 +12,10 @@ from conftest import RANK1, REPO, SAMPLE, TINY_MODEL
 CORPUS = ["--corpus", str(SAMPLE / "corpus.jsonl"), "--queries", str(SAMPLE / "queries.tsv")]
 
 
-def rank1(*args, stdin=None, timeout=120):
+def rank1(*args, stdin=None, timeout=120, env=None):
     started = time.perf_counter()
     proc = subprocess.run([*RANK1, *map(str, args)], input=stdin, capture_output=True, text=True, timeout=timeout,
-                          cwd=REPO)
+                          cwd=REPO, env=env)
     return proc, time.perf_counter() - started
 
 
@@ -196,3 +198,110 @@ def test_bad_eval_input_is_one_line_exit_2(case, files, tmp_path):
     assert proc.stderr.startswith("rank1: error: ") and proc.stderr.count("\n") == 1, proc.stderr[:500]
     assert re.search(message, proc.stderr), proc.stderr[:500]
     assert len(proc.stderr) < 500 and proc.stdout == ""
+
+
+# ---------------------------------------------------------------------------------------------
+# Every command end to end: exit code, stdout, stderr
+
+TREC_EVAL_DATA = REPO / "tests" / "data" / "trec_eval"
+
+
+@pytest.fixture(scope="module")
+def eval_inputs(tmp_path_factory):
+    """trec_eval's results.test without query 303 (so -c matters), its qrels with grades 0-4 (-l)."""
+    folder = tmp_path_factory.mktemp("eval")
+    lines = [line for line in (TREC_EVAL_DATA / "results.test").read_text().splitlines(keepends=True)
+             if not line.startswith("303")]
+    (folder / "run.trec").write_text("".join(lines))
+    return folder / "run.trec", TREC_EVAL_DATA / "qrels.rel_level"
+
+
+def library_tsv(run, qrels, measures, per_query=False, **options):
+    from rank1_cli.evaluate import evaluate_run, format_tsv
+    from rank1_cli.trec import read_qrels_file, read_run_scores
+
+    return format_tsv(evaluate_run(read_run_scores(run), read_qrels_file(qrels), measures, **options),
+                      per_query=per_query)
+
+
+EVAL_OPTIONS = {
+    "-q": (["-q"], {"per_query": True}),
+    "-c": (["-c"], {"complete": True}),
+    "--complete": (["--complete"], {"complete": True}),
+    "-l 2": (["-l", "2"], {"relevance_level": 2}),
+    "-J": (["-J"], {"judged_only": True}),
+    "-q -c -l 2 -J": (["-q", "-c", "-l", "2", "-J"],
+                      {"per_query": True, "complete": True, "relevance_level": 2, "judged_only": True}),
+}
+
+
+@pytest.mark.parametrize("case", list(EVAL_OPTIONS))
+def test_eval_options_reach_the_evaluator(case, eval_inputs):
+    run, qrels = eval_inputs
+    flags, options = EVAL_OPTIONS[case]
+    measures = ["num_q", "map", "P.10", "ndcg_cut.10", "num_rel"]
+    proc, _ = rank1("eval", run, "--qrels", qrels, *[a for m in measures for a in ("-m", m)], *flags, "-f", "tsv")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == library_tsv(run, qrels, measures, **options)
+    # query 303 is in the qrels only: a warning says what became of it
+    said = "they count as empty rankings" if options.get("complete") else "are left out of the means ('303')"
+    assert said in " ".join(proc.stderr.split()) and proc.stderr.count("WARNING") == 1, proc.stderr
+    assert proc.stdout != library_tsv(run, qrels, measures)          # the option changes the numbers
+
+
+def test_eval_json_holds_the_options_aggregates_and_per_query_values(eval_inputs):
+    run, qrels = eval_inputs
+    proc, _ = rank1("eval", run, "--qrels", qrels, "-m", "map", "-m", "num_ret", "-m", "runid", "-q", "-c", "-f", "json")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    tsv = cells(library_tsv(run, qrels, ["map", "num_ret"], per_query=True, complete=True))
+    assert (out["complete"], out["relevance_level"], out["judged_only"]) == (True, 1, False)
+    [entry] = out["runs"]
+    assert entry["run"] == str(run) and entry["runid"] == "STANDARD" and entry["num_q"] == 3
+    assert f"{entry['measures']['map']:.4f}" == tsv[("map", "all")]
+    assert entry["measures"]["num_ret"] == 1000 and isinstance(entry["measures"]["num_ret"], int)
+    assert sorted(entry["per_query"]) == ["301", "302", "303"]
+    assert {q: f"{v['map']:.4f}" for q, v in entry["per_query"].items()} == \
+        {q: tsv[("map", q)] for q in ("301", "302", "303")}
+
+
+def cells(tsv: str) -> dict[tuple[str, str], str]:
+    return {(m.strip(), q): v for m, q, v in (line.split("\t") for line in tsv.splitlines())}
+
+
+def test_eval_reads_stdin_and_gzip_by_suffix_or_by_content(eval_inputs, tmp_path):
+    import gzip
+
+    run, qrels = eval_inputs
+    plain, _ = rank1("eval", run, "--qrels", qrels, "-m", "map", "-q", "-f", "tsv")
+    assert plain.returncode == 0 and plain.stdout.count("\n") == 3
+    (tmp_path / "run.trec.gz").write_bytes(gzip.compress(run.read_bytes()))
+    (tmp_path / "gzipped-without-suffix.trec").write_bytes(gzip.compress(run.read_bytes()))
+    (tmp_path / "qrels.gz").write_bytes(gzip.compress(qrels.read_bytes()))
+    for args in ([tmp_path / "run.trec.gz", "--qrels", qrels], [tmp_path / "gzipped-without-suffix.trec", "--qrels", qrels],
+                 [run, "--qrels", tmp_path / "qrels.gz"]):
+        proc, _ = rank1("eval", *args, "-m", "map", "-q", "-f", "tsv")
+        assert (proc.returncode, proc.stdout) == (0, plain.stdout), args
+    piped, _ = rank1("eval", "-", "--qrels", qrels, "-m", "map", "-q", "-f", "tsv", stdin=run.read_text())
+    assert (piped.returncode, piped.stdout) == (0, plain.stdout)
+
+
+def test_eval_of_several_runs_is_a_block_per_run_and_a_table_by_default(eval_inputs):
+    run, qrels = eval_inputs
+    proc, _ = rank1("eval", run, TREC_EVAL_DATA / "results.test", "--qrels", qrels, "-m", "map", "-f", "tsv")
+    assert proc.returncode == 0, proc.stderr
+    blocks = proc.stdout.split("run                   \tall\t")
+    assert len(blocks) == 3 and blocks[1].startswith(f"{run}\nmap ") and "results.test\nmap " in blocks[2]
+    table, _ = rank1("eval", run, TREC_EVAL_DATA / "results.test", "--qrels", qrels, "-m", "map")
+    assert table.returncode == 0 and "run.trec" in table.stdout and "results.test" in table.stdout
+    want = cells(library_tsv(run, qrels, ["map"]))[("map", "all")]
+    assert want in table.stdout
+
+
+def test_models_lists_the_aliases_on_stdout():
+    proc, _ = rank1("models", env={**os.environ, "COLUMNS": "200"})
+    assert proc.returncode == 0
+    for alias, hf_id in (("rank1-7b", "jhu-clsp/rank1-7b"), ("rank1-32b-awq", "jhu-clsp/rank1-32b-awq")):
+        line = next(line for line in proc.stdout.splitlines() if f" {alias} " in f" {line} ")
+        assert hf_id in line
+    assert "Memory is for the weights" in proc.stderr and "Memory" not in proc.stdout

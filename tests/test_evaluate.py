@@ -20,6 +20,7 @@ from rank1_cli.evaluate import (
     interpolated_precision,
     judged_at,
     ranked_relevance,
+    relstring,
     run_eval,
 )
 from rank1_cli.measures import ALL_TREC
@@ -325,15 +326,29 @@ def test_rr_at_k_only_looks_at_the_top_k():
     assert ev.value("MRR") == pytest.approx((1 / 3 + 1) / 2)
 
 
+@pytest.mark.parametrize("alias, trec_name", [
+    ("nDCG@10", "ndcg_cut_10"), ("AP", "map"), ("MAP", "map"), ("P@5", "P_5"), ("R@100", "recall_100"),
+    ("Recall@30", "recall_30"), ("MRR", "recip_rank"), ("RR", "recip_rank"), ("nDCG", "ndcg"),
+    ("AP@100", "map_cut_100"), ("Success@10", "success_10"), ("IPrec@0.5", "iprec_at_recall_0.50"),
+    ("NumRelRet", "num_rel_ret"), ("numrel", "num_rel"), ("NumRet", "num_ret"),
+])
+def test_each_alias_alone_gives_trec_eval_values_of_its_measure(data, alias, trec_name):
+    # Each alias evaluated on its own, against the values trec_eval 10.0 printed (out.test.aq,
+    # all_trec -q): an alias mapped to another measure, or another cutoff, shows here.
+    from rank1_cli.evaluate import format_value
+
+    want = cells((data / "out.test.aq").read_text())
+    ev = evaluate_run(read_results(data / "results.test"), read_qrels_file(data / "qrels.test"), [alias])
+    (measure,) = ev.measures
+    for qid in ev.queries:
+        assert format_value(measure, ev.value(alias, qid)) == want[(trec_name, qid)], qid
+    assert format_value(measure, ev.value(alias)) == want[(trec_name, "all")]
+
+
 def test_aliases_give_the_trec_eval_values(data):
     qrels = read_qrels_file(data / "qrels.test")
     run = read_results(data / "results.test")
-    ev = evaluate_run(run, qrels, ["nDCG@10", "ndcg_cut.10", "AP", "map", "P@5", "P.5", "R@100", "recall.100",
-                                   "MRR", "recip_rank", "nDCG", "ndcg"])
-    for alias, name in [("nDCG@10", "ndcg_cut_10"), ("AP", "map"), ("P@5", "P_5"), ("R@100", "recall_100"),
-                        ("MRR", "recip_rank"), ("nDCG", "ndcg")]:
-        for qid in ["all", *ev.queries]:
-            assert ev.value(alias, qid) == ev.value(name, qid)
+    ev = evaluate_run(run, qrels, ["nDCG@10", "AP", "P@5"])
     assert f"{ev.value('nDCG@10'):.4f}" == "0.3016"  # out.test.a
     assert f"{ev.value('AP'):.4f}" == "0.1785"
     assert format_tsv(ev).splitlines()[0] == "AP                    \tall\t0.1785"  # map's place in trec_eval
@@ -511,3 +526,125 @@ def test_runid_is_the_last_lines_tag_as_in_trec_eval_10(tmp_path):
     run_eval([run], QRELS, ["runid"], stdout=out, output_format="tsv")
     # what `trec_eval -m runid` (10.0, built from source) prints for these qrels and run
     assert out.getvalue() == "runid                 \tall\tlast\n"
+
+
+def test_the_table_for_people_row_by_row(tmp_path):
+    # Two runs with one file name: the table shows their paths. Per query, then each run's `all`
+    # row in bold, a line between runs; numbers right-aligned, strings left; runid in `all` only.
+    from rich.console import Console
+
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+    a = write_run(tmp_path / "a" / "x.run", ["q1 Q0 r1 1 3 sysA", "q1 Q0 n1 2 2 sysA", "q2 Q0 r3 1 1 sysA"])
+    b = write_run(tmp_path / "b" / "x.run", ["q1 Q0 n1 1 3 sysB", "q1 Q0 r1 2 2 sysB"])
+    out = io.StringIO()
+    run_eval([a, b], QRELS, ["runid", "P@1", "num_ret", "relstring.2"], stdout=out, output_format="table",
+             per_query=True, console=Console(file=out, width=200))
+    w = len(a)
+    assert out.getvalue().splitlines() == [
+        f"{'run':<{w}} ┃ query ┃ runid ┃    P@1 ┃ num_ret ┃ relstring_2",
+        f"{'━' * (w + 1)}╇━━━━━━━╇━━━━━━━╇━━━━━━━━╇━━━━━━━━━╇━━━━━━━━━━━━",
+        f"{a} │ q1    │       │ 1.0000 │       2 │ '10'       ",
+        f"{a} │ q2    │       │ 1.0000 │       1 │ '1'        ",
+        f"{a} │ all   │ sysA  │ 1.0000 │       3 │            ",
+        f"{'─' * (w + 1)}┼───────┼───────┼────────┼─────────┼────────────",
+        f"{b} │ q1    │       │ 0.0000 │       2 │ '01'       ",
+        f"{b} │ all   │ sysB  │ 0.0000 │       2 │            ",
+    ]
+    bold = io.StringIO()
+    run_eval([a, b], QRELS, ["P@1"], stdout=bold, output_format="table", per_query=True,
+             console=Console(file=bold, width=200, force_terminal=True, color_system="standard"))
+    lines = bold.getvalue().splitlines()
+    assert [line.startswith(f"\x1b[1m{a}") for line in lines[2:5]] == [False, False, True]
+    # file names alone when they tell the runs apart; a narrow terminal folds the names, not the numbers
+    b2 = write_run(tmp_path / "b" / "y.run", ["q1 Q0 n1 1 3 sysB"])
+    short = io.StringIO()
+    run_eval([a, b2], QRELS, ["P@1"], stdout=short, output_format="table", console=Console(file=short, width=200))
+    assert [line.split()[0] for line in short.getvalue().splitlines()[2:]] == ["x.run", "y.run"]
+    narrow = io.StringIO()
+    run_eval([a, b], QRELS, ["P@1", "nDCG@10"], stdout=narrow, output_format="table",
+             console=Console(file=narrow, width=40))
+    text = narrow.getvalue()
+    assert "1.0000" in text and "0.0000" in text and "nDCG@10" in text
+    assert max(len(line) for line in text.splitlines()) <= 40
+
+
+def test_json_values_are_typed_and_per_query_values_by_query(tmp_path):
+    a = write_run(tmp_path / "a.run", ["q1 Q0 r1 1 3 sysA", "q1 Q0 n1 2 2 sysA", "q2 Q0 r3 1 1 sysA"])
+    out = io.StringIO()
+    run_eval([a], QRELS, ["runid", "num_ret", "P@1", "relstring.2"], stdout=out, output_format="json",
+             per_query=True, relevance_level=2, judged_only=True)
+    assert out.getvalue().endswith("}\n")
+    assert json.loads(out.getvalue()) == {
+        "relevance_level": 2, "complete": False, "judged_only": True,
+        "runs": [{"run": a, "runid": "sysA", "num_q": 2,
+                  "measures": {"runid": "sysA", "num_ret": 3, "P@1": 0.0},
+                  "per_query": {"q1": {"num_ret": 2, "P@1": 0.0, "relstring_2": "10"},
+                                "q2": {"num_ret": 1, "P@1": 0.0, "relstring_2": "1"}}}]}
+
+
+def test_runid_of_stdin_is_empty_and_comments_and_blank_lines_are_skipped(tmp_path):
+    from rank1_cli.evaluate import read_runid
+
+    assert read_runid("-") == ""
+    run = tmp_path / "r.run"
+    run.write_text("q1 Q0 d 1 1 first\nq1 Q0 e 2 0.5 second\n\n# comment\n   \n")
+    assert read_runid(str(run)) == "second"
+    run.write_text("q1 Q0 d 1 1\n")
+    assert read_runid(str(run)) == ""
+    import gzip
+
+    (tmp_path / "r.run.gz").write_bytes(gzip.compress(b"q1 Q0 d 1 1 zipped\n"))
+    assert read_runid(str(tmp_path / "r.run.gz")) == "zipped"
+
+
+def test_interpolated_precision_by_hand():
+    # relevant at ranks 1, 3, 6 of 6; 4 relevant in all: precision 1, 2/3, 1/2 at those ranks
+    assert interpolated_precision([1, 0, 1, 0, 0, 1], 4, 1, [0.0, 0.25, 0.5, 0.75, 1.0]) == \
+        [1.0, 1.0, pytest.approx(2 / 3), 0.5, 0.0]                  # recall 1.0 is never reached
+    assert interpolated_precision([1, 0, 1, 0, 0, 1], 4, 1, [0.0, 0.05, 0.25]) == [1.0, 1.0, 1.0]
+    # -l 2: grade 1 is not relevant; relevant at ranks 1 and 4
+    assert interpolated_precision([2, 1, 0, 2], 2, 2, [0.0, 0.5, 1.0]) == [1.0, 1.0, 0.5]
+    assert interpolated_precision([], 2, 1, [0.0, 1.0]) == [0.0, 0.0]
+
+
+def test_relstring_marks_each_kind_of_grade():
+    assert relstring([9, 10, 0, NONPOOL, UNJUDGED, -5, 3], 6) == "9>0-.<"
+    assert relstring([1, 2], 20) == "12"
+
+
+def test_rbp_takes_its_persistence_from_its_parameter():
+    ev = evaluate_run({"q": {"a": 3, "b": 2, "c": 1}}, {"q": {"a": 1, "c": 1}},
+                      ["rbp.p=0.5", "rbp", "iprec_at_recall.1"])
+    assert ev.value("rbp_p=0.5") == pytest.approx(0.5 * (1 + 0.25))    # (1 - p) * sum of p^(rank - 1)
+    assert ev.value("rbp") == pytest.approx(0.1 * (1 + 0.81))           # trec_eval's default p = 0.9
+    assert ev.value("iprec_at_recall_1.00") == pytest.approx(2 / 3)     # recall level 1 itself is allowed
+
+
+def test_warnings_name_at_most_three_queries(caplog):
+    qrels = {"q1": {"a": 1}}
+    with caplog.at_level("WARNING", logger="rank1_cli"):
+        evaluate_run({"q1": {"a": 1.0}, "x3": {"a": 1.0}, "x1": {"a": 1.0}, "x2": {"a": 1.0}}, qrels, ["P@1"],
+                     name="r")
+        evaluate_run({"q1": {"a": 1.0}, "x3": {"a": 1.0}, "x1": {"a": 1.0}, "x2": {"a": 1.0}, "x4": {"a": 1.0}},
+                     qrels, ["P@1"], name="r")
+    assert [r.getMessage() for r in caplog.records] == [
+        "r: 3 of the run's 4 queries are not in the qrels and were ignored ('x1', 'x2', 'x3')",
+        "r: 4 of the run's 5 queries are not in the qrels and were ignored ('x1', 'x2', 'x3', ...)"]
+
+
+def test_edge_queries_measure_zero_without_crashing():
+    # a query judged only with negative grades; a run with no query of the qrels
+    ev = evaluate_run({"q1": {"a": 2.0, "b": 1.0}}, {"q1": {"a": -1, "b": -1}}, ["rbp", "rbp.p=0.5", "gm_map", "P@1"])
+    assert (ev.value("rbp"), ev.value("rbp_p=0.5"), ev.value("P@1")) == (0.0, 0.0, 0.0)
+    empty = evaluate_run({"x": {"a": 1.0}}, {"q1": {"a": 1}}, ["gm_map", "map"])
+    assert (empty.value("gm_map"), empty.value("map"), empty.runid) == (0.0, 0.0, "")
+
+
+def test_rank_scores_count_down_from_the_number_of_documents():
+    from rank1_cli.evaluate import rank_scores
+
+    for n in (3, 40, 2, 100, 1):
+        docs = {f"d{i:03d}": float(n - i) for i in range(n)}
+        assert rank_scores(docs) == {f"d{i:03d}": float(n - i) for i in range(n)}, n
+    assert rank_scores({"b": 1.0, "a": 1.0, "c": 2.0}) == {"c": 3.0, "b": 2.0, "a": 1.0}   # ties: docid descending

@@ -155,3 +155,83 @@ def test_importing_measures_and_evaluate_stays_light():
             "'numpy', 'rich') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("typed, message", [
+    ("utility.2,-1,0,x", "measure 'utility.2,-1,0,x': 'x' is not a number"),
+    ("utility.1,2", "measure 'utility.1,2': utility takes 4 numbers a,b,c,d (utility.2,-1,0,0)"),
+    ("ndcg.3", "measure 'ndcg.3': parameters are name=value pairs (ndcg.1=3,2=9)"),
+    ("ndcg.a=1", "measure 'ndcg.a=1': gains are grade=gain pairs (ndcg.1=3,2=9)"),
+    ("rbp.q=0.5", "measure 'rbp.q=0.5': rbp takes one parameter p (rbp.p=0.8)"),
+    ("rbp.p", "measure 'rbp.p': parameters are name=value pairs (rbp.p=0.8)"),
+    ("rbp.p=0", "measure 'rbp.p=0': rbp's p lies strictly between 0 and 1"),
+    ("rbp.p=1", "measure 'rbp.p=1': rbp's p lies strictly between 0 and 1"),
+    ("relstring.5,6", "measure 'relstring.5,6': relstring takes one length (relstring.20)"),
+    ("relstring.0", "measure 'relstring.0': the length must be at least 1"),
+    ("relstring.x", "measure 'relstring.x': 'x' is not a number"),
+    ("11pt_avg.-0.5", "measure '11pt_avg.-0.5': values must not be negative, found '-0.5'"),
+    ("iprec_at_recall.1.5", "measure 'iprec_at_recall.1.5': recall levels lie in [0, 1], found '1.5'"),
+    ("P.-3", "measure 'P.-3': cutoffs must be positive integers, found '-3'"),
+    ("P.inf", "measure 'P.inf': 'inf' is not a finite number"),
+    ("nDCG@x", "measure 'nDCG@x': the cutoff after '@' must be a positive integer, e.g. nDCG@10"),
+    ("RR@ten", "measure 'RR@ten': the cutoff after '@' must be a positive integer, e.g. RR@10"),
+    ("Success@", "measure 'Success@': the cutoff after '@' must be a positive integer, e.g. Success@10"),
+    ("Iprec@x", "measure 'Iprec@x': the recall level after '@' must be a number in [0, 1], e.g. IPrec@0.5"),
+    ("IPrec@2", "measure 'IPrec@2': recall levels lie in [0, 1], found '2'"),
+    ("ndcg_cut.", "measure 'ndcg_cut.': empty parameter list after '.'"),
+    ("Judged", "measure 'Judged' needs a cutoff, e.g. Judged@10"),
+])
+def test_bad_parameters_get_the_whole_message(typed, message):
+    with pytest.raises(InputError) as error:
+        parse_measure(typed)
+    assert str(error.value) == message
+
+
+@pytest.mark.parametrize("typed, suggestion", [
+    ("ndcg_cutt", " Did you mean 'ndcg_cut' or 'ndcg'? "),
+    ("NDCG_CUTT", " Did you mean 'ndcg_cut' or 'ndcg'? "),      # case differs: compared in lower case
+    ("Recip_Rankk", " Did you mean 'recip_rank'? "),
+    ("mapp", " Did you mean 'map' or 'gm_map'? "),
+    ("xyzzy", " "),
+])
+def test_an_unknown_name_gets_close_names_and_the_whole_list(typed, suggestion):
+    with pytest.raises(InputError) as error:
+        parse_measure(typed)
+    message = str(error.value)
+    assert message.startswith(f"unknown measure {typed!r}.{suggestion}Known: trec_eval measures (add .PARAMS, "
+                              "e.g. ndcg_cut.10, P.5,10): runid, num_q, num_ret, num_rel, num_rel_ret, map, ")
+    assert message.endswith("rbp, rbp_resid, unj; families: official, all_trec, set; other names "
+                            "(case-insensitive): nDCG@k, nDCG, AP, MAP, AP@k, P@k, R@k, Recall@k, RR, MRR, RR@k, "
+                            "MRR@k, Success@k, IPrec@r, Judged@k, Unj@k, NumQ, NumRet, NumRel, NumRelRet")
+
+
+def test_recall_levels_take_1_itself_and_values_must_be_numbers():
+    assert [m.name for m in parse_measure("iprec_at_recall.1")] == ["iprec_at_recall_1.00"]
+    with pytest.raises(InputError) as error:
+        parse_measure("11pt_avg.x")
+    assert str(error.value) == "measure '11pt_avg.x': 'x' is not a number"
+
+
+@pytest.mark.parametrize("printed, name", [
+    ("map_cut_10", "map_cut_10"), ("ndcg_cut_5", "ndcg_cut_5"), ("relative_P_5", "relative_P_5"),
+    ("iprec_at_recall_.5", "iprec_at_recall_0.50"), ("recall_+5", "recall_5"), ("P_5", "P_5"),
+])
+def test_trec_evals_printed_names_read_back_as_the_longest_family(printed, name):
+    assert [m.name for m in parse_measure(printed)] == [name]
+
+
+def test_parameter_lists_continue_after_a_printed_name_or_a_sign():
+    assert split_measure_list("P_5,10,map") == ["P_5,10", "map"]
+    assert split_measure_list("P.5,+10") == ["P.5,+10"]
+    assert split_measure_list("map,5") == ["map", "5"]          # map has no parameters to continue
+
+
+def test_no_measure_and_two_parameter_strings_for_one_family_are_refused():
+    with pytest.raises(InputError) as error:
+        parse_measures([])
+    assert str(error.value).startswith("no measure given. Known: trec_eval measures (add .PARAMS")
+    for first, already in (("ndcg.1=3", "'1=3'"), ("ndcg", "'the default'")):
+        with pytest.raises(InputError) as error:
+            parse_measures([first, "ndcg.2=5"])
+        assert str(error.value) == ("measure 'ndcg.2=5': ndcg can be computed with one parameter string per "
+                                    f"evaluation, already have {already}")

@@ -36,7 +36,8 @@ from rank1_cli.trec import read_run, write_run
 
 from conftest import REPO, SAMPLE, TINY_MODEL
 
-pytestmark = pytest.mark.engine
+# Tests that start real vLLM servers (the `servers` fixture) are `engine` tests (see conftest);
+# those against stdlib stand-in servers need no vLLM and run in the fast set.
 
 SERVER_START_TIMEOUT = 300
 CONFIG = EngineConfig(model=str(TINY_MODEL), dtype="float32", max_model_len=4096)

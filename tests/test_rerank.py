@@ -278,3 +278,44 @@ def test_reasoning_cut_by_the_budget_is_repaired_even_when_both_verdict_tokens_a
     result = rerank_with_engine(job, cut)
     assert len(cut.forced) == 5
     assert {(t.completion, t.verdict) for t in result.traces.values()} == {("forced", "true")}
+
+
+def test_the_prompts_prepare_rerank_builds_are_rank1s_byte_for_byte(tmp_path):
+    # A title joins its text with one space; no title (empty or absent) is the text alone; the
+    # query's own spacing is kept; an instruction follows the query after one space.
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text('{"doc_id": "t", "title": "A Title", "text": "Body  text."}\n'
+                      '{"doc_id": "e", "title": "", "text": "Empty title."}\n'
+                      '{"doc_id": "n", "text": "No title."}\n')
+    queries = tmp_path / "queries.tsv"
+    queries.write_text("a\twhat  is it\nb\tsecond\n")
+    instructions = tmp_path / "instructions.tsv"
+    instructions.write_text("b\tBe strict.\n")
+    run = write_run(tmp_path, [("a", "t", 1, 3.0), ("a", "e", 2, 2.0), ("a", "n", 3, 1.0), ("b", "t", 1, 1.0)])
+    job = prepare_rerank(run, CollectionSource(corpus=str(corpus), queries=str(queries)),
+                         RerankOptions(model=str(TINY_MODEL), max_model_len=4096, max_reasoning_tokens=64,
+                                       instructions=str(instructions)))
+    head = "Determine if the following passage is relevant to the query. Answer only with 'true' or 'false'.\nQuery: "
+    assert [(p.qid, p.docid, p.first_stage_rank, p.prompt) for p in job.pairs] == [
+        ("a", "t", 1, head + "what  is it\nPassage: A Title Body  text.\n<think>"),
+        ("a", "e", 2, head + "what  is it\nPassage: Empty title.\n<think>"),
+        ("a", "n", 3, head + "what  is it\nPassage: No title.\n<think>"),
+        ("b", "t", 1, head + "second Be strict.\nPassage: A Title Body  text.\n<think>"),
+    ]
+    assert not any(p.truncated for p in job.pairs)
+
+
+def test_a_context_beyond_the_models_is_clamped_to_it_with_a_warning(tmp_path, caplog):
+    # tiny-rank1's config says 32768 positions
+    with caplog.at_level("WARNING", logger="rank1_cli"):
+        job = prepared(tmp_path, RUN, max_model_len=40000, max_reasoning_tokens=8192)
+    assert job.settings["max_model_len"] == 32768 and job.settings["max_reasoning_tokens"] == 8192
+    assert "max_model_len 40000 exceeds the model's context of 32768 tokens; using 32768" in caplog.text
+    # a reasoning budget that leaves no room for a prompt is cut down to leave it
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="rank1_cli"):
+        small = prepared(tmp_path, RUN, max_model_len=1024, max_reasoning_tokens=4096)
+    assert small.settings["max_model_len"] == 1024 and small.settings["max_reasoning_tokens"] < 1024
+    assert "max_reasoning_tokens 4096 leaves no room for a prompt in 1024 tokens of context" in caplog.text
+    prompt_tokens = max(len(small.scoring.tokenizer(p.prompt)["input_ids"]) for p in small.pairs)
+    assert prompt_tokens + small.settings["max_reasoning_tokens"] < 1024

@@ -36,6 +36,10 @@ def test_verdict_comes_from_the_stop_string():
     ("no sentence end at all  ", "no sentence end at all"),                          # nothing to cut back to
     ("  Two. Three.", "Two. Three."),                                                 # strip again at the end
     ("", ""),
+    ("One. Two. Three and", "One. Two."),                                           # the last mark, not the first
+    ("One. Two! Three and", "One. Two!"),
+    ("? what", "?"),                                                                  # a mark at the very start
+    ("One.Two", "One."),                                                              # cut just after the mark
 ])
 def test_unfinished_reasoning_is_cut_back_to_its_last_sentence(text, cleaned):
     assert scoring.clean_unfinished(text) == cleaned
@@ -50,3 +54,12 @@ def test_verdict_token_ids_come_from_the_leading_space_forms(tiny_tokenizer):
     tokens = VerdictTokens.from_tokenizer(tiny_tokenizer)
     assert tiny_tokenizer.decode([tokens.true_id]) == " true"
     assert tiny_tokenizer.decode([tokens.false_id]) == " false"
+
+
+def test_verdict_tokens_are_encoded_without_special_tokens():
+    # A tokenizer that adds a BOS token unless told not to (as Llama's and Mistral's do).
+    def tokenizer(text, add_special_tokens=True):
+        ids = {" true": [11, 12], " false": [21]}[text]
+        return {"input_ids": ([1] if add_special_tokens else []) + ids}
+
+    assert VerdictTokens.from_tokenizer(tokenizer) == VerdictTokens(true_id=11, false_id=21)

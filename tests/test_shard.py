@@ -305,3 +305,85 @@ def test_merge_takes_the_first_stage_run_as_mteb_predictions_too(sharded, tmp_pa
     merge_shards([r for r, _ in parts], [t for _, t in parts], tmp_path / "m.trec", None, first_stage=str(first_stage))
     assert (tmp_path / "m.trec").read_text() == whole_run.read_text()
 
+
+
+def _edited(tmp_path, source, name, edit):
+    path = tmp_path / name
+    path.write_text(edit(source.read_text()))
+    return path
+
+
+MERGE_ERRORS = {
+    # name: (build (runs, traces) from the parts and tmp_path, the whole message; {r0}, {t0}, ... name the files)
+    "no runs": (lambda p, tmp: ([], []), "merge needs the output runs of the shards"),
+    "a traces file too few": (lambda p, tmp: ([p[0][0], p[1][0]], [p[0][1]]),
+                              "merge got 2 runs but 1 traces files; give one traces file per run, in the same order"),
+    "a run with 5 columns": (lambda p, tmp: ([_edited(tmp, p[0][0], "r.trec", lambda t: "q01 Q0 d001 1 0.5\n" + t),
+                                              p[1][0], p[2][0]], [x[1] for x in p]),
+                             "{tmp}/r.trec:1: expected 6 whitespace-separated columns 'qid Q0 docid rank score tag', "
+                             "found 5: 'q01 Q0 d001 1 0.5'"),
+    "a torn traces line": (lambda p, tmp: ([x[0] for x in p], [p[0][1], _edited(tmp, p[1][1], "t.jsonl",
+                                                                                lambda t: t + '{"qid": "q0'), p[2][1]]),
+                           "{tmp}/t.jsonl:{n}: not a trace record (a torn line: the rerank of this shard did not "
+                           "finish; run it again to finish it)"),
+    "no traces file": (lambda p, tmp: ([x[0] for x in p], [p[0][1], tmp / "none.jsonl", p[2][1]]),
+                       "{tmp}/none.jsonl: no such traces file (the traces of shard run {r1}); pass each shard's "
+                       "traces with --traces, in the order of the runs"),
+    "empty traces": (lambda p, tmp: ([x[0] for x in p], [p[0][1], _edited(tmp, p[1][1], "t.jsonl", lambda t: ""),
+                                                         p[2][1]]),
+                     "{tmp}/t.jsonl is empty but {r1} is not: not the traces of that run"),
+    "traces of two shards": (lambda p, tmp: ([x[0] for x in p], [p[0][1], _edited(
+        tmp, p[1][1], "t.jsonl", lambda t: t.replace('"shard": "2/3"', '"shard": "1/3"', 1)), p[2][1]]),
+        '{tmp}/t.jsonl mixes traces of several shards ("1/3", "2/3")'),
+    "a bad shard label": (lambda p, tmp: ([x[0] for x in p], [p[0][1], _edited(
+        tmp, p[1][1], "t.jsonl", lambda t: t.replace('"shard": "2/3"', '"shard": "2 of 3"')), p[2][1]]),
+        "{tmp}/t.jsonl: bad shard label '2 of 3' in its settings"),
+    "every shard empty": (lambda p, tmp: ([_edited(tmp, p[0][0], "r.trec", lambda t: "")],
+                                          [_edited(tmp, p[0][1], "t.jsonl", lambda t: "")]),
+                          "every shard given is empty: nothing to merge"),
+    "other tags": (lambda p, tmp: ([p[0][0], _edited(tmp, p[1][0], "r.trec", lambda t: t.replace(" rank1\n", " x\n")),
+                                    p[2][0]], [x[1] for x in p]),
+                   "the shard runs have different tags (rank1, x); rerank every shard with the same --tag"),
+}
+
+
+@pytest.mark.parametrize("case", list(MERGE_ERRORS))
+def test_merge_errors_say_which_file_and_what_to_do(case, sharded, tmp_path):
+    _, _, parts = sharded
+    build, message = MERGE_ERRORS[case]
+    runs, traces = build(parts, tmp_path)
+    lines = len(parts[1][1].read_text().splitlines()) + 1
+    with pytest.raises(InputError) as error:
+        merge_shards(runs, traces, tmp_path / "m.trec", None)
+    assert str(error.value) == message.format(tmp=tmp_path, r1=parts[1][0], n=lines)
+    assert not (tmp_path / "m.trec").exists()
+
+
+def test_merge_says_which_shards_are_missing_and_what_they_hold(sharded, tmp_path):
+    _, _, parts = sharded
+    run = str(SAMPLE / "run.bm25.trec")
+    cases = [
+        ([0], None, "shards 2/3, 3/3 are missing; merge needs the output of every shard"),
+        ([0], run, f"shards 2/3, 3/3 are missing: 16 queries of {run} belong to them"),
+        ([0, 1], run, f"shard 3/3 is missing: 7 queries of {run} belong to it"),
+    ]
+    for given, first_stage, message in cases:
+        with pytest.raises(InputError) as error:
+            merge_shards([parts[i][0] for i in given], [parts[i][1] for i in given], tmp_path / "m.trec", None,
+                         first_stage=first_stage)
+        assert str(error.value) == message
+    # the first-stage run lacks a query a shard holds
+    fewer = tmp_path / "fs.trec"
+    fewer.write_text("".join(line for line in open(run) if not line.startswith("q01 ")))
+    with pytest.raises(InputError) as error:
+        merge_shards([p[0] for p in parts], [p[1] for p in parts], tmp_path / "m.trec", None, first_stage=str(fewer))
+    assert str(error.value) == f"query q01 of 1/3 ({parts[0][0]}) is not in {fewer}"
+
+
+def test_merge_summary_counts_what_was_written(sharded, tmp_path):
+    _, (whole_run, _), parts = sharded
+    summary = merge_shards([p[0] for p in parts], [p[1] for p in parts], tmp_path / "m.trec",
+                           tmp_path / "m.traces.jsonl", first_stage=str(SAMPLE / "run.bm25.trec"))
+    assert (summary.shards, summary.queries, summary.run_lines, summary.traces, summary.empty_shards) == \
+        (3, 25, 1250, 75, 0)
+    assert len((tmp_path / "m.trec").read_text().splitlines()) == 1250

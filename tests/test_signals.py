@@ -19,7 +19,13 @@ def test_ctrl_c_raises_as_usual_and_is_remembered():
     assert signal.getsignal(signal.SIGINT) is before
 
 
-def test_no_ctrl_c_no_flag():
-    with watch_interrupts() as watch:
-        pass
+def test_an_engine_failing_on_its_own_is_not_taken_for_ctrl_c():
+    # rank1 reports an EngineFailure as "interrupted" only when the watch saw SIGINT; an engine
+    # that dies by itself must stay an error (exit 1 with its log), not a silent exit 130.
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(RuntimeError):
+        with watch_interrupts() as watch:
+            assert signal.getsignal(signal.SIGINT) is not before    # the watch is listening
+            raise RuntimeError("engine dead")
     assert not watch.interrupted
+    assert signal.getsignal(signal.SIGINT) is before

@@ -290,3 +290,294 @@ def test_a_store_written_before_rates_were_kept_still_plans(tmp_path):
         assert store.rate(KEY).tokens_per_second is None
         store.record_engine_run(KEY, 1, 10, 1.0)
         assert store.rate(KEY).tokens_per_second == 10.0
+
+
+# --- rank1 store info / export / prune, in this process ----------------------------------------
+
+OTHER = dataclasses.replace(KEY, model="rank1-14b", model_revision="hf:def456", engine="transformers",
+                            dtype="bfloat16", max_reasoning_tokens=4096, max_model_len=8000)
+
+
+def filled_store(path):
+    with Store(path) as store:
+        store.put_many(KEY, [generation(1), generation(2, "forced"), generation(3), generation(4, "pending")])
+        store.put_many(OTHER, [generation(5), generation(6, tokens=())])
+    return path
+
+
+def test_store_info_as_json_and_as_a_table(tmp_path):
+    import io
+
+    from rank1_cli.store_admin import print_info
+
+    path = filled_store(tmp_path / "s.sqlite")
+    out = io.StringIO()
+    print_info(str(path), "json", out)
+    info = json.loads(out.getvalue())
+    size = sum(p.stat().st_size for p in (path, tmp_path / "s.sqlite-wal") if p.exists())
+    assert (info["path"], info["bytes"], info["generations"]) == (str(path), size, 6)
+    assert info["configurations"] == [
+        {"model": "rank1-7b", "model_revision": "hf:abc123", "engine": "vllm", "dtype": "float16",
+         "max_reasoning_tokens": 8192, "max_model_len": 16000, "generations": 4, "pending": 1},
+        {"model": "rank1-14b", "model_revision": "hf:def456", "engine": "transformers", "dtype": "bfloat16",
+         "max_reasoning_tokens": 4096, "max_model_len": 8000, "generations": 2, "pending": 0}]
+    table = io.StringIO()
+    print_info(str(path), "table", table)
+    text = table.getvalue()
+    assert f"{path}: {size / 1e6:.1f} MB, 6 generations ({size / 6 / 1e3:.1f} kB each)" in " ".join(text.split())
+    rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in text.splitlines() if "rank1-" in line]
+    assert rows == [["rank1-7b", "hf:abc123", "vllm", "float16", "8192", "16000", "4", "1"],
+                    ["rank1-14b", "hf:def456", "transformers", "bfloat16", "4096", "8000", "2", "0"]]
+    header = next(line for line in text.splitlines() if "model" in line and "revision" in line)
+    assert [c.strip() for c in header.split("┃")[1:-1]] == \
+        ["model", "revision", "engine", "dtype", "reasoning", "context", "generations", "pending"]
+    with pytest.raises(StoreError, match=r"none.sqlite: no such store"):
+        print_info(str(tmp_path / "none.sqlite"), "json", io.StringIO())
+    assert not (tmp_path / "none.sqlite").exists()
+
+
+def test_an_empty_store_shows_zero_per_generation(tmp_path):
+    import io
+
+    from rank1_cli.store_admin import print_info
+
+    Store(tmp_path / "s.sqlite").close()
+    out = io.StringIO()
+    print_info(str(tmp_path / "s.sqlite"), "table", out)
+    assert "0 generations (0.0 kB each)" in " ".join(out.getvalue().split())
+
+
+def test_export_writes_every_generation_with_its_settings(tmp_path):
+    from rank1_cli.store_admin import export_store
+
+    path = filled_store(tmp_path / "s.sqlite")
+    assert export_store(str(path), str(tmp_path / "e.jsonl")) == 6
+    records = [json.loads(line) for line in (tmp_path / "e.jsonl").read_text().splitlines()]
+    assert records[0] == {"prompt_sha256": sha(1), "settings": {"model": "rank1-7b", **KEY.identity()},
+                          "completion": "stop", "verdict": "true", "logprob_true": -0.1, "logprob_false": -2.5,
+                          "output_tokens": 3, "reasoning": "reasoning 1.", "token_ids": [1, 2, 3]}
+    assert [r["prompt_sha256"] for r in records] == [sha(i) for i in range(1, 7)]
+    assert records[3]["completion"] == "pending" and records[3]["verdict"] is None
+    assert records[4]["settings"] == {"model": "rank1-14b", **OTHER.identity()}
+    with pytest.raises(StoreError):
+        export_store(str(tmp_path / "none.sqlite"), str(tmp_path / "f.jsonl"))
+    assert not (tmp_path / "f.jsonl").exists() and not (tmp_path / "none.sqlite").exists()
+
+
+def test_prune_deletes_one_models_generations_and_names_the_others(tmp_path):
+    from rank1_cli.store_admin import prune_store
+
+    path = filled_store(tmp_path / "s.sqlite")
+    with pytest.raises(InputError) as error:
+        prune_store(str(path), "rank1-8b")
+    assert str(error.value) == f"the store {path} holds no generations of 'rank1-8b' (its models: rank1-14b, rank1-7b)"
+    assert prune_store(str(path), "rank1-7b") == 4
+    with Store(path) as store:
+        assert store.models() == ["rank1-14b"] and store.count() == 2
+        assert store.count(OTHER) == 2 and store.count(KEY) == 0
+        assert store.get_many(OTHER, [sha(5)]).keys() == {sha(5)}
+        assert store.prune("rank1-7b") == 0
+    assert prune_store(str(path), "rank1-14b") == 2
+    with pytest.raises(InputError, match=r"\(its models: none\)"):
+        prune_store(str(path), "rank1-14b")
+
+
+@pytest.mark.parametrize("error, message", [
+    ("file is not a database", "the store is damaged (file is not a database); it was left as it is. Move it aside "
+                               "(its readable records can be recovered with `sqlite3 FILE .recover`) or use another "
+                               "store path"),
+    ("database disk image is malformed", "the store is damaged (database disk image is malformed)"),
+    ("index corrupt at page 7", "the store is damaged (index corrupt at page 7)"),
+    ("database or disk is full", "cannot write the store: database or disk is full (no space left, or a quota?). "
+                                 "The store is intact; free some space and run the same command again"),
+    ("disk I/O error", "cannot write the store: disk I/O error (no space left"),
+    ("database is locked", "the store stayed locked by another process for"),
+    ("database table is busy", "the store stayed locked by another process for"),
+    ("attempt to write a readonly database", "cannot write the store (attempt to write a readonly database); check "
+                                             "its permissions, or use another store path"),
+    ("unable to open database file", "cannot write the store (unable to open database file); check its permissions"),
+    ("something else", "cannot write the store (something else)"),
+])
+def test_store_errors_say_what_happened_and_what_to_do(tmp_path, error, message):
+    from rank1_cli.store import StoreLocked
+
+    with Store(tmp_path / "s.sqlite") as store:
+        explained = store._explain(sqlite3.OperationalError(error), "write")
+    assert str(explained).startswith(f"{tmp_path / 's.sqlite'}: {message}")
+    assert isinstance(explained, StoreLocked) == ("locked" in message)
+    if "locked" in message:
+        assert "s; is a store on a network filesystem? Give each job its own store on local disk" in str(explained)
+
+
+class FailingStatements:
+    """The store's connection, failing the statements that start with `prefix`."""
+
+    def __init__(self, db, prefix, error):
+        self.db, self.prefix, self.error = db, prefix, error
+
+    def execute(self, sql, *args):
+        if sql.startswith(self.prefix):
+            raise sqlite3.OperationalError(self.error)
+        return self.db.execute(sql, *args)
+
+    def __getattr__(self, name):
+        return getattr(self.db, name)
+
+
+def test_prune_counts_every_configuration_of_the_model_and_gives_the_space_back(tmp_path):
+    path = tmp_path / "s.sqlite"
+    with Store(path) as store:
+        store.put_many(KEY, [generation(i, reasoning="x" * 4000) for i in range(200)])
+        store.put_many(dataclasses.replace(KEY, dtype="bfloat16"), [generation(i) for i in range(3)])
+        store.put_many(OTHER, [generation(1)])
+        store._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        before = path.stat().st_size
+        assert store.prune("rank1-7b") == 203
+        assert store.count() == 1
+    assert path.stat().st_size < before / 2
+
+
+def test_a_prune_whose_vacuum_fails_keeps_the_deletion_and_warns(tmp_path, caplog):
+    path = filled_store(tmp_path / "s.sqlite")
+    with Store(path) as store:
+        store._db = FailingStatements(store._db, "VACUUM", "cannot VACUUM - SQL statements in progress")
+        with caplog.at_level("WARNING", logger="rank1_cli"):
+            assert store.prune("rank1-7b") == 4
+        store._db = store._db.db
+        assert store.models() == ["rank1-14b"]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{path}: the space of the deleted generations was not reclaimed (cannot VACUUM - SQL statements in "
+        "progress); it is reused by later writes"]
+    assert caplog.records[0].name == "rank1_cli.store"
+
+
+def test_a_prune_that_cannot_write_says_so_and_deletes_nothing(tmp_path):
+    path = filled_store(tmp_path / "s.sqlite")
+    with Store(path) as store:
+        store._db = FailingStatements(store._db, "DELETE FROM configs", "disk I/O error")
+        with pytest.raises(StoreError) as error:
+            store.prune("rank1-7b")
+        store._db = store._db.db
+        assert str(error.value).startswith(f"{path}: cannot write the store: disk I/O error")
+        assert store.count() == 6
+
+
+def test_a_key_from_traces_settings_keeps_the_models_name_and_no_path_means_the_default(monkeypatch, tmp_path):
+    from rank1_cli.store import store_path
+
+    settings = {"format": "rank1-cli/2", "model": "rank1-7b", **KEY.identity(), "prompt_template": None}
+    assert GenerationKey.from_settings(settings) == KEY
+    monkeypatch.setenv("RANK1_STORE", str(tmp_path / "env.sqlite"))
+    assert store_path(None) == store_path("") == tmp_path / "env.sqlite"
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert store_path("~/mine.sqlite") == tmp_path / "mine.sqlite"
+
+
+SETTINGS = json.loads(trace_line(0))["settings"]
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"settings": "float16"}, "no settings object"),
+    ({"settings": {**SETTINGS, "dtype": None} | {"max_model_len": "long"}},
+     "incomplete settings (model, model_revision, engine, dtype, max_reasoning_tokens, max_model_len)"),
+    ({"settings": {k: v for k, v in SETTINGS.items() if k != "engine"}},
+     "the settings do not say which model revision and engine made it (traces of an older rank1-cli): name the "
+     "model they were made with ({model})"),
+    ({"completion": "done"}, "completion must be one of stop, forced, fallback, pending"),
+    ({"verdict": "maybe"}, "verdict must be true, false or null"),
+    ({"output_tokens": -1}, "reasoning must be a string and output_tokens a count"),
+    ({"output_tokens": True}, "reasoning must be a string and output_tokens a count"),
+    ({"output_tokens": "3"}, "reasoning must be a string and output_tokens a count"),
+    ({"reasoning": None}, "reasoning must be a string and output_tokens a count"),
+    ({"logprob_true": "x"}, "logprob_true and logprob_false must be numbers or null"),
+    ({"logprob_false": float("nan")}, "logprob_true and logprob_false must be numbers or null"),
+    ({"logprob_true": True}, "logprob_true and logprob_false must be numbers or null"),
+])
+def test_a_record_that_is_not_a_trace_says_why(changes, message):
+    with pytest.raises(ValueError) as error:
+        record_generation(json.loads(trace_line(1, **changes)), None)
+    assert str(error.value) == message
+
+
+def test_records_of_every_valid_shape_are_taken():
+    key, stored = record_generation(json.loads(trace_line(1, verdict="false", score=None, output_tokens=0,
+                                                          logprob_true=-3, logprob_false=-0.25)), None)
+    assert key == KEY and (stored.verdict, stored.output_tokens, stored.logprob_true) == ("false", 0, -3.0)
+    _, pending = record_generation(json.loads(trace_line(2, completion="pending", verdict=None, score=None,
+                                                         logprob_true=None, logprob_false=None)), None)
+    assert (pending.completion, pending.logprob_true, pending.verdict) == ("pending", None, None)
+    old = {k: v for k, v in SETTINGS.items() if k not in ("model_revision", "engine", "dtype")}
+    with pytest.raises(ValueError) as error:
+        record_generation(json.loads(trace_line(3, settings=old)), KEY)
+    assert str(error.value) == "settings lack dtype, max_reasoning_tokens or max_model_len"
+
+
+def test_looking_up_an_unknown_configuration_finds_nothing_and_creates_nothing(tmp_path):
+    with Store(tmp_path / "s.sqlite") as store:
+        store.put_many(KEY, [generation(1)])
+        assert store.count(OTHER) == 0 and store.get_many(OTHER, [sha(1)]) == {}
+        assert [c.model for c in store.info().configs] == ["rank1-7b"]
+        assert store.put_many(KEY, []) == 0
+
+
+def test_a_lookup_of_many_prompts_finds_every_one(tmp_path):
+    with Store(tmp_path / "s.sqlite") as store:
+        store.put_many(KEY, [generation(i, tokens=()) for i in range(2500)])
+        found = store.get_many(KEY, [sha(i) for i in range(2600)])
+    assert sorted(found) == [sha(i) for i in range(2500)]
+
+
+def test_a_generation_with_an_unknown_completion_is_refused(tmp_path):
+    with Store(tmp_path / "s.sqlite") as store, pytest.raises(ValueError) as error:
+        store.put_many(KEY, [dataclasses.replace(generation(1), completion="done")])
+    assert str(error.value) == "completion must be one of stop, forced, fallback, pending, found 'done'"
+
+
+def test_where_a_store_cannot_be(tmp_path):
+    with pytest.raises(StoreError) as error:
+        Store(tmp_path)
+    assert str(error.value) == f"{tmp_path}: is a directory; the store is a file (e.g. {tmp_path / 'store.sqlite'})"
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StoreError) as error:
+        Store(tmp_path / "file" / "s.sqlite")
+    assert str(error.value) == f"{tmp_path / 'file' / 's.sqlite'}: cannot create the store's folder (File exists)"
+    with pytest.raises(StoreError) as error:
+        Store(tmp_path / "none.sqlite", create=False)
+    assert str(error.value) == f"{tmp_path / 'none.sqlite'}: no such store"
+    with Store(tmp_path / "new" / "folders" / "s.sqlite") as store:     # missing folders are made
+        assert store.count() == 0
+
+
+def test_import_of_old_traces_takes_the_model_and_engine_given(tmp_path):
+    from conftest import TINY_MODEL
+    from rank1_cli.models import model_revision, resolve_model
+
+    old = {k: v for k, v in SETTINGS.items() if k not in ("model_revision", "engine")}
+    traces = tmp_path / "old.jsonl"
+    traces.write_text(trace_line(1, settings=old) + "\n\n" + trace_line(2, settings=old) + "\n")
+    report = import_files([str(traces)], str(tmp_path / "s.sqlite"), model=str(TINY_MODEL), backend="transformers")
+    assert (report.store, report.lines, report.added, report.already) == (str(tmp_path / "s.sqlite"), 2, 2, 0)
+    resolved = resolve_model(str(TINY_MODEL))
+    key = GenerationKey(resolved.spec, model_revision(resolved), "transformers", "float16", 8192, 16000)
+    with Store(tmp_path / "s.sqlite") as store:
+        assert store.get_many(key, [sha(1), sha(2)]).keys() == {sha(1), sha(2)}
+
+
+@pytest.mark.parametrize("line, message", [
+    ("[1, 2]", "t.jsonl:2: not a rank1 trace: not a JSON object"),
+    ('{"qid": ', "t.jsonl:2: invalid JSON (Expecting value at column 9)"),
+])
+def test_import_names_the_line_that_is_not_a_trace_object(tmp_path, line, message):
+    traces = tmp_path / "t.jsonl"
+    traces.write_text(trace_line(0) + "\n" + line + "\n")
+    with pytest.raises(InputError) as error:
+        import_files([str(traces)], str(tmp_path / "s.sqlite"))
+    assert str(error.value) == f"{tmp_path}/{message}"
+
+
+def test_an_import_larger_than_one_batch_counts_every_line(tmp_path):
+    traces = tmp_path / "t.jsonl"
+    traces.write_text("".join(trace_line(i) + "\n" for i in range(2500)))
+    assert import_files([str(traces)], str(tmp_path / "s.sqlite")).added == 2500
+    again = import_files([str(traces), str(traces)], str(tmp_path / "s.sqlite"))
+    assert (again.lines, again.added, again.already) == (5000, 0, 5000)

@@ -157,10 +157,10 @@ def test_empty_and_non_utf8_and_missing_runs(tmp_path):
 
 def test_qrels_grades_and_non_integer_warning(tmp_path, caplog):
     qrels = trec.read_qrels_file(write(tmp_path / "qrels", "# judged by NIST\nq1 0 a 2\nq1 0 b 0\nq2 0 c 1.7\n"
-                                                              "q2 0 d -1\nq2 0 e 2e1\n"))
-    # trec_eval reads grades with atol: 1.7 -> 1, 2e1 -> 2
-    assert qrels == {"q1": {"a": 2, "b": 0}, "q2": {"c": 1, "d": -1, "e": 2}}
-    assert "2 non-integer" in caplog.text
+                                                              "q2 0 d -1\nq2 0 e 2e1\nq2 0 f .5\n"))
+    # trec_eval reads grades with atol: 1.7 -> 1, 2e1 -> 2, .5 -> 0
+    assert qrels == {"q1": {"a": 2, "b": 0}, "q2": {"c": 1, "d": -1, "e": 2, "f": 0}}
+    assert f"{tmp_path / 'qrels'}: 3 non-integer relevance grades cut to their integer part" in caplog.text
 
 
 def test_qrels_with_a_bom_keep_the_first_query(tmp_path):
@@ -178,6 +178,9 @@ def test_qrels_with_a_document_twice_are_refused_like_trec_eval(tmp_path, second
 
 @pytest.mark.parametrize("line, message", [
     ("q1 0 a 2_0", "qrels:2: grade (column 4) must be a number, found '2_0'"),
+    ("q1 0 a", "qrels:2: expected 4 whitespace-separated columns 'qid iter docid grade', found 3: 'q1 0 a'"),
+    ("q1 0 \u00e9 x", "qrels:2: grade (column 4) must be a number, found 'x'"),          # the line-by-line path
+    ("q1 0 \u00e9", "qrels:2: expected 4 whitespace-separated columns 'qid iter docid grade', found 3: 'q1 0 \u00e9'"),
     ("q1 0 a high", "qrels:2: grade (column 4) must be a number, found 'high'"),
     ("q1 0 a", "qrels:2: expected 4 whitespace-separated columns"),
     ("q1 0 a 1 extra", "qrels:2: expected 4 whitespace-separated columns"),
@@ -258,3 +261,34 @@ def test_a_run_tag_must_be_one_word(tmp_path, tag):
     with pytest.raises(InputError, match=r"the run tag \(column 6\) must be one word"):
         trec.write_run(str(tmp_path / "out.trec"), {"q": [("d", 1.0)]}, tag)
     assert not (tmp_path / "out.trec").exists()
+
+
+def test_a_document_twice_on_stdin_is_named_without_line_numbers(monkeypatch):
+    import io
+    import sys
+
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"q1 Q0 a 1 3 t\nq1 Q0 b 2 2 t\nq1 Q0 a 3 1 t\n")))
+    with pytest.raises(InputError) as error:
+        trec.read_run("-")
+    message = str(error.value)
+    assert message.startswith("<stdin>: document 'a' is given twice for query 'q1'; trec_eval refuses"), message
+    assert "line" not in message.split(";")[0]
+
+
+def test_the_repeated_document_is_the_one_named(tmp_path):
+    path = write(tmp_path / "run", "q1 Q0 a 1 3 t\nq1 Q0 b 2 2 t\nq1 Q0 c 3 2 t\nq1 Q0 b 4 1 t\n")
+    with pytest.raises(InputError, match=r"run:4: document 'b' is given twice for query 'q1' \(first at line 2\)"):
+        trec.read_run(path)
+
+
+def test_a_non_utf8_qrels_line_is_named(tmp_path):
+    path = tmp_path / "qrels"
+    path.write_bytes(b"q1 0 a 1\nq1 0 \xff 1\n")
+    with pytest.raises(InputError, match=r"qrels:2: not valid UTF-8"):
+        trec.read_qrels_file(str(path))
+
+
+def test_tied_scores_at_zero_and_below_step_down_one_float():
+    assert trec.strictly_decreasing([0.0, 0.0]) == [0.0, -1.401298464324817e-45]     # the float closest below 0
+    assert trec.strictly_decreasing([-1.0, -1.0]) == [-1.0, -1.0000001192092896]      # one C float below -1
+    assert trec.strictly_decreasing([2.0, 2.0, 2.0]) == [2.0, 1.9999998807907104, 1.999999761581421]

@@ -2,16 +2,20 @@
 
 import json
 import os
+import queue
 import re
 import signal
 import subprocess
+import threading
 import time
+from collections import deque
 from pathlib import Path
 
 import pytest
 
 from conftest import REPO, SAMPLE, TINY_MODEL
-from rank1_cli.engines.vllm_replicas import Placement, plan_replicas
+from rank1_cli.engines.base import Generation, GenerationSettings, VerdictLogprobs
+from rank1_cli.engines.vllm_replicas import Placement, VllmReplicas, _serve, plan_replicas
 from rank1_cli.errors import InputError
 from test_cli_rerank import PAIRS, TOP_K, rerank_command, stored, wait_for_store
 
@@ -138,3 +142,117 @@ def test_replicas_score_like_one_engine_and_a_killed_parent_or_replica_loses_not
     assert got.keys() == single_engine_scores.keys()
     assert max(abs(got[k] - single_engine_scores[k]) for k in got) < 1e-3   # same scores as one engine
     assert session_is_gone(finish.pid, 30)
+
+
+# --- how pairs are shared out (stand-in replicas: the real serving loop, a scripted engine) ------
+
+class ScriptedReplicaEngine:
+    """Finishes up to `per_step` queued prompts per step, `delay` seconds per step; records what it got."""
+
+    def __init__(self, per_step: int, delay: float = 0.0):
+        self.per_step, self.delay = per_step, delay
+        self.received: list[list[int]] = []       # each `generate` message's indices, in arrival order
+        self.most_queued = 0
+        self.verdict_prompts: list[str] = []
+
+    def stream(self, settings):
+        engine = self
+
+        class Stream:
+            def __init__(self):
+                self.queue = deque()
+
+            @property
+            def pending(self):
+                return bool(self.queue)
+
+            def add(self, items):
+                engine.received.append([i for i, _ in items])
+                self.queue.extend(items)
+                engine.most_queued = max(engine.most_queued, len(self.queue))
+
+            def step(self):
+                time.sleep(engine.delay)
+                done = [self.queue.popleft() for _ in range(min(engine.per_step, len(self.queue)))]
+                return [(i, Generation(f"reasoning for {p}", 3, "stop", "</think> true", {1: -0.1, 2: -2.0}))
+                        for i, p in done]
+
+            def abort(self):
+                self.queue.clear()
+
+        return Stream()
+
+    def force_verdict(self, prompts, true_id, false_id):
+        self.verdict_prompts.extend(prompts)
+        return [VerdictLogprobs(-float(len(p)), -1.0) for p in prompts]
+
+
+class ResultQueue(queue.Queue):
+    def cancel_join_thread(self):
+        pass
+
+
+class ThreadWorker:
+    """What VllmReplicas needs of a worker process, over a thread running the real `_serve` loop."""
+
+    pid = None
+
+    def __init__(self, rank, engine, inbox, results):
+        self.thread = threading.Thread(target=_serve, args=(rank, engine, inbox, results), daemon=True)
+        self.thread.start()
+
+    def is_alive(self):
+        return self.thread.is_alive()
+
+
+def stand_in_replicas(engines, window):
+    replicas = VllmReplicas.__new__(VllmReplicas)
+    replicas._config, replicas._tokenizer, replicas._call, replicas._next_check = None, None, 0, 0.0
+    replicas._results = ResultQueue()
+    replicas._inboxes = [queue.Queue() for _ in engines]
+    replicas._window = [window] * len(engines)
+    replicas._workers = [ThreadWorker(rank, engine, inbox, replicas._results)
+                         for rank, (engine, inbox) in enumerate(zip(engines, replicas._inboxes))]
+    return replicas
+
+
+SETTINGS = GenerationSettings(max_tokens=8, stop=("</think> true", "</think> false"))
+
+
+def test_a_small_batch_is_split_evenly_in_run_order():
+    engines = [ScriptedReplicaEngine(per_step=4), ScriptedReplicaEngine(per_step=4)]
+    replicas = stand_in_replicas(engines, window=16)
+    try:
+        prompts = [f"p{i}" for i in range(5)]
+        results = dict(replicas.generate(prompts, SETTINGS))
+        assert [engine.received for engine in engines] == [[[0, 1, 2]], [[3, 4]]]
+        assert {i: g.text for i, g in results.items()} == {i: f"reasoning for p{i}" for i in range(5)}
+        # the repair pass: contiguous shares, answers back in prompt order
+        verdicts = replicas.force_verdict(["a", "bb", "ccc", "dddd", "eeeee"], 1, 2)
+        assert [engine.verdict_prompts for engine in engines] == [["a", "bb", "ccc"], ["dddd", "eeeee"]]
+        assert [v.logprob_true for v in verdicts] == [-1.0, -2.0, -3.0, -4.0, -5.0]
+    finally:
+        replicas.close()
+
+
+def test_pairs_go_out_in_run_order_as_replicas_finish_never_more_than_their_window():
+    # Replica 1 is four times slower: it must get fewer pairs, and neither may hold more than its
+    # window (two scheduler batches), so both finish about together.
+    engines = [ScriptedReplicaEngine(per_step=4, delay=0.002), ScriptedReplicaEngine(per_step=4, delay=0.008)]
+    replicas = stand_in_replicas(engines, window=8)
+    try:
+        prompts = [f"p{i}" for i in range(200)]
+        results = list(replicas.generate(prompts, SETTINGS))
+    finally:
+        replicas.close()
+    assert sorted(i for i, _ in results) == list(range(200))                 # each pair once
+    sent = [i for engine in engines for batch in engine.received for i in batch]
+    assert sorted(sent) == list(range(200))
+    for engine in engines:
+        got = [i for batch in engine.received for i in batch]
+        assert got == sorted(got)                                             # in run order
+        assert engine.most_queued <= 8
+        assert all(batch == list(range(batch[0], batch[-1] + 1)) for batch in engine.received)  # contiguous
+    fast, slow = (sum(len(b) for b in engine.received) for engine in engines)
+    assert engines[0].received[0] == list(range(8)) and engines[1].received[0] == list(range(8, 16))
+    assert fast > 2 * slow, (fast, slow)
