@@ -576,7 +576,7 @@ def test_json_values_are_typed_and_per_query_values_by_query(tmp_path):
              per_query=True, relevance_level=2, judged_only=True)
     assert out.getvalue().endswith("}\n")
     assert json.loads(out.getvalue()) == {
-        "relevance_level": 2, "complete": False, "judged_only": True,
+        "relevance_level": 2, "complete": False, "judged_only": True, "keep_excluded": False,
         "runs": [{"run": a, "runid": "sysA", "num_q": 2,
                   "measures": {"runid": "sysA", "num_ret": 3, "P@1": 0.0},
                   "per_query": {"q1": {"num_ret": 2, "P@1": 0.0, "relstring_2": "10"},
