@@ -52,9 +52,11 @@ test: install browser
 # [tool.mutmut] in pyproject.toml, each run against the fast tests that call the mutated function.
 # Results are kept in mutants/ (a rerun tests only what changed); `$(VENV)/bin/mutmut browse` or
 # `mutmut show NAME` to read a survivor. MUTATION_CHILDREN: parallel workers (default: every core).
+# MUTANTS: only these mutants (mutmut's name patterns, e.g. MUTANTS='rank1_cli.significance*').
 MUTATION_CHILDREN ?= $(shell nproc 2>/dev/null || echo 2)
+MUTANTS ?=
 mutation: install
-	$(VENV)/bin/mutmut run --max-children $(MUTATION_CHILDREN)
+	$(VENV)/bin/mutmut run --max-children $(MUTATION_CHILDREN) $(MUTANTS)
 	$(PY) tests/mutation_report.py
 
 demo: install
