@@ -92,6 +92,17 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, 
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Also show the engine's own logs and warnings (vLLM, torch).")]
 
 
+# The engine options of rerank and sweep: command-line parameter -> the engines' option name.
+ENGINE_PARAMETERS = {"tensor_parallel": "tensor_parallel", "data_parallel": "data_parallel",
+                     "gpu_memory_utilization": "gpu_memory_utilization", "base_url": "base_urls",
+                     "api_key_env": "api_key_env", "concurrency": "concurrency", "served_model": "served_model",
+                     "batch_size": "batch_size", "device": "device"}
+
+
+def _engine_given(parameters: dict) -> dict:
+    return {option: parameters[name] for name, option in ENGINE_PARAMETERS.items()}
+
+
 def _rerank_options(backend: Backend, engine_given: dict, **fields):
     """RerankOptions from the command line; engine options only for those given."""
     from .engines import engine_options
@@ -219,9 +230,7 @@ def rerank(
     check_traces_target(traces)
     _check_store_choice(store, no_store)
     options = _rerank_options(
-        backend, dict(tensor_parallel=tensor_parallel, data_parallel=data_parallel,
-                      gpu_memory_utilization=gpu_memory_utilization, base_urls=base_url, api_key_env=api_key_env,
-                      concurrency=concurrency, served_model=served_model, batch_size=batch_size, device=device),
+        backend, _engine_given(locals()),
         model=model, top_k=top_k, dtype=dtype, max_model_len=max_model_len,
         max_reasoning_tokens=max_reasoning_tokens, prompt=prompt, instructions=instructions, keep_tail=keep_tail,
         tag=tag, missing=missing.value, chunk_size=chunk_size, shard=shard)
@@ -320,9 +329,7 @@ def sweep(
     check_outputs(output_files(output_dir, chosen), inputs)
     _check_store_choice(store, no_store)
     options = _rerank_options(
-        backend, dict(tensor_parallel=tensor_parallel, data_parallel=data_parallel,
-                      gpu_memory_utilization=gpu_memory_utilization, base_urls=base_url, api_key_env=api_key_env,
-                      concurrency=concurrency, served_model=served_model, batch_size=batch_size, device=device),
+        backend, _engine_given(locals()),
         model=model, top_k=top_k, dtype=dtype, max_model_len=max_model_len, max_reasoning_tokens=max(chosen),
         prompt=prompt, instructions=instructions, keep_tail=keep_tail, tag=tag, missing=missing.value,
         chunk_size=chunk_size)
