@@ -313,6 +313,19 @@ class Store:
 
     # --- reading and writing -----------------------------------------------------------------
 
+    def _rows(self, key: GenerationKey, prompt_hashes: Iterable[str], columns: str) -> Iterator[tuple]:
+        """(prompt_sha256, *columns) of the stored generations among `prompt_hashes` under `key`,
+        looked up LOOKUP_BATCH hashes at a time; call inside `_errors`."""
+        config_id = self._config_id(key, create=False)
+        if config_id is None:
+            return
+        wanted = [bytes.fromhex(h) for h in dict.fromkeys(prompt_hashes)]
+        for start in range(0, len(wanted), LOOKUP_BATCH):
+            batch = wanted[start:start + LOOKUP_BATCH]
+            yield from self._db.execute(
+                f"SELECT prompt_sha256, {columns} FROM generations "
+                f"WHERE config_id=? AND prompt_sha256 IN ({','.join('?' * len(batch))})", (config_id, *batch))
+
     def get_many(self, key: GenerationKey, prompt_hashes: Iterable[str], *,
                  with_token_ids: bool = False) -> dict[str, StoredGeneration]:
         """The stored generations among `prompt_hashes` (hex sha256) under `key`.
@@ -320,39 +333,19 @@ class Store:
         Token ids are left out (None) unless asked for: as Python ints they would cost ~20 times
         their stored size, and scoring does not need them.
         """
+        columns = ("completion, verdict, logprob_true, logprob_false, output_tokens, reasoning, "
+                   + ("token_ids" if with_token_ids else "NULL"))
         with self._errors("read"):
-            config_id = self._config_id(key, create=False)
-            if config_id is None:
-                return {}
-            wanted = [bytes.fromhex(h) for h in dict.fromkeys(prompt_hashes)]
-            found: dict[str, StoredGeneration] = {}
-            for start in range(0, len(wanted), LOOKUP_BATCH):
-                batch = wanted[start:start + LOOKUP_BATCH]
-                rows = self._db.execute(
-                    "SELECT prompt_sha256, completion, verdict, logprob_true, logprob_false, output_tokens, reasoning, "
-                    f"{'token_ids' if with_token_ids else 'NULL'} FROM generations "
-                    f"WHERE config_id=? AND prompt_sha256 IN ({','.join('?' * len(batch))})",
-                    (config_id, *batch))
-                for digest, completion, verdict, lt, lf, tokens, reasoning, token_ids in rows:
-                    found[digest.hex()] = StoredGeneration(digest.hex(), completion, verdict, lt, lf, tokens, reasoning,
-                                                           _unpack_tokens(token_ids))
-            return found
+            return {digest.hex(): StoredGeneration(digest.hex(), completion, verdict, lt, lf, tokens, reasoning,
+                                                   _unpack_tokens(token_ids))
+                    for digest, completion, verdict, lt, lf, tokens, reasoning, token_ids
+                    in self._rows(key, prompt_hashes, columns)}
 
     def completions(self, key: GenerationKey, prompt_hashes: Iterable[str]) -> dict[str, str]:
         """prompt hash -> completion ("stop", ..., "pending") of the stored ones among `prompt_hashes`;
         reads nothing else, so a plan over 100k pairs stays cheap."""
         with self._errors("read"):
-            config_id = self._config_id(key, create=False)
-            if config_id is None:
-                return {}
-            wanted = [bytes.fromhex(h) for h in dict.fromkeys(prompt_hashes)]
-            found: dict[str, str] = {}
-            for start in range(0, len(wanted), LOOKUP_BATCH):
-                batch = wanted[start:start + LOOKUP_BATCH]
-                found.update((digest.hex(), completion) for digest, completion in self._db.execute(
-                    f"SELECT prompt_sha256, completion FROM generations WHERE config_id=? AND prompt_sha256 IN "
-                    f"({','.join('?' * len(batch))})", (config_id, *batch)))
-            return found
+            return {digest.hex(): completion for digest, completion in self._rows(key, prompt_hashes, "completion")}
 
     def put_many(self, key: GenerationKey, generations: Sequence[StoredGeneration], *, replace: bool = False) -> int:
         """Store `generations` in one committed transaction; return how many were written.
