@@ -95,6 +95,14 @@ def replica_pids(parent: int) -> list[int]:
     return sorted(found)
 
 
+def wait_for_replicas(parent: int, count: int, timeout: float = 30) -> list[int]:
+    deadline = time.time() + timeout
+    while len(found := replica_pids(parent)) < count and time.time() < deadline:
+        time.sleep(0.1)
+    assert len(found) == count, f"expected {count} replica processes under pid {parent}, found {found}"
+    return found
+
+
 @pytest.mark.engine
 def test_replicas_score_like_one_engine_and_a_killed_parent_or_replica_loses_nothing(tmp_path, single_engine_scores):
     output, traces, store = tmp_path / "run.trec", tmp_path / "traces.jsonl", tmp_path / "store.sqlite"
@@ -111,8 +119,10 @@ def test_replicas_score_like_one_engine_and_a_killed_parent_or_replica_loses_not
     # SIGKILL of one replica: the run stops with a clear error and what is saved.
     log = open(tmp_path / "stderr.txt", "w+")
     proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=log, start_new_session=True)
-    wait_for_store(store, 2 * PAIRS // 5, proc)
-    victim = replica_pids(proc.pid)[-1]
+    # Replies come in bursts, so the killed run may have saved more than a fifth: wait for this
+    # run's own replicas to add to the store, which also proves they are up.
+    wait_for_store(store, max(2 * PAIRS // 5, stored(store) + 8), proc)
+    victim = wait_for_replicas(proc.pid, 2)[-1]
     os.kill(victim, signal.SIGKILL)
     assert proc.wait(timeout=180) == 1
     log.seek(0)
