@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError, quote
+from .errors import InputError, OptionError, quote
 from .textio import display_name, iter_lines
 from .trec import Qrels, read_qrels_file
 
@@ -286,11 +286,9 @@ class CollectionSource:
     queries: str | None = None
 
     def __post_init__(self) -> None:
-        if self.dataset and (self.corpus or self.queries):
-            if not (self.corpus and self.queries):
-                return  # local files may override part of a dataset
+        # With a dataset, local files may override part of it (its queries, its corpus).
         if not self.dataset and not (self.corpus and self.queries):
-            raise InputError("give --dataset ID (ir_datasets), or both --corpus FILE and --queries FILE")
+            raise OptionError("give {dataset} ID (ir_datasets), or both {corpus} FILE and {queries} FILE")
 
     def describe(self) -> str:
         return self.dataset or f"{self.corpus} + {self.queries}"

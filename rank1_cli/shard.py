@@ -195,12 +195,12 @@ def merge_shards(run_paths: Sequence[str | os.PathLike], traces_paths: Sequence[
     if len(run_paths) != len(traces_paths):
         raise InputError(f"merge got {len(run_paths)} runs but {len(traces_paths)} traces files; "
                          "give one traces file per run, in the same order")
-    seen_paths: dict[str, str] = {}
+    seen_paths: set[str] = set()
     for path in [*run_paths, *traces_paths]:
         key = os.path.realpath(path)
         if key in seen_paths:
             raise InputError(f"{path} is given twice")
-        seen_paths[key] = str(path)
+        seen_paths.add(key)
     shards = [_load_shard(str(r), str(t)) for r, t in zip(run_paths, traces_paths)]
     labelled = [s for s in shards if s.index is not None]
     empty = [s for s in shards if s.index is None]

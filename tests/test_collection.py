@@ -42,11 +42,6 @@ def test_queries_tsv_and_jsonl(tmp_path):
         collection.read_queries_file(bad)
 
 
-def test_source_needs_a_dataset_or_both_files():
-    with pytest.raises(InputError, match="--dataset"):
-        CollectionSource(corpus="c.jsonl")
-
-
 def test_ir_datasets_path_uses_the_docstore(sample_dataset):
     source = CollectionSource(dataset=sample_dataset)
     queries = source.load_queries()
@@ -269,3 +264,72 @@ def test_qrels_from_stdin(monkeypatch):
 def test_blank_lines_between_instructions_are_skipped(tmp_path):
     path = write(tmp_path / "instructions.tsv", "q1\tfirst\n\n   \nq2\tsecond\n")
     assert collection.read_instructions_file(str(path)) == {"q1": "first", "q2": "second"}
+
+
+def write_maybe_gzipped(path, text):
+    import gzip
+
+    path.write_bytes(gzip.compress(text.encode()) if path.name.endswith(".gz") else text.encode())
+    return path
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("q.json", '{"qid": "1", "text": "cats"}\n[1, 2]\n', "q.json:2: expected a JSON object per line"),
+    ("q.ndjson", '{"qid": 5, "text": true}\n', "q.ndjson:1: 'text' must be a string, found a bool"),
+    ("q.jsonl.gz", '\n{"text": "cats"}\n', "q.jsonl.gz:2: expected keys 'qid' and 'text' in each query object"),
+    ("q.jsonl", '\n\n{"qid": "1", "text": "cats", "instruction": [1]}\n',
+     "q.jsonl:3: 'instruction' must be a string, found a list"),
+    ("q.jsonl", "\n\n", "q.jsonl: no queries in the file"),
+    ("q.tsv", "q1 no tab here\n", "q.tsv:1: expected 'qid<TAB>query text', found no tab: 'q1 no tab here'"),
+    ("q.tsv", "q1\tcats\tonly lions\n",
+     "q.tsv:1: expected 'qid<TAB>query text', found 3 tab-separated fields: 'q1\\tcats\\tonly lions'"),
+])
+def test_every_malformed_queries_file_gets_the_whole_message(tmp_path, name, text, message):
+    with pytest.raises(InputError) as error:
+        collection.read_queries_file(write_maybe_gzipped(tmp_path / name, text))
+    assert str(error.value) == f"{tmp_path}/{message}"
+
+
+def test_a_query_without_an_instruction_has_none():
+    path = SAMPLE / "queries.tsv"
+    assert all(q.instruction is None for q in collection.read_queries_file(path).values())
+
+
+def test_jsonl_queries_without_an_instruction_have_none(tmp_path):
+    path = write_maybe_gzipped(tmp_path / "q.jsonl", '{"qid": "1", "text": "cats"}\n')
+    assert collection.read_queries_file(path)["1"].instruction is None
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("c.json", "[1]\n", "c.json:1: expected a JSON object per line"),
+    ("c.jsonl", '\n{"doc_id": "a", "text": {"x": 1}}\n', "c.jsonl:2: 'text' must be a string, found a dict"),
+    ("c.jsonl", '{"text": "x"}\n', "c.jsonl:1: expected a 'doc_id' key in each document object"),
+    ("c.jsonl", '{"doc_id": "a"}\n', "c.jsonl:1: document 'a' has no 'text' key"),
+    ("c.jsonl", '{"doc_id": ["a"], "text": "x"}\n', "c.jsonl:1: 'doc_id' must be a string, found a list"),
+    ("c.jsonl", '\n{"doc_id": "a", "title": 1.5, "text": "x"}\n', "c.jsonl:2: 'title' must be a string, found a float"),
+    ("c.tsv", "a\tb\tc\td\n",
+     "c.tsv:1: expected 'docid<TAB>text' or 'docid<TAB>title<TAB>text', found 4 tab-separated fields"),
+])
+def test_every_malformed_corpus_gets_the_whole_message(tmp_path, name, text, message):
+    with pytest.raises(InputError) as error:
+        collection.read_corpus_docs(write_maybe_gzipped(tmp_path / name, text), {"a"})
+    assert str(error.value) == f"{tmp_path}/{message}"
+
+
+def test_a_gzipped_ndjson_corpus_after_blank_lines_is_read(tmp_path):
+    path = write_maybe_gzipped(tmp_path / "c.ndjson.gz", '\n\n{"doc_id": "a", "title": "T", "text": "x"}\n')
+    assert collection.read_corpus_docs(path, {"a"}) == {"a": collection.Document("a", "T", "x")}
+
+
+def test_a_source_needs_a_dataset_or_both_files_and_says_so_in_python_or_on_the_command_line():
+    from rank1_cli.errors import OptionError
+
+    for partial in ({"corpus": "c.jsonl"}, {"queries": "q.tsv"}, {}):
+        with pytest.raises(OptionError) as error:
+            CollectionSource(**partial)
+        assert str(error.value) == "give dataset ID (ir_datasets), or both corpus FILE and queries FILE"
+        assert error.value.for_command_line() == \
+            "give --dataset ID (ir_datasets), or both --corpus FILE and --queries FILE"
+    # A dataset may have its queries or its corpus replaced by a local file.
+    assert CollectionSource(dataset="d", queries="q.tsv").describe() == "d"
+    assert CollectionSource(dataset="d", corpus="c.jsonl", queries="q.tsv").queries == "q.tsv"

@@ -270,8 +270,9 @@ def test_an_empty_shard_merges(tmp_path):
     assert len(owners) < count                        # at least one shard is empty
     parts = [rerank_to_files(str(small), tmp_path, f"s{i}", top_k=2, shard=(i, count)) for i in range(1, count + 1)]
     whole = rerank_to_files(str(small), tmp_path, "whole", top_k=2)
-    merge_shards([p[0] for p in parts], [p[1] for p in parts], tmp_path / "m.trec", tmp_path / "m.traces.jsonl",
-                 first_stage=str(small))
+    summary = merge_shards([p[0] for p in parts], [p[1] for p in parts], tmp_path / "m.trec",
+                           tmp_path / "m.traces.jsonl", first_stage=str(small))
+    assert (summary.shards, summary.empty_shards) == (count, count - len(owners))
     assert (tmp_path / "m.trec").read_text() == whole[0].read_text()
     assert (tmp_path / "m.traces.jsonl").read_text() == whole[1].read_text()
     # Leaving a non-empty shard out is still caught even with the empty ones given.
@@ -387,3 +388,48 @@ def test_merge_summary_counts_what_was_written(sharded, tmp_path):
     assert (summary.shards, summary.queries, summary.run_lines, summary.traces, summary.empty_shards) == \
         (3, 25, 1250, 75, 0)
     assert len((tmp_path / "m.trec").read_text().splitlines()) == 1250
+
+
+def test_merge_names_the_shard_and_file_of_what_does_not_fit(sharded, tmp_path):
+    _, _, parts = sharded
+    runs, traces = [p[0] for p in parts], [p[1] for p in parts]
+    # Shard 2 of 3 reranked with another budget and dtype: both differences are named.
+    other = _edited(tmp_path, parts[1][1], "other.traces.jsonl", lambda t: t.replace(
+        '"max_reasoning_tokens": 64', '"max_reasoning_tokens": 99').replace('"dtype": "float32"', '"dtype": "float16"'))
+    with pytest.raises(InputError) as error:
+        merge_shards(runs, [traces[0], other, traces[2]], tmp_path / "m.trec", None)
+    assert str(error.value) == (f"shard 2/3 ({runs[1]}) was made with other settings than shard 1/3 ({runs[0]}): "
+                                "dtype: 'float32' in the file, 'float16' now; max_reasoning_tokens: 64 in the file, 99 now")
+    relabelled = _edited(tmp_path, parts[2][1], "relabelled.traces.jsonl",
+                         lambda t: t.replace('"shard": "3/3"', '"shard": "3/4"'))
+    with pytest.raises(InputError) as error:
+        merge_shards(runs, [traces[0], traces[1], relabelled], tmp_path / "m.trec", None)
+    assert str(error.value) == f"the shards come from different splits: 1/3 ({runs[0]}), 2/3 ({runs[1]}), 3/4 ({runs[2]})"
+    with pytest.raises(InputError) as error:
+        merge_shards(runs[1:], traces[1:], tmp_path / "m.trec", None)
+    assert str(error.value) == "shard 1/3 is missing; merge needs the output of every shard"
+    # An empty shard's output besides all three: one shard more than the split has.
+    empty_run, empty_traces = tmp_path / "empty.trec", tmp_path / "empty.traces.jsonl"
+    empty_run.write_text("")
+    empty_traces.write_text("")
+    with pytest.raises(InputError) as error:
+        merge_shards([*runs, empty_run], [*traces, empty_traces], tmp_path / "m.trec", None)
+    assert str(error.value) == "merge got 4 shards but the split has 3"
+
+
+def test_merge_reports_first_stage_queries_that_no_present_shard_holds(sharded, tmp_path):
+    _, _, parts = sharded
+    run = str(SAMPLE / "run.bm25.trec")
+    more = tmp_path / "more.trec"
+    extra = [f"x{i:02d}" for i in range(12)]
+    more.write_text(open(run).read() + "".join(f"{q} Q0 d001 1 9.5 bm25\n" for q in extra))
+    with pytest.raises(InputError) as error:
+        merge_shards([p[0] for p in parts], [p[1] for p in parts], tmp_path / "m.trec", None, first_stage=str(more))
+    assert str(error.value) == (f"12 queries of {more} are in no shard's output (e.g. x00 of shard "
+                                f"{shard_of('x00', 3)}/3); were the shards made from another run?")
+
+
+def test_merge_counts_the_traces_even_when_it_writes_none(sharded, tmp_path):
+    _, _, parts = sharded
+    summary = merge_shards([p[0] for p in parts], [p[1] for p in parts], tmp_path / "m.trec", None)
+    assert (summary.queries, summary.traces) == (25, 75)
