@@ -179,6 +179,9 @@ def test_importing_measures_and_evaluate_stays_light():
     ("Iprec@x", "measure 'Iprec@x': the recall level after '@' must be a number in [0, 1], e.g. IPrec@0.5"),
     ("IPrec@2", "measure 'IPrec@2': recall levels lie in [0, 1], found '2'"),
     ("ndcg_cut.", "measure 'ndcg_cut.': empty parameter list after '.'"),
+    ("ndcg.1=x", "measure 'ndcg.1=x': 'x' is not a number"),
+    ("ndcg.1=2=3", "measure 'ndcg.1=2=3': '2=3' is not a number"),
+    ("nDCG@10@5", "measure 'nDCG@10@5': the cutoff after '@' must be a positive integer, e.g. nDCG@10"),
     ("Judged", "measure 'Judged' needs a cutoff, e.g. Judged@10"),
 ])
 def test_bad_parameters_get_the_whole_message(typed, message):
@@ -193,6 +196,17 @@ def test_bad_parameters_get_the_whole_message(typed, message):
     ("Recip_Rankk", " Did you mean 'recip_rank'? "),
     ("mapp", " Did you mean 'map' or 'gm_map'? "),
     ("xyzzy", " "),
+    ("num_re", " Did you mean 'num_ret' or 'num_rel' or 'num_q'? "),         # at most three
+    ("NUM_RE", " Did you mean 'num_ret' or 'num_rel' or 'num_q'? "),
+    # The common spellings are suggested as written in the docs.
+    ("nDGC@10", " Did you mean 'nDCG@10'? "),
+    ("ADP", " Did you mean 'AP' or 'MAP'? "),
+    ("MAPP", " Did you mean 'MAP' or 'AP'? "),
+    ("Pp@10", " Did you mean 'P@10' or 'RR@10' or 'R@100'? "),
+    ("Recal@100", " Did you mean 'Recall@100' or 'R@100'? "),
+    ("RRx", " Did you mean 'RR' or 'MRR'? "),
+    ("MRRR", " Did you mean 'MRR' or 'RR'? "),
+    ("Judgd@10", " Did you mean 'Judged@10'? "),
 ])
 def test_an_unknown_name_gets_close_names_and_the_whole_list(typed, suggestion):
     with pytest.raises(InputError) as error:
@@ -207,6 +221,8 @@ def test_an_unknown_name_gets_close_names_and_the_whole_list(typed, suggestion):
 
 def test_recall_levels_take_1_itself_and_values_must_be_numbers():
     assert [m.name for m in parse_measure("iprec_at_recall.1")] == ["iprec_at_recall_1.00"]
+    assert [m.name for m in parse_measure("11pt_avg.0,1")] == ["11pt_avg_0,1"]
+    assert [m.name for m in parse_measure("relstring.1")] == ["relstring_1"]
     with pytest.raises(InputError) as error:
         parse_measure("11pt_avg.x")
     assert str(error.value) == "measure '11pt_avg.x': 'x' is not a number"

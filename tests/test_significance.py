@@ -36,3 +36,21 @@ def test_holm_of_one_test_is_the_test_itself():
     assert holm([0.03]) == [0.03]
     assert holm([0.01, 0.04, 0.03]) == [0.03, 0.06, 0.06]
     assert wins_ties_losses(RUN, BASE) == (3, 1, 1)
+
+
+@pytest.mark.parametrize("name", sorted(TESTS))
+def test_two_queries_are_enough_and_one_is_refused_in_so_many_words(name):
+    assert 0 < TESTS[name].p_value([0.5, 0.9], [0.4, 0.2]) <= 1
+    with pytest.raises(ValueError) as error:
+        TESTS[name].p_value([0.1], [0.2])
+    assert str(error.value) == "a paired test needs at least 2 queries"
+
+
+@pytest.mark.parametrize("name", sorted(TESTS))
+def test_a_constant_difference_gets_a_p_value_and_no_warning_on_the_terminal(name):
+    import warnings
+
+    run, base = [0.3, 0.6, 0.9, 0.7], [0.2, 0.5, 0.8, 0.6]      # differences 0.1, up to rounding
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert 0 <= TESTS[name].p_value(run, base) <= 1

@@ -581,3 +581,127 @@ def test_an_import_larger_than_one_batch_counts_every_line(tmp_path):
     assert import_files([str(traces)], str(tmp_path / "s.sqlite")).added == 2500
     again = import_files([str(traces), str(traces)], str(tmp_path / "s.sqlite"))
     assert (again.lines, again.added, again.already) == (5000, 0, 5000)
+
+
+# --- what a failed read or write says, per operation --------------------------------------------
+
+@pytest.mark.parametrize("doing, call", [
+    ("read", lambda store: store.count()),
+    ("read", lambda store: store.count(KEY)),
+    ("read", lambda store: store.get_many(KEY, [sha(1)])),
+    ("read", lambda store: store.completions(KEY, [sha(1)])),
+    ("read", lambda store: store.rate(KEY)),
+    ("read", lambda store: store.models()),
+    ("read", lambda store: store.info()),
+    ("read", lambda store: list(store.export())),
+    ("write", lambda store: store.put_many(KEY, [generation(9)])),
+    ("write", lambda store: store.record_engine_run(KEY, 1, 10, 1.0)),
+    ("write", lambda store: store.prune("rank1-7b")),
+])
+def test_a_failed_statement_says_whether_the_store_could_not_be_read_or_written(tmp_path, doing, call):
+    path = filled_store(tmp_path / "s.sqlite")
+    with Store(path) as store:
+        store._config_ids.clear()
+        store._db = FailingStatements(store._db, "", "something else")
+        with pytest.raises(StoreError) as error:
+            call(store)
+        store._db = store._db.db
+    assert str(error.value) == f"{path}: cannot {doing} the store (something else)"
+
+
+def test_engine_runs_that_generated_nothing_or_took_no_time_are_not_kept(tmp_path):
+    with Store(tmp_path / "s.sqlite") as store:
+        store.put_many(KEY, [generation(1)])
+        store.record_engine_run(KEY, 0, 0, 3.0)
+        store.record_engine_run(KEY, 5, 100, 0.0)
+        assert store.rate(KEY).timed_runs == 0
+        store.record_engine_run(KEY, 1, 100, 4.0)
+        assert (store.rate(KEY).timed_runs, store.rate(KEY).tokens_per_second) == (1, 25.0)
+
+
+def test_a_rate_falls_back_to_every_other_budget_of_the_model_and_looking_creates_nothing(tmp_path):
+    short = dataclasses.replace(KEY, max_reasoning_tokens=100)
+    long = dataclasses.replace(KEY, max_reasoning_tokens=2000)
+    wanted = dataclasses.replace(KEY, max_reasoning_tokens=500)
+    with Store(tmp_path / "s.sqlite") as store:
+        store.put_many(short, [generation(1, tokens=(1,) * 50)])
+        store.put_many(long, [generation(2, tokens=(1,) * 1000), generation(3, tokens=(1,) * 300)])
+        store.record_engine_run(short, 1, 50, 1.0)
+        store.record_engine_run(long, 2, 1300, 1.0)
+        # Timed, but nothing stored under these very settings: the other budgets speak for it.
+        store.record_engine_run(wanted, 1, 10, 10.0)
+        rate = store.rate(wanted)
+        assert (rate.generations, rate.same_settings, rate.timed_runs) == (3, False, 3)
+        assert rate.mean_output_tokens == pytest.approx((50 + 500 + 300) / 3)     # capped at the budget asked
+        assert rate.tokens_per_second == pytest.approx(1360 / 12)
+        configs = len(store.info().configs)
+        assert store.rate(dataclasses.replace(KEY, dtype="bfloat16")) is None
+        assert len(store.info().configs) == configs
+
+
+def test_a_pruned_models_timings_are_deleted_with_it(tmp_path):
+    path = tmp_path / "s.sqlite"
+    with Store(path) as store:
+        store.put_many(KEY, [generation(1)])
+        store.record_engine_run(KEY, 1, 10, 1.0)
+        store.put_many(OTHER, [generation(2)])
+        store.record_engine_run(OTHER, 1, 10, 1.0)
+        assert store.prune("rank1-7b") == 1
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT COUNT(*) FROM engine_runs").fetchone() == (1,)
+
+
+# --- token ids through export and import --------------------------------------------------------
+
+def test_token_ids_survive_export_and_import_whole(tmp_path):
+    from rank1_cli.store_admin import export_store
+
+    with Store(tmp_path / "a.sqlite") as store:
+        store.put_many(KEY, [generation(1, tokens=(0, 5, 2**32 - 1)), generation(2, "pending", tokens=(4, 0))])
+    export_store(str(tmp_path / "a.sqlite"), str(tmp_path / "e.jsonl"))
+    assert import_files([str(tmp_path / "e.jsonl")], str(tmp_path / "b.sqlite")).added == 2
+    with Store(tmp_path / "b.sqlite") as store:
+        got = store.get_many(KEY, [sha(1), sha(2)], with_token_ids=True)
+    assert (got[sha(1)].token_ids, got[sha(2)].token_ids) == ((0, 5, 2**32 - 1), (4, 0))
+
+
+@pytest.mark.parametrize("token_ids", ["1 2 3", [1, -1], [2**32], [1.5], [True, "2"]])
+def test_token_ids_that_are_not_a_list_of_ids_are_refused(token_ids):
+    with pytest.raises(ValueError) as error:
+        record_generation(json.loads(trace_line(1, token_ids=token_ids)), None)
+    assert str(error.value) == "token_ids must be a list of token ids"
+
+
+def test_a_forced_verdict_needs_its_verdict_and_a_long_wrong_score_is_shortened():
+    with pytest.raises(ValueError) as error:
+        record_generation(json.loads(trace_line(1, completion="forced", verdict=None)), None)
+    assert str(error.value) == "a forced completion needs both logprobs and a verdict"
+    with pytest.raises(ValueError) as error:
+        record_generation(json.loads(trace_line(1, score="0.123456789012345678901234567890123")), None)
+    assert str(error.value) == "score 0.1234567890123456789012345678 does not follow from its logprobs"
+
+
+def test_an_export_keeps_non_ascii_reasoning_readable(tmp_path):
+    from rank1_cli.store_admin import export_store
+
+    with Store(tmp_path / "s.sqlite") as store:
+        store.put_many(KEY, [generation(1, reasoning="Schrödinger’s naïve café.")])
+    export_store(str(tmp_path / "s.sqlite"), str(tmp_path / "e.jsonl"))
+    assert '"reasoning": "Schrödinger’s naïve café."' in (tmp_path / "e.jsonl").read_text(encoding="utf-8")
+
+
+def test_store_info_shortens_a_long_revision_in_the_table_and_indents_its_json(tmp_path):
+    import io
+
+    from rank1_cli.store_admin import print_info
+
+    long = dataclasses.replace(KEY, model_revision="hf:0123456789abcdef0123456789abcdef01234567")
+    with Store(tmp_path / "s.sqlite") as store:
+        store.put_many(long, [generation(1)])
+    table = io.StringIO()
+    print_info(str(tmp_path / "s.sqlite"), "table", table)
+    row = next(line for line in table.getvalue().splitlines() if "rank1-7b" in line)
+    assert [cell.strip() for cell in row.split("│")[1:3]] == ["rank1-7b", "hf:0123456789abcdef"]
+    text = io.StringIO()
+    print_info(str(tmp_path / "s.sqlite"), "json", text)
+    assert text.getvalue().startswith('{\n  "path": ') and '\n    {\n      "model": "rank1-7b",' in text.getvalue()

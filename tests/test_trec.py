@@ -121,9 +121,10 @@ def test_a_plain_run_is_parsed_in_bulk(tmp_path, monkeypatch):
     ("q1 Q0  a 1 1.0", "run:2: expected 6 whitespace-separated columns"),
     ("q1 Q0 a one 1.0 t", "run:2: rank (column 4) must be an integer"),
     ("q1 Q0 a 1 high t", "run:2: score (column 5) must be a number"),
-    ("q1 Q0 a 1 nan t", "run:2: score (column 5) must be finite"),
-    ("q1 Q0 a 1 -Infinity t", "run:2: score (column 5) must be finite"),
-    ("q1 Q0 a 1 1e999 t", "run:2: score (column 5) must be finite"),
+    ("q1 Q0 a 1 nan t", "run:2: score (column 5) must be finite, found 'nan'"),
+    ("q1 Q0 a 1 +inf t", "run:2: score (column 5) must be finite, found '+inf'"),
+    ("q1 Q0 a 1 -Infinity t", "run:2: score (column 5) must be finite, found '-Infinity'"),
+    ("q1 Q0 a 1 1e999 t", "run:2: score (column 5) must be finite, found '1e999'"),
     # Python's float() reads '2_0' as 20.0 (trec_eval's atof as 2.0): neither, an error
     ("q1 Q0 a 1 2_0 t", "run:2: score (column 5) must be a number written in decimal (like 12.5 or -3.1e-2), "
                         "found '2_0'"),
@@ -230,6 +231,9 @@ def test_written_scores_strictly_decrease_for_float_readers_too(tmp_path):
     assert trec.strictly_decreasing([0.99999999, 0.99999998]) == [0.99999999, float(
         numpy.nextafter(numpy.float32(0.99999999), numpy.float32(-1)))]
     assert trec.strictly_decreasing([3e38, 3e38, -3.4e38, -3.4e38])[3] < -3.4e38  # float range ends
+    # Beyond the float range (a float reader sees inf) only the double can step down.
+    assert trec.strictly_decreasing([1e39, 1e39]) == [1e39, math.nextafter(1e39, -math.inf)]
+    assert trec.strictly_decreasing([-1e39, -1e39]) == [-1e39, math.nextafter(-1e39, -math.inf)]
 
 
 def test_write_is_atomic(tmp_path):
@@ -292,3 +296,14 @@ def test_tied_scores_at_zero_and_below_step_down_one_float():
     assert trec.strictly_decreasing([0.0, 0.0]) == [0.0, -1.401298464324817e-45]     # the float closest below 0
     assert trec.strictly_decreasing([-1.0, -1.0]) == [-1.0, -1.0000001192092896]      # one C float below -1
     assert trec.strictly_decreasing([2.0, 2.0, 2.0]) == [2.0, 1.9999998807907104, 1.999999761581421]
+
+
+def test_a_run_written_to_stdout_carries_its_tag_and_a_bad_tag_is_named():
+    import io
+
+    out = io.StringIO()
+    trec.write_run("-", {"q1": [("d1", 2.0), ("d2", 1.0)]}, "mine", stdout=out)
+    assert out.getvalue() == "q1 Q0 d1 1 2.0 mine\nq1 Q0 d2 2 1.0 mine\n"
+    with pytest.raises(InputError) as error:
+        trec.write_run("-", {"q1": [("d1", 2.0)]}, "my run", stdout=out)
+    assert str(error.value) == "the run tag (column 6) must be one word without spaces, found 'my run'"
