@@ -44,7 +44,16 @@ def main(argv: list[str]) -> int:
     show_survivors = "--survivors" in argv
     totals: Counter = Counter()
     survivors = []
-    print(f"{'module':<28}{'killed':>8}{'total':>7}{'equiv.':>7}{'share':>8}  (share = killed / (total - equiv.))")
+    print(f"{'module':<28}{'killed':>8}{'total':>7}{'equiv.':>7}{'share':>8}{'not run':>9}{'of run':>8}"
+          "  (share = killed / (total - equiv.); of run: leaving out the mutants not run)")
+
+    def row(label: str, counts: Counter, total: int) -> None:
+        share = counts["killed"] / (total - counts["equivalent"]) if total > counts["equivalent"] else 1.0
+        run = total - counts["equivalent"] - counts["not run"]
+        of_run = counts["killed"] / run if run else 1.0
+        print(f"{label:<28}{counts['killed']:>8}{total:>7}{counts['equivalent']:>7}{share:>8.1%}"
+              f"{counts['not run']:>9}{of_run:>8.1%}")
+
     for module, codes in by_module.items():
         counts: Counter = Counter()
         for name, code in codes.items():
@@ -53,15 +62,13 @@ def main(argv: list[str]) -> int:
             elif name in equivalent:
                 counts["equivalent"] += 1
             else:
-                counts["other"] += 1
+                counts["not run" if code is None else "other"] += 1
                 survivors.append((module, name, code))
         total = sum(counts.values())
-        share = counts["killed"] / (total - counts["equivalent"]) if total > counts["equivalent"] else 1.0
-        print(f"{module:<28}{counts['killed']:>8}{total:>7}{counts['equivalent']:>7}{share:>8.1%}")
+        row(module, counts, total)
         totals.update(counts)
         totals["total"] += total
-    share = totals["killed"] / (totals["total"] - totals["equivalent"])
-    print(f"{'all':<28}{totals['killed']:>8}{totals['total']:>7}{totals['equivalent']:>7}{share:>8.1%}")
+    row("all", totals, totals["total"])
     if show_survivors:
         for module, name, code in survivors:
             status = {None: "not checked", 5: "no tests", 33: "no tests", 0: "survived"}.get(code, f"exit {code}")

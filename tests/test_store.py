@@ -705,3 +705,13 @@ def test_store_info_shortens_a_long_revision_in_the_table_and_indents_its_json(t
     text = io.StringIO()
     print_info(str(tmp_path / "s.sqlite"), "json", text)
     assert text.getvalue().startswith('{\n  "path": ') and '\n    {\n      "model": "rank1-7b",' in text.getvalue()
+
+
+def test_a_recomputed_generation_without_token_ids_does_not_keep_the_old_ones(tmp_path):
+    # The old ids belong to the old reasoning: a sweep would cut the new reasoning at them.
+    with Store(tmp_path / "s.sqlite") as store:
+        store.put_many(KEY, [generation(1, reasoning="old reasoning.", tokens=(7, 8, 9))])
+        store.put_many(KEY, [dataclasses.replace(generation(1, reasoning="new reasoning."), token_ids=None)],
+                       replace=True)
+        got = store.get_many(KEY, [sha(1)], with_token_ids=True)[sha(1)]
+    assert (got.reasoning, got.token_ids) == ("new reasoning.", None)
