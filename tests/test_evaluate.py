@@ -648,3 +648,49 @@ def test_rank_scores_count_down_from_the_number_of_documents():
         docs = {f"d{i:03d}": float(n - i) for i in range(n)}
         assert rank_scores(docs) == {f"d{i:03d}": float(n - i) for i in range(n)}, n
     assert rank_scores({"b": 1.0, "a": 1.0, "c": 2.0}) == {"c": 3.0, "b": 2.0, "a": 1.0}   # ties: docid descending
+
+
+def _warnings(caplog):
+    return [r.getMessage() for r in caplog.records if r.name == "rank1_cli.evaluate"]
+
+
+def test_every_warning_about_unmatched_queries_is_whole_and_names_the_run(caplog):
+    with caplog.at_level(logging.WARNING, logger="rank1_cli.evaluate"):
+        evaluate_run({"301": {"d": 1.0}}, QRELS, ["P@1"])
+        evaluate_run({"301": {"d": 1.0}}, QRELS, ["P@1"], complete=True)
+        evaluate_run({"q1": {"r1": 1.0}}, QRELS, ["P@1"], name="a.run")
+        evaluate_run({"q1": {"r1": 1.0}}, QRELS, ["P@1"], complete=True, name="a.run")
+    assert _warnings(caplog) == [
+        "run: no query of the run is in the qrels (run: '301'; qrels: 'q1', 'q2'). Check that both are for the "
+        "same topics with the same query ids. Nothing is evaluated: every mean is 0 (--complete, like trec_eval "
+        "-c, would count each qrels query as an empty ranking).",
+        "run: no query of the run is in the qrels (run: '301'; qrels: 'q1', 'q2'). Check that both are for the "
+        "same topics with the same query ids. With --complete every qrels query counts as an empty ranking (all "
+        "measures 0).",
+        "a.run: 1 of the 2 qrels queries are not in the run and are left out of the means ('q2'); --complete "
+        "(trec_eval -c) counts them as empty rankings",
+        "a.run: 1 of the 2 qrels queries are not in the run; they count as empty rankings, every measure 0",
+    ]
+
+
+def test_no_measures_is_an_error_and_counts_are_ints():
+    run = {"q1": {"r1": 3.0, "n1": 2.0}, "q2": {"r3": 1.0}}
+    with pytest.raises(InputError, match="^no measure given. Known: trec_eval measures"):
+        evaluate_run(run, QRELS, [])
+    default = evaluate_run(run, QRELS, ["official"])
+    assert [type(default.value(m)) for m in ("num_ret", "num_rel", "num_rel_ret", "map")] == [int, int, int, float]
+    assert type(default.value("num_ret", "q1")) is int
+    with pytest.raises(InputError) as error:
+        evaluate_run(run, QRELS, ["map"], relevance_level=0)
+    assert str(error.value) == "relevance level must be at least 1 (got 0); grades below it count as non-relevant"
+
+
+def test_more_queries_than_one_pytrec_eval_call_takes_are_all_evaluated():
+    from rank1_cli.evaluate import EVAL_CHUNK
+
+    n = 2 * EVAL_CHUNK + 3
+    qrels = {f"q{i}": {"r": 1} for i in range(n)}
+    run = {f"q{i}": {"r": 2.0, "n": 1.0} for i in range(n)}
+    ev = evaluate_run(run, qrels, ["P@1", "num_q"])
+    assert ev.value("num_q") == n and ev.value("P@1") == 1.0
+    assert ev.value("P@1", f"q{n - 1}") == 1.0
