@@ -273,7 +273,11 @@ def write_maybe_gzipped(path, text):
     return path
 
 
+READERS = {"q": collection.read_queries_file, "c": lambda path: collection.read_corpus_docs(path, {"a"})}
+
+
 @pytest.mark.parametrize("name, text, message", [
+    # queries (q.*)
     ("q.json", '{"qid": "1", "text": "cats"}\n[1, 2]\n', "q.json:2: expected a JSON object per line"),
     ("q.ndjson", '{"qid": 5, "text": true}\n', "q.ndjson:1: 'text' must be a string, found a bool"),
     ("q.jsonl.gz", '\n{"text": "cats"}\n', "q.jsonl.gz:2: expected keys 'qid' and 'text' in each query object"),
@@ -283,24 +287,7 @@ def write_maybe_gzipped(path, text):
     ("q.tsv", "q1 no tab here\n", "q.tsv:1: expected 'qid<TAB>query text', found no tab: 'q1 no tab here'"),
     ("q.tsv", "q1\tcats\tonly lions\n",
      "q.tsv:1: expected 'qid<TAB>query text', found 3 tab-separated fields: 'q1\\tcats\\tonly lions'"),
-])
-def test_every_malformed_queries_file_gets_the_whole_message(tmp_path, name, text, message):
-    with pytest.raises(InputError) as error:
-        collection.read_queries_file(write_maybe_gzipped(tmp_path / name, text))
-    assert str(error.value) == f"{tmp_path}/{message}"
-
-
-def test_a_query_without_an_instruction_has_none():
-    path = SAMPLE / "queries.tsv"
-    assert all(q.instruction is None for q in collection.read_queries_file(path).values())
-
-
-def test_jsonl_queries_without_an_instruction_have_none(tmp_path):
-    path = write_maybe_gzipped(tmp_path / "q.jsonl", '{"qid": "1", "text": "cats"}\n')
-    assert collection.read_queries_file(path)["1"].instruction is None
-
-
-@pytest.mark.parametrize("name, text, message", [
+    # corpora (c.*)
     ("c.json", "[1]\n", "c.json:1: expected a JSON object per line"),
     ("c.jsonl", '\n{"doc_id": "a", "text": {"x": 1}}\n', "c.jsonl:2: 'text' must be a string, found a dict"),
     ("c.jsonl", '{"text": "x"}\n', "c.jsonl:1: expected a 'doc_id' key in each document object"),
@@ -310,10 +297,17 @@ def test_jsonl_queries_without_an_instruction_have_none(tmp_path):
     ("c.tsv", "a\tb\tc\td\n",
      "c.tsv:1: expected 'docid<TAB>text' or 'docid<TAB>title<TAB>text', found 4 tab-separated fields"),
 ])
-def test_every_malformed_corpus_gets_the_whole_message(tmp_path, name, text, message):
+def test_every_malformed_queries_file_or_corpus_gets_the_whole_message(tmp_path, name, text, message):
     with pytest.raises(InputError) as error:
-        collection.read_corpus_docs(write_maybe_gzipped(tmp_path / name, text), {"a"})
+        READERS[name[0]](write_maybe_gzipped(tmp_path / name, text))
     assert str(error.value) == f"{tmp_path}/{message}"
+
+
+@pytest.mark.parametrize("path", [SAMPLE / "queries.tsv", "jsonl"])
+def test_a_query_without_an_instruction_has_none(tmp_path, path):
+    if path == "jsonl":
+        path = write_maybe_gzipped(tmp_path / "q.jsonl", '{"qid": "1", "text": "cats"}\n')
+    assert all(q.instruction is None for q in collection.read_queries_file(path).values())
 
 
 def test_a_gzipped_ndjson_corpus_after_blank_lines_is_read(tmp_path):
