@@ -251,3 +251,105 @@ def test_no_measure_and_two_parameter_strings_for_one_family_are_refused():
             parse_measures([first, "ndcg.2=5"])
         assert str(error.value) == ("measure 'ndcg.2=5': ndcg can be computed with one parameter string per "
                                     f"evaluation, already have {already}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Every alias computes the measure it names
+
+
+def _ranking(*docids):
+    return {docid: float(len(docids) - i) for i, docid in enumerate(docids)}
+
+
+# Docids say what the qrels make them: r relevant, n judged non-relevant, u not in the qrels,
+# p pooled but unjudged (grade -1). Built so that the measures an alias could be confused with
+# give different per-query values (asserted below, so the fixture cannot silently degrade).
+SEPARATING_RUN = {
+    "q1": _ranking("u1", "n1", "r1", "n2", "r2", "r3", "n3", "u2"),  # 3 of 6 relevant retrieved
+    "q2": _ranking("r4", "n4", "u3"),  # fewer than 5 documents; the relevant one first
+    "q3": _ranking("n5", "p1", "n6", "u4", "n7", "r5", "r6"),  # the first relevant one at rank 6
+}
+SEPARATING_QRELS = {
+    "q1": {"r1": 2, "r2": 1, "r3": 1, "r7": 1, "r8": 1, "r9": 2, "n1": 0, "n2": 0, "n3": 0},
+    "q2": {"r4": 1, "n4": 0, "r8": 2},
+    "q3": {"r5": 1, "r6": 2, "n5": 0, "n6": 0, "n7": 0, "p1": -1},
+}
+
+# Per alias pattern of the parser's table: spellings it accepts and what each must compute, a
+# trec_eval measure (its canonical name) or, for our own measures, the values worked out by hand.
+RR_AT_5 = (1 / 3, 1.0, 0.0)  # 1/rank of the first relevant document in the top 5
+JUDGED_AT_5 = (4 / 5, 2 / 3, 4 / 5)  # top-5 documents in the qrels (p1 too) over min(5, retrieved)
+ALIAS_EXPECTATIONS = {
+    r"ndcg@(\d+)": [("nDCG@5", "ndcg_cut.5"), ("NDCG@5", "ndcg_cut.5")],
+    r"m?ap@(\d+)": [("AP@5", "map_cut.5"), ("MAP@5", "map_cut.5")],
+    r"m?ap": [("AP", "map"), ("ap", "map")],
+    r"p@(\d+)": [("P@5", "P.5"), ("p@5", "P.5")],
+    r"(?:r|recall)@(\d+)": [("R@5", "recall.5"), ("Recall@5", "recall.5")],
+    r"m?rr": [("RR", "recip_rank"), ("MRR", "recip_rank")],
+    r"m?rr@(\d+)": [("RR@5", RR_AT_5), ("MRR@5", RR_AT_5)],
+    r"success@(\d+)": [("Success@5", "success.5"), ("success@1", "success.1")],
+    r"iprec@([0-9.]+)": [("IPrec@0.5", "iprec_at_recall.0.5"), ("iprec@.5", "iprec_at_recall.0.5")],
+    r"judged@(\d+)": [("Judged@5", JUDGED_AT_5), ("judged@5", JUDGED_AT_5)],
+    r"judged": [("Judged", InputError)],  # Judged needs a cutoff: the alias is there for the message
+    r"unj@(\d+)": [("Unj@5", "unj.5"), ("UNJ@5", "unj.5")],
+    r"numq": [("NumQ", "num_q")],
+    r"numret": [("NumRet", "num_ret")],
+    r"numrel": [("NumRel", "num_rel")],
+    r"numrelret": [("NumRelRet", "num_rel_ret")],
+}
+# Measures an alias could plausibly be pointed at by mistake, beside the ones the table names.
+NEIGHBOURS = ("ndcg", "Rprec", "bpref", "infAP", "ndcg_rel", "Rndcg", "relative_P.5", "set_P", "set_recall",
+              "gm_map", "num_nonrel_judged_ret")
+
+
+def _values(name: str):
+    """(per-query values in query order, the aggregate) of one measure on the separating run."""
+    from rank1_cli.evaluate import evaluate_run
+
+    evaluation = evaluate_run(SEPARATING_RUN, SEPARATING_QRELS, [name])
+    (measure,) = evaluation.measures
+    per_query = tuple(evaluation.value(measure, qid) for qid in evaluation.queries) if measure.per_query else ()
+    return per_query, evaluation.value(measure)
+
+
+def test_the_alias_table_lists_every_alias_of_the_parser():
+    from rank1_cli.measures import _ALIASES
+
+    assert [pattern.pattern for pattern, _, _ in _ALIASES] == list(ALIAS_EXPECTATIONS), (
+        "add each new alias to ALIAS_EXPECTATIONS with the measure it must compute")
+
+
+@pytest.mark.parametrize("pattern, typed, expected", [
+    (pattern, typed, expected) for pattern, cases in ALIAS_EXPECTATIONS.items() for typed, expected in cases])
+def test_each_alias_computes_the_measure_it_names(pattern, typed, expected):
+    from rank1_cli.measures import _ALIASES, _parse_trec
+
+    # the spelling reaches this alias: not a trec_eval name, and no alias before it matches
+    assert _parse_trec(typed) is None
+    assert next(p.pattern for p, _, _ in _ALIASES if p.fullmatch(typed)) == pattern
+    if expected is InputError:
+        with pytest.raises(InputError, match="needs a cutoff"):
+            parse_measure(typed)
+        return
+    assert [m.label for m in parse_measure(typed)] == [typed]  # shown as typed
+    per_query, aggregate = _values(typed)
+    if isinstance(expected, tuple):
+        assert per_query == pytest.approx(expected)
+        assert aggregate == pytest.approx(sum(expected) / len(expected))
+    else:
+        assert (per_query, aggregate) == _values(expected)
+
+
+def test_the_separating_run_tells_every_measure_an_alias_names_apart():
+    import itertools
+
+    names = sorted({e for cases in ALIAS_EXPECTATIONS.values() for _, e in cases if isinstance(e, str)}
+                   | set(NEIGHBOURS) | {"RR@5", "Judged@5"})
+    values = {name: _values(name) for name in names}
+    same = [(a, b) for a, b in itertools.combinations(names, 2) if values[a] == values[b]]
+    assert same == []
+    # the issue's example, on one query: P@5, Judged@5, unjudged share, recall at 5 all differ
+    q1 = [values[name][0][0] for name in ("P.5", "Judged@5", "unj.5", "recall.5", "ndcg_cut.5", "map",
+                                          "recip_rank")]
+    assert q1 == pytest.approx([2 / 5, 4 / 5, 1 / 5, 2 / 6, 0.30284669982444834, 0.20555555555555557, 1 / 3])
+    assert len(set(q1[:6])) == 6
