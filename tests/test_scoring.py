@@ -1,4 +1,6 @@
+import functools
 import math
+from decimal import Decimal, localcontext
 
 import pytest
 
@@ -63,3 +65,55 @@ def test_verdict_tokens_are_encoded_without_special_tokens():
         return {"input_ids": ([1] if add_special_tokens else []) + ids}
 
     assert VerdictTokens.from_tokenizer(tokenizer) == VerdictTokens(true_id=11, false_id=21)
+
+
+# ---------------------------------------------------------------------------------------------
+# Numeric extremes: a confident verdict gives logprob gaps of tens or hundreds of nats
+
+GAPS = [i / 4 for i in range(-3200, 3201)]  # logprob_false - logprob_true, -800 to 800 nats
+
+
+@functools.cache
+def exact_score(gap: float) -> Decimal:
+    """1 / (1 + e^gap) to 40 digits: the reference the double result is held to."""
+    with localcontext() as context:
+        context.prec = 40
+        return 1 / (1 + Decimal(gap).exp())
+
+
+def score_of_gap(gap: float) -> float:
+    # both logprobs as a model gives them (<= 0), chosen so that lf - lt is `gap` exactly
+    return scoring.relevance_score(min(0.0, -gap), min(0.0, gap))
+
+
+def test_score_is_within_two_ulps_of_the_exact_value_from_minus_to_plus_800_nats():
+    """What "where the doubles allow it" means here: the score is the exact value rounded to a
+    double, give or take 2 units in the last place of that double (math.ulp: 2.2e-16 near 1, 5e-324
+    among the subnormals below 2.2e-308). So it is 1.0 only within 2 ulps of 1 (gaps below about
+    -37 nats) and 0.0 only where the exact value is below 1e-323 (gaps beyond about 744 nats);
+    nothing representable collapses to 0."""
+    for gap in GAPS:
+        exact = exact_score(gap)
+        score = score_of_gap(gap)
+        assert abs(Decimal(score) - exact) <= 2 * Decimal(math.ulp(float(exact))), (gap, score, float(exact))
+    assert score_of_gap(700.0) == pytest.approx(float(exact_score(700.0)), rel=1e-15)  # 9.9e-305
+    assert score_of_gap(708.0) == pytest.approx(float(exact_score(708.0)), rel=1e-15)  # normal, 3.3e-308
+    assert 0 < score_of_gap(744.0) < 2.2250738585072014e-308  # subnormal, still above 0
+    assert score_of_gap(746.0) == 0.0 and score_of_gap(800.0) == 0.0  # below half the least subnormal
+    assert score_of_gap(-36.0) < 1.0 and score_of_gap(-38.0) == 1.0
+
+
+def test_score_order_is_strict_wherever_the_exact_scores_are_more_than_four_ulps_apart():
+    """Non-increasing in the gap everywhere; strictly decreasing between two gaps whose exact scores
+    differ by more than 4 ulps (2 for each score's error). On a grid of quarter nats that is every
+    step from -34 to 741.5 nats: a ranking's order is lost only where doubles cannot hold it."""
+    fine = [i / 32 for i in range(-25600, 25601)]
+    scores = [score_of_gap(g) for g in fine]
+    assert all(a >= b for a, b in zip(scores, scores[1:]))
+    guaranteed = []
+    for low, high in zip(GAPS, GAPS[1:]):
+        exact_low, exact_high = exact_score(low), exact_score(high)
+        if exact_low - exact_high > 4 * Decimal(math.ulp(float(exact_low))):
+            assert score_of_gap(low) > score_of_gap(high), (low, high)
+            guaranteed.append(low)
+    assert guaranteed == [g for g in GAPS[:-1] if -34.0 <= g <= 741.5]
