@@ -28,8 +28,9 @@ class VerdictTokens:
 def relevance_score(logprob_true: float, logprob_false: float) -> float:
     """P(true) renormalised over {true, false}: exp(lt) / (exp(lt) + exp(lf)), computed stably."""
     gap = logprob_false - logprob_true
-    if gap > 700:  # exp would overflow; the score is 0 to double precision
-        return 0.0
+    if gap > 0:  # exp(gap) could overflow; exp(-gap) only underflows, through the subnormals to 0
+        odds = math.exp(-gap)
+        return odds / (1.0 + odds)
     return 1.0 / (1.0 + math.exp(gap))
 
 
