@@ -307,3 +307,34 @@ def test_a_run_written_to_stdout_carries_its_tag_and_a_bad_tag_is_named():
     with pytest.raises(InputError) as error:
         trec.write_run("-", {"q1": [("d1", 2.0)]}, "my run", stdout=out)
     assert str(error.value) == "the run tag (column 6) must be one word without spaces, found 'my run'"
+
+
+def test_a_ranking_of_extreme_scores_reads_back_in_its_order_as_doubles_and_as_c_floats(tmp_path):
+    """Scores rank1 can give (1.0 for confident verdicts, subnormals, 0.0 below them) and ties among
+    them, in the order the reranker decided: trec_eval (doubles; ties by docid descending) and float
+    readers (pytrec_eval, ir_measures: the text parsed as a C float) both read that order back."""
+    from rank1_cli.scoring import relevance_score
+
+    from_gaps = [relevance_score(0.0, -gap / 4) for gap in range(3200, -1, -1)]  # 1.0 (3054 times) ... 0.5
+    from_gaps += [relevance_score(0.0, gap / 4) for gap in range(1, 3201)]  # 0.5 ... 5e-324, 0.0 (220 times)
+    chosen = [1.0, 1.0, 1 - 1e-16, 1 - 2 ** -53, 1 - 1e-9, 0.5 + 1e-17, 0.5, 0.5, 1e-30, 1e-300,
+              2.2250738585072014e-308, 5e-324, 0.0, 0.0, -0.0]
+    scores = sorted(from_gaps + chosen, reverse=True)  # stable: equal scores keep their places
+    # docids ascending down the ranking: a tie broken by docid descending would turn them around
+    ranking = {"q1": [(f"d{i:05d}", score) for i, score in enumerate(scores)]}
+    out = tmp_path / "out.trec"
+    trec.write_run(str(out), ranking, "tag")
+    rows = [line.split() for line in out.read_text().splitlines()]
+    decided = [docid for docid, _ in ranking["q1"]]
+    assert [row[2] for row in rows] == decided
+
+    def trec_eval_order(read):
+        by_docid = sorted(rows, key=lambda row: row[2], reverse=True)
+        return [row[2] for row in sorted(by_docid, key=lambda row: read(row[4]), reverse=True)]
+
+    assert trec_eval_order(float) == decided
+    assert trec_eval_order(numpy.float32) == decided
+    # scores are only ever lowered, and a score already below the one before it (as a float too) is kept
+    written = [float(row[4]) for row in rows]
+    assert all(w <= s for w, s in zip(written, scores))
+    assert written[0] == 1.0 and written[scores.index(0.5)] == 0.5 and 1e-30 in written
