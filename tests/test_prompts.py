@@ -1,3 +1,4 @@
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,65 @@ def test_the_instruction_joins_with_one_space_and_the_ends_are_trimmed():
     assert prompts.with_instruction("same", " same ") == "same"
     assert prompts.with_instruction("q", "") == "q"
     assert prompts.rank1_query("q", "inst") == "q inst"
+
+
+# ---------------------------------------------------------------------------------------------
+# Prompt bytes for unusual text: every character of the query and passage reaches the prompt
+
+# The reference's prompt (rank1-algorithm.md), written out here rather than taken from the code:
+#   "Determine if ... 'false'.\nQuery: " + query + "\nPassage: " + passage + "\n<think>"
+# with passage = title + " " + text when there is a title, and the query
+# f"{query} {instruction}".strip() unless query and instruction are equal after stripping.
+HEAD = "Determine if the following passage is relevant to the query. Answer only with 'true' or 'false'.\nQuery: "
+
+# (query, instruction, title, text, the prompt the reference builds)
+UNUSUAL_TEXTS = [
+    ("  bm25  ", None, None, "  ranks documents  ",
+     HEAD + "  bm25  \nPassage:   ranks documents  \n<think>"),
+    ("\tq\t", None, "\tTitle\t", "\ttext\t",
+     HEAD + "\tq\t\nPassage: \tTitle\t \ttext\t\n<think>"),
+    ("q\n", None, None, "\nline one\nline two\n\n",
+     HEAD + "q\n\nPassage: \nline one\nline two\n\n\n<think>"),
+    ("q\r", None, "T\r", "a\r\nb\r",
+     HEAD + "q\r\nPassage: T\r a\r\nb\r\n<think>"),
+    ("\u00a0q\u00a0", None, None, "\u00a0no-break\u00a0",
+     HEAD + "\u00a0q\u00a0\nPassage: \u00a0no-break\u00a0\n<think>"),
+    ("\U0001f525 hot \U0001f469\u200d\U0001f4bb", None, "\U0001f44d\U0001f3fd", "thumbs \U0001f600",
+     HEAD + "\U0001f525 hot \U0001f469\u200d\U0001f4bb\nPassage: \U0001f44d\U0001f3fd thumbs \U0001f600\n<think>"),
+    ("cafe\u0301", None, None, "n\u0303 and \u00f1",  # decomposed stays decomposed: no normalisation
+     HEAD + "cafe\u0301\nPassage: n\u0303 and \u00f1\n<think>"),
+    ("q", None, "", "text only", HEAD + "q\nPassage: text only\n<think>"),  # empty title: no space
+    ("q", None, " ", "text", HEAD + "q\nPassage:   text\n<think>"),  # a title of a space is a title
+    ("q", None, "Title only", "", HEAD + "q\nPassage: Title only \n<think>"),
+    (" same ", "same\n", None, "p", HEAD + " same \nPassage: p\n<think>"),  # equal after stripping
+    (" q ", " inst ", None, "p", HEAD + "q   inst\nPassage: p\n<think>"),  # joined, then stripped
+    ("", " inst\t", None, "p", HEAD + "inst\nPassage: p\n<think>"),
+    (" q\n", "", None, "p", HEAD + " q\n\nPassage: p\n<think>"),  # an empty instruction adds nothing
+]
+
+
+@pytest.mark.parametrize("query, instruction, title, text, expected", UNUSUAL_TEXTS)
+def test_prompt_bytes_keep_every_character_of_unusual_texts(query, instruction, title, text, expected):
+    prompt = prompts.build_prompt(prompts.rank1_query(query, instruction), prompts.passage_text(title, text))
+    assert prompt.encode("utf-8") == expected.encode("utf-8")
+    assert prompts.prompt_sha256(prompt) == hashlib.sha256(expected.encode("utf-8")).hexdigest()
+
+
+def test_rerank_builds_the_same_prompt_bytes_from_query_and_document_records():
+    # the path rank1 rerank takes: records -> build_pairs -> the prompts sent to the model
+    from rank1_cli.collection import Document, Query
+    from rank1_cli.rerank import RerankInputs, build_pairs
+    from rank1_cli.scorer import Budget
+    from rank1_cli.trec import RunEntry
+
+    def tokenizer(texts, add_special_tokens=True):  # one token per character: nothing is cut
+        return {"input_ids": [list(text) for text in texts]}
+
+    run, queries, documents = {}, {}, {}
+    for i, (query, instruction, title, text, _) in enumerate(UNUSUAL_TEXTS):
+        qid, docid = f"q{i}", f"d{i}"
+        run[qid] = [RunEntry(docid, 1.0, 1)]
+        queries[qid] = Query(qid, query, instruction)
+        documents[docid] = Document(docid, title or "", text)
+    pairs = build_pairs(RerankInputs(run, queries, {}, documents), tokenizer, Budget(100_000, 1_000), None, 10)
+    assert [pair.prompt.encode("utf-8") for pair in pairs] == [case[-1].encode("utf-8") for case in UNUSUAL_TEXTS]
