@@ -694,3 +694,60 @@ def test_more_queries_than_one_pytrec_eval_call_takes_are_all_evaluated():
     ev = evaluate_run(run, qrels, ["P@1", "num_q"])
     assert ev.value("num_q") == n and ev.value("P@1") == 1.0
     assert ev.value("P@1", f"q{n - 1}") == 1.0
+
+
+# The table `rank1 eval` prints for people: a golden rendering at 80 and at 200 columns. Two runs
+# with dotted names, numbers of every kind (means, a count, the run tag), and a document graded
+# -100 in each run, so that the note under the table shows too.
+TABLE_QRELS = {"q1": {"r1": 1, "r2": 2, "n1": 0, "x1": -100}, "q2": {"r3": 1, "n2": 0, "r4": 1}}
+TABLE_RUNS = {
+    "bm25.dl19.trec": ["q1 Q0 r1 1 3.0 bm25", "q1 Q0 x1 2 2.5 bm25", "q1 Q0 n1 3 2.0 bm25",
+                       "q1 Q0 r2 4 1.0 bm25", "q2 Q0 n2 1 2.0 bm25", "q2 Q0 r3 2 1.0 bm25"],
+    "rank1-7b.dl19.trec": ["q1 Q0 r2 1 0.99 rank1", "q1 Q0 r1 2 0.75 rank1", "q1 Q0 x1 3 0.5 rank1",
+                           "q1 Q0 n1 4 1e-30 rank1", "q2 Q0 r3 1 1.0 rank1", "q2 Q0 n2 2 0.0 rank1"],
+}
+TABLE_MEASURES = ["nDCG@10", "AP", "P@5", "R@100", "RR", "Judged@10", "num_q", "runid"]
+TABLE_AT = {
+    200: [
+        "run                ┃ nDCG@10 ┃     AP ┃    P@5 ┃  R@100 ┃     RR ┃ Judged@10 ┃ num_q ┃ runid",
+        "━━━━━━━━━━━━━━━━━━━╇━━━━━━━━━╇━━━━━━━━╇━━━━━━━━╇━━━━━━━━╇━━━━━━━━╇━━━━━━━━━━━╇━━━━━━━╇━━━━━━",
+        "bm25.dl19.trec     │  0.5735 │ 0.5417 │ 0.3000 │ 0.7500 │ 0.7500 │    1.0000 │     2 │ bm25 ",
+        "rank1-7b.dl19.trec │  0.8066 │ 0.7500 │ 0.3000 │ 0.7500 │ 1.0000 │    1.0000 │     2 │ rank1",
+        "Documents graded -100 (excluded from evaluation) were removed from the runs first, as BRIGHT's "
+        "scorer does: bm25.dl19.trec 1, rank1-7b.dl19.trec 1; --keep-excluded keeps them.",
+    ],
+    # 80 columns: the run names fold; every number stays whole on its row; the note wraps
+    80: [
+        "run    ┃ nDCG@10 ┃     AP ┃    P@5 ┃  R@100 ┃     RR ┃ Judged@10 ┃ num_q ┃ runid",
+        "━━━━━━━╇━━━━━━━━━╇━━━━━━━━╇━━━━━━━━╇━━━━━━━━╇━━━━━━━━╇━━━━━━━━━━━╇━━━━━━━╇━━━━━━",
+        "bm25.d │  0.5735 │ 0.5417 │ 0.3000 │ 0.7500 │ 0.7500 │    1.0000 │     2 │ bm25 ",
+        "l19.tr │         │        │        │        │        │           │       │      ",
+        "ec     │         │        │        │        │        │           │       │      ",
+        "rank1- │  0.8066 │ 0.7500 │ 0.3000 │ 0.7500 │ 1.0000 │    1.0000 │     2 │ rank1",
+        "7b.dl1 │         │        │        │        │        │           │       │      ",
+        "9.trec │         │        │        │        │        │           │       │      ",
+        "Documents graded -100 (excluded from evaluation) were removed from the runs ",
+        "first, as BRIGHT's scorer does: bm25.dl19.trec 1, rank1-7b.dl19.trec 1; ",
+        "--keep-excluded keeps them.",
+    ],
+}
+
+
+@pytest.mark.parametrize("columns", sorted(TABLE_AT))
+def test_the_eval_table_as_rendered_at_80_and_200_columns(tmp_path, monkeypatch, columns):
+    from rank1_cli.evaluate import format_value
+
+    paths = [write_run(tmp_path / name, lines) for name, lines in TABLE_RUNS.items()]
+    monkeypatch.setenv("COLUMNS", str(columns))  # the width rich gives a console that is not a terminal
+    out = io.StringIO()
+    evaluations = run_eval(paths, TABLE_QRELS, TABLE_MEASURES, stdout=out)  # as `rank1 eval` calls it
+    lines = out.getvalue().splitlines()
+    assert lines == TABLE_AT[columns]
+    assert max(len(line) for line in lines) <= columns
+    # every value is whole, in its run's first row, in the column of its measure
+    header = [cell.strip() for cell in lines[0].split("┃")]
+    rows = [line for line in lines if line.startswith(("bm25", "rank1"))]
+    for evaluation, row in zip(evaluations, rows):
+        cells = dict(zip(header, (cell.strip() for cell in row.split("│"))))
+        assert {m.label: cells[m.label] for m in evaluation.measures} == {
+            m.label: format_value(m, evaluation.value(m)) for m in evaluation.measures}
