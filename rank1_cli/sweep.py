@@ -27,6 +27,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from .errors import OptionError
 from .rerank import PreparedRerank, RerankResult, execute_rerank
@@ -212,6 +213,24 @@ def _write_text(path: Path, text: str) -> None:
 
     with atomic_writer(path) as out:
         out.write(text)
+
+
+HEADERS = {"mean_reasoning_tokens": "mean reasoning tokens", "share_finished": "share finished"}
+SHORT_HEADERS = {"mean reasoning tokens": "tokens", "share finished": "fin.", "fallback": "fb.", "derived": "der.",
+                 "generated": "gen."}
+
+
+def write_table(rows: Sequence[dict], title: str, out: IO[str]) -> None:
+    """The table for people: abbreviated headers (and a legend) when the output is narrow."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .console import print_table
+
+    table = Table(*(HEADERS.get(name, name) for name in rows[0]), title=title, show_edge=False, pad_edge=False)
+    for row in rows:
+        table.add_row(*map(_cell, row.values()))
+    print_table(Console(file=out), table, SHORT_HEADERS)
 
 
 def format_tsv(rows: Sequence[dict]) -> str:

@@ -11,9 +11,9 @@ from rank1_cli.errors import OptionError
 from rank1_cli.rerank import RerankOptions, prepare_rerank, rerank_with_engine
 from rank1_cli.scorer import Scorer
 from rank1_cli.store import PENDING, Store, StoredGeneration
-from rank1_cli.sweep import at_budget, cut_at, parse_budgets, sweep, write_sweep
+from rank1_cli.sweep import at_budget, cut_at, parse_budgets, sweep, write_sweep, write_table
 
-from conftest import RANK1, SAMPLE, TINY_MODEL
+from conftest import RANK1, SAMPLE, TINY_MODEL, table_column
 
 
 def sample_job(top_k=5, reasoning=64, max_model_len=4096, run="run.bm25.trec"):
@@ -187,3 +187,24 @@ def test_sweep_through_the_cli_with_the_transformers_engine(tmp_path):
     assert "nDCG@10" in rows[0] and "Traceback" not in out.stderr
     assert json.loads((tmp_path / "out" / "sweep.json").read_text()) == rows
     assert (tmp_path / "out" / "budget-48.trec").read_text().split("\n")[0].endswith(" tiny-48")
+
+
+@pytest.mark.parametrize("width", [60, 80, 200])
+def test_the_table_for_people_cuts_no_value(width, monkeypatch):
+    """Ten columns at 80: headers abbreviated (a legend says what they stand for), values whole."""
+    import io
+
+    monkeypatch.setenv("COLUMNS", str(width))
+    rows = [{"budget": b, "pairs": 5000, "mean_reasoning_tokens": 100.25 + b / 32, "share_finished": 0.8125,
+             "forced": 1250, "fallback": 12, "derived": 5000, "cut": 1250, "generated": 1, "nDCG@10": 0.71234}
+            for b in (256, 1024, 16384)]
+    out = io.StringIO()
+    write_table(rows, "reasoning budgets (files in out/)", out)
+    text = out.getvalue()
+    for column, value in enumerate(rows[-1].values()):
+        assert (f"{value:.4f}" if isinstance(value, float) else str(value)) in table_column(text, column)
+    assert "…" not in text
+    if width >= 80:
+        assert max(map(len, text.splitlines())) <= width
+    legend = " ".join(text.split("\n")[-3:])
+    assert ("fb. = fallback" in " ".join(legend.split())) == (width < 200)
