@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 
 from .rerank import PreparedRerank
 from .store import PENDING, MeasuredRate, Store
+from .sweep import check_budgets
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +51,10 @@ class RerankPlan:
 
 def plan_rerank(prepared: PreparedRerank, store: Store | None, *, recompute: bool = False,
                 budgets: tuple[int, ...] = ()) -> RerankPlan:
-    """The plan of `prepared`: counts from its prompts and the store, an estimate from the store."""
+    """The plan of `prepared`: counts from its prompts and the store, an estimate from the store.
+    With `budgets` (a sweep's), the sweep's own checks come first."""
+    if budgets:
+        check_budgets(prepared, budgets)
     prompt_tokens: dict[str, int] = {}
     for pair in prepared.pairs:
         prompt_tokens.setdefault(pair.prompt_sha256, pair.prompt_tokens)

@@ -11,6 +11,7 @@ from rank1_cli.errors import OptionError
 from rank1_cli.rerank import RerankOptions, prepare_rerank, rerank_with_engine
 from rank1_cli.scorer import Scorer
 from rank1_cli.store import PENDING, Store, StoredGeneration
+from rank1_cli import prompts
 from rank1_cli.sweep import at_budget, cut_at, parse_budgets, sweep, write_sweep, write_table
 
 from conftest import RANK1, SAMPLE, TINY_MODEL, table_column
@@ -76,6 +77,37 @@ def test_the_largest_budget_must_be_the_prepared_one(tmp_path):
             sweep(job, (8, 64), scorer)
     with pytest.raises(OptionError, match="give it a store"):
         sweep(job, (8, 32), Scorer(job.key, job.tokens, lambda: pytest.fail("no engine needed")))
+
+
+def test_a_budget_the_context_cannot_hold_is_refused_by_the_dry_run_as_by_the_sweep(tmp_path):
+    """--budgets 64,5000 with --max-model-len 4096: the dry run printed a plan for budgets 64 and
+    5000 at a budget of 3832, the sweep refused it naming its internal state. Both refuse it alike."""
+    from rank1_cli.plan import plan_rerank
+
+    job = sample_job(top_k=2, reasoning=5000, max_model_len=4096)
+    with Store(tmp_path / "s.sqlite") as store:
+        scorer = Scorer(job.key, job.tokens, lambda: pytest.fail("no engine needed"), store=store)
+        with pytest.raises(OptionError) as swept:
+            sweep(job, (64, 5000), scorer)
+        with pytest.raises(OptionError) as planned:
+            plan_rerank(job, store, budgets=(64, 5000))
+    message = swept.value.template
+    assert planned.value.template == message
+    longest = max(len(job.scoring.tokenizer(prompts.build_prompt(*p.untruncated) if p.truncated else p.prompt)
+                      ["input_ids"]) for p in job.pairs)
+    assert longest > 256
+    assert message == (
+        f"{{budgets}}: a reasoning budget of 5000 tokens does not fit in the context of 4096 tokens "
+        f"({{max_model_len}}), which holds at most 3832 reasoning tokens beside a prompt of at least 256 and the "
+        f"verdict's repair (8). Lower the largest budget to 3832 or less, or raise {{max_model_len}} to at least "
+        f"5264 ({5000 + longest + 8} keeps the longest prompt, {longest} tokens, whole)")
+
+    out = subprocess.run([*RANK1, "sweep", str(SAMPLE / "run.bm25.trec"), "-m", str(TINY_MODEL), "--corpus",
+                          str(SAMPLE / "corpus.jsonl"), "--queries", str(SAMPLE / "queries.tsv"), "-k", "2",
+                          "--budgets", "64,5000", "--max-model-len", "4096", "-o", str(tmp_path / "sweep"),
+                          "--dry-run"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and out.stdout == "" and "Traceback" not in out.stderr
+    assert swept.value.for_command_line() in " ".join(out.stderr.split())
 
 
 @pytest.mark.engine
