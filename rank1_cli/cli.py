@@ -315,7 +315,7 @@ def sweep(
     from .outputs import check_outputs
     from .rerank import make_scorer, prepare_rerank
     from .store import Store
-    from .sweep import format_tsv, output_files, parse_budgets, sweep as sweep_budgets, write_sweep
+    from .sweep import format_tsv, output_files, parse_budgets, sweep as sweep_budgets, write_sweep, write_table
     from .textio import stdout_reserved
     from .trec import check_tag
 
@@ -353,14 +353,7 @@ def sweep(
     elif output_format is OutputFormat.tsv:
         sys.stdout.write(format_tsv(rows))
     else:
-        from rich.console import Console
-        from rich.table import Table
-
-        short = {"mean_reasoning_tokens": "tokens", "share_finished": "finished", "generated": "gen."}
-        table = Table(*(short.get(name, name) for name in rows[0]), title=f"reasoning budgets (files in {output_dir})")
-        for row in rows:
-            table.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()))
-        Console().print(table)
+        write_table(rows, f"reasoning budgets (files in {output_dir})", sys.stdout)
 
 
 @app.command()
@@ -645,13 +638,14 @@ def models() -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from .console import print_table
     from .models import MODELS
 
     table = Table("alias", "Hugging Face id", "base", "params", "weights", "context")
     for info in MODELS.values():
         table.add_row(info.alias, info.hf_id, info.base + (" (AWQ int4)" if info.quantization else ""),
                       f"{info.params_b:g}B", f"~{info.weights_gb:g} GB", f"{info.context}")
-    Console().print(table)
+    print_table(Console(), table)
     Console(stderr=True).print("Memory is for the weights; vLLM adds KV cache up to --gpu-memory-utilization.")
 
 

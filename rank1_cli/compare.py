@@ -238,12 +238,15 @@ def write_table(comparison: Comparison, out: IO[str]) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from .console import print_table
+
     runs = [comparison.baseline, *comparison.runs]
     names = dict(zip(runs, short_names(runs)))
     confidence = f"{comparison.confidence:.0%}".replace(".0%", "%")
     table = Table(show_edge=False, pad_edge=False)
     table.add_column("run", overflow="fold", min_width=8)
-    for header in ("measure", "mean", "delta", f"{confidence} CI of delta", f"p ({comparison.correction})", "W/T/L"):
+    p_header = f"p ({comparison.correction})"
+    for header in ("measure", "mean", "delta", f"{confidence} CI of delta", p_header, "W/T/L"):
         table.add_column(header, justify="left" if header == "measure" else "right", no_wrap=True)
     for i, measure in enumerate(comparison.measures):
         table.add_row(names[comparison.baseline] + " (baseline)" if i == 0 else "", measure,
@@ -256,7 +259,7 @@ def write_table(comparison: Comparison, out: IO[str]) -> None:
                       f"[{row.ci_low:+.3f}, {row.ci_high:+.3f}]", format_p(row.p_adjusted),
                       f"{row.wins}/{row.ties}/{row.losses}", end_section=last_of_run)
     console = Console(file=out)
-    console.print(table)
+    print_table(console, table, {p_header: "p"})
     for line in (f"* p < {comparison.alpha:g}: {describe(comparison)}.", *notes(comparison)):
         console.print(line, markup=False, highlight=False)
 

@@ -1,4 +1,4 @@
-"""What the CLI shows a person on stderr: logging, the progress bar, the closing summary."""
+"""What the CLI shows a person: logging, the progress bar, the closing summary on stderr; tables."""
 
 from __future__ import annotations
 
@@ -7,13 +7,16 @@ import logging
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
+from rich.measure import Measurement
 from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.segment import Segments
+from rich.table import Table
 
 
 def stderr_console() -> Console:
@@ -28,6 +31,62 @@ def setup_logging(console: Console, quiet: bool = False, verbose: bool = False) 
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+
+
+def print_table(console: Console, table: Table, abbreviations: Mapping[str, str] | None = None) -> None:
+    """Print `table` with every cell whole, however narrow the output.
+
+    Rich, short of room, crops cells (wins/ties/losses 15/1/0 as `15/1/`). Here, while the table
+    does not fit: headers wrap at spaces; columns whose overflow is "fold" (run names) fold down to
+    their min_width, every character kept; headers take their `abbreviations` (header -> short
+    form), with a legend below; and a table that still does not fit is printed wider than the output.
+    """
+    columns = table.columns
+    wide = console.options.update_width(1_000_000)
+
+    def measure(renderable) -> Measurement:
+        return Measurement.get(console, wide, renderable)
+
+    values = [max((measure(cell).maximum for cell in column.cells), default=0) for column in columns]
+    folds = [column.overflow == "fold" for column in columns]
+    for column in columns:
+        column.width = 0
+    overhead = measure(table).maximum
+
+    def headers() -> tuple[list[int], list[int]]:
+        found = [measure(column.header) for column in columns]
+        return [max(v, h.maximum) for v, h in zip(values, found)], [h.minimum for h in found]
+
+    def fitted(natural: list[int], shortest_header: list[int], fold: bool) -> list[int]:
+        widths = [n if f else max(v, h) for n, f, v, h in zip(natural, folds, values, shortest_header)]
+        if fold and sum(widths) + overhead > console.width:
+            room = (console.width - overhead - sum(w for w, f in zip(widths, folds) if not f)) // max(1, sum(folds))
+            widths = [max(column.min_width or 1, h, min(n, room)) if f else w
+                      for column, w, n, h, f in zip(columns, widths, natural, shortest_header, folds)]
+        return widths
+
+    natural, shortest_header = headers()
+    widths = natural
+    legend = []
+    for fold in (False, True):
+        if sum(widths) + overhead > console.width:
+            widths = fitted(natural, shortest_header, fold)
+    if sum(widths) + overhead > console.width and abbreviations:
+        for column in columns:
+            if column.header in abbreviations:
+                legend.append(f"{abbreviations[column.header]} = {column.header}")
+                column.header = abbreviations[column.header]
+        natural, shortest_header = headers()
+        widths = fitted(natural, shortest_header, True)
+    for column, width in zip(columns, widths):
+        column.width, column.no_wrap = width, False      # wide enough for its values: only headers wrap
+    total = sum(widths) + overhead
+    if total <= console.width:
+        console.print(table)
+    else:
+        console.print(Segments(console.render(table, console.options.update_width(total))), soft_wrap=True, end="")
+    if legend:
+        console.print("; ".join(legend), markup=False, highlight=False)
 
 
 class RichProgress:

@@ -593,6 +593,7 @@ def run_eval(run_paths: Sequence[str], qrels: Mapping[str, Mapping[str, int]], m
     (tsv for one run, table for several). Measure names are checked before any run is read.
     Returns the evaluations.
     """
+    from .console import print_table
     from .textio import check_stdin_once
     from .trec import read_run_scores
 
@@ -635,7 +636,7 @@ def run_eval(run_paths: Sequence[str], qrels: Mapping[str, Mapping[str, int]], m
             from rich.console import Console
 
             console = Console(file=out)
-        console.print(build_table(evaluations, per_query=per_query))
+        print_table(console, build_table(evaluations, per_query=per_query))
         note = excluded_note(short_names([ev.name for ev in evaluations]), [ev.excluded for ev in evaluations])
         if note:
             console.print(note, markup=False, highlight=False)

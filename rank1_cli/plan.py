@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 
 from .rerank import PreparedRerank
 from .store import PENDING, MeasuredRate, Store
+from .sweep import check_budgets
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +24,7 @@ class Estimate:
     mean_output_tokens: float
     seconds: float | None          # None when no earlier run was timed
     basis: str                     # what the figures come from, in words
+    is_lower_bound: bool = False   # some reasoning it comes from was cut at a smaller budget
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +52,10 @@ class RerankPlan:
 
 def plan_rerank(prepared: PreparedRerank, store: Store | None, *, recompute: bool = False,
                 budgets: tuple[int, ...] = ()) -> RerankPlan:
-    """The plan of `prepared`: counts from its prompts and the store, an estimate from the store."""
+    """The plan of `prepared`: counts from its prompts and the store, an estimate from the store.
+    With `budgets` (a sweep's), the sweep's own checks come first."""
+    if budgets:
+        check_budgets(prepared, budgets)
     prompt_tokens: dict[str, int] = {}
     for pair in prepared.pairs:
         prompt_tokens.setdefault(pair.prompt_sha256, pair.prompt_tokens)
@@ -73,6 +78,8 @@ def _estimate(to_generate: int, rate: MeasuredRate) -> Estimate:
     tokens = round(to_generate * rate.mean_output_tokens)
     which = "these settings" if rate.same_settings else "this model and engine under other settings"
     basis = f"{rate.generations} stored generations of {which}"
+    if rate.cut_short:
+        basis += f" ({rate.cut_short} of them reasoning cut short at a smaller budget, which this one lets go on)"
     seconds = None
     if rate.tokens_per_second:
         seconds = tokens / rate.tokens_per_second
@@ -81,7 +88,7 @@ def _estimate(to_generate: int, rate: MeasuredRate) -> Estimate:
                   "the machine that made them)")
     else:
         basis += "; no timed run, so no time"
-    return Estimate(tokens, rate.mean_output_tokens, seconds, basis)
+    return Estimate(tokens, rate.mean_output_tokens, seconds, basis, is_lower_bound=rate.cut_short > 0)
 
 
 def _duration(seconds: float) -> str:
@@ -108,8 +115,9 @@ def format_plan(plan: RerankPlan) -> str:
         lines.append("estimate        none: the store has no earlier generation of this model")
     else:
         e = plan.estimate
-        time = f", about {_duration(e.seconds)} of engine time" if e.seconds is not None else ""
-        lines.append(f"estimate        about {e.output_tokens} output tokens ({e.mean_output_tokens:.0f} per prompt)"
+        about = "at least" if e.is_lower_bound else "about"
+        time = f", {about} {_duration(e.seconds)} of engine time" if e.seconds is not None else ""
+        lines.append(f"estimate        {about} {e.output_tokens} output tokens ({e.mean_output_tokens:.0f} per prompt)"
                      f"{time}; from {e.basis}")
     if plan.budgets:
         smaller = [b for b in plan.budgets if b != plan.max_reasoning_tokens]

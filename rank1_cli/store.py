@@ -139,6 +139,7 @@ class MeasuredRate:
     timed_runs: int                  # engine runs with a measured time
     tokens_per_second: float | None  # output tokens per second of engine time; None when never timed
     same_settings: bool              # measured under exactly these settings (else: same model and engine)
+    cut_short: int = 0               # of the generations: reasoning cut at a smaller budget (a lower bound)
 
 
 @dataclass(frozen=True, slots=True)
@@ -461,12 +462,15 @@ class Store:
             exact = self._config_id(key, create=False)
             configs = [exact] if exact is not None and self.count(key) else []
             same_settings = bool(configs)
+            smaller_budget = []
             if not configs:
                 for config_id, identity in self._db.execute("SELECT config_id, identity FROM configs"):
                     fields = json.loads(identity)
                     if (fields.get("model_revision"), fields.get("engine"), fields.get("dtype")) == \
                             (key.model_revision, key.engine, key.dtype):
                         configs.append(config_id)
+                        if fields.get("max_reasoning_tokens", 0) < key.max_reasoning_tokens:
+                            smaller_budget.append(config_id)
             if not configs:
                 return None
             marks = ",".join("?" * len(configs))
@@ -480,7 +484,11 @@ class Store:
                 runs, tokens, seconds = self._db.execute(
                     f"SELECT COUNT(*), COALESCE(SUM(output_tokens), 0), COALESCE(SUM(engine_seconds), 0) "
                     f"FROM engine_runs WHERE config_id IN ({marks})", configs).fetchone()
-            return MeasuredRate(count, mean, runs, tokens / seconds if seconds > 0 else None, same_settings)
+            # Reasoning that did not finish within a smaller budget would have gone on under this one.
+            cut_short = self._db.execute(
+                f"SELECT COUNT(*) FROM generations WHERE completion != 'stop' AND config_id IN "
+                f"({','.join('?' * len(smaller_budget))})", smaller_budget).fetchone()[0] if smaller_budget else 0
+            return MeasuredRate(count, mean, runs, tokens / seconds if seconds > 0 else None, same_settings, cut_short)
 
     def models(self) -> list[str]:
         with self._errors("read"):

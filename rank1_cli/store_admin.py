@@ -33,6 +33,8 @@ def print_info(path: str | None, output_format: str, out: IO[str]) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from .console import print_table
+
     per_pair = info.bytes / info.generations if info.generations else 0
     table = Table("model", "revision", "engine", "dtype", "reasoning", "context", "generations", "pending",
                   title=f"{info.path}: {info.bytes / 1e6:.1f} MB, {info.generations} generations "
@@ -41,7 +43,7 @@ def print_info(path: str | None, output_format: str, out: IO[str]) -> None:
         table.add_row(c.model, str(c.identity["model_revision"])[:19], c.identity["engine"], c.identity["dtype"],
                       str(c.identity["max_reasoning_tokens"]), str(c.identity["max_model_len"]), str(c.generations),
                       str(c.pending))
-    Console(file=out, width=160).print(table)
+    print_table(Console(file=out), table)
 
 
 def export_store(path: str | None, output: str) -> int:

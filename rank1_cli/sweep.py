@@ -27,10 +27,11 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from .errors import OptionError
 from .rerank import PreparedRerank, RerankResult, execute_rerank
-from .scorer import Budget, ProgressReporter, Scorer, fit_prompts
+from .scorer import MIN_PROMPT_TOKENS, REPAIR_MARGIN, Budget, ProgressReporter, Scorer, fit_prompts, model_context
 from .store import PENDING, StoredGeneration
 from . import prompts
 
@@ -74,6 +75,38 @@ def parse_budgets(text: str) -> tuple[int, ...]:
             raise OptionError(f"{{budgets}}: a reasoning budget must be at least 1 token, found {value}")
         budgets.add(value)
     return tuple(sorted(budgets))
+
+
+def check_budgets(prepared: PreparedRerank, budgets: Sequence[int]) -> None:
+    """Refuse budgets a sweep of `prepared` cannot run; `rank1 sweep` and its --dry-run both ask.
+
+    `prepared` was made for the largest budget, which preparing shrinks (with a warning) when the
+    context cannot hold it beside a prompt: a sweep would then not be at the budgets asked.
+    """
+    largest = max(budgets, default=0)
+    if largest != prepared.options.max_reasoning_tokens:
+        raise OptionError(f"the prepared rerank's reasoning budget ({prepared.options.max_reasoning_tokens}) must be "
+                          "the largest of the budgets")
+    sized = prepared.scoring.budget
+    if largest == sized.max_reasoning_tokens:
+        return
+    context = sized.max_model_len
+    tokenizer = prepared.scoring.tokenizer
+    longest = max((len(tokenizer(prompts.build_prompt(*pair.untruncated))["input_ids"]) if pair.truncated
+                   else pair.prompt_tokens for pair in prepared.pairs), default=0)
+    needed = largest + MIN_PROMPT_TOKENS + REPAIR_MARGIN
+    model = model_context(prepared.model)
+    if model is not None and needed > model:
+        remedy = f"Lower the largest budget to {sized.max_reasoning_tokens} or less (the model's context is {model} tokens)"
+    else:
+        remedy = (f"Lower the largest budget to {sized.max_reasoning_tokens} or less, or raise {{max_model_len}} to "
+                  f"at least {needed}")
+        if longest > MIN_PROMPT_TOKENS:
+            remedy += f" ({largest + longest + REPAIR_MARGIN} keeps the longest prompt, {longest} tokens, whole)"
+    raise OptionError(f"{{budgets}}: a reasoning budget of {largest} tokens does not fit in the context of {context} "
+                      f"tokens ({{max_model_len}}), which holds at most {sized.max_reasoning_tokens} reasoning tokens "
+                      f"beside a prompt of at least {MIN_PROMPT_TOKENS} and the verdict's repair ({REPAIR_MARGIN}). "
+                      + remedy)
 
 
 def at_budget(prepared: PreparedRerank, budget: int) -> PreparedRerank:
@@ -139,9 +172,8 @@ def sweep(prepared: PreparedRerank, budgets: Sequence[int], scorer: Scorer,
     a store; the caller closes it. Returns the runs, largest budget first."""
     if scorer.store is None:
         raise OptionError("a budget sweep derives the smaller budgets through the reasoning store; give it a store")
+    check_budgets(prepared, budgets)
     largest = prepared.key.max_reasoning_tokens
-    if not budgets or max(budgets) != largest:
-        raise OptionError(f"the prepared rerank's reasoning budget ({largest}) must be the largest of the budgets")
     runs = [BudgetRun(largest, execute_rerank(prepared, scorer, progress))]
     for budget in sorted(set(budgets) - {largest}, reverse=True):
         smaller = at_budget(prepared, budget)
@@ -212,6 +244,24 @@ def _write_text(path: Path, text: str) -> None:
 
     with atomic_writer(path) as out:
         out.write(text)
+
+
+HEADERS = {"mean_reasoning_tokens": "mean reasoning tokens", "share_finished": "share finished"}
+SHORT_HEADERS = {"mean reasoning tokens": "tokens", "share finished": "fin.", "fallback": "fb.", "derived": "der.",
+                 "generated": "gen."}
+
+
+def write_table(rows: Sequence[dict], title: str, out: IO[str]) -> None:
+    """The table for people: abbreviated headers (and a legend) when the output is narrow."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .console import print_table
+
+    table = Table(*(HEADERS.get(name, name) for name in rows[0]), title=title, show_edge=False, pad_edge=False)
+    for row in rows:
+        table.add_row(*map(_cell, row.values()))
+    print_table(Console(file=out), table, SHORT_HEADERS)
 
 
 def format_tsv(rows: Sequence[dict]) -> str:

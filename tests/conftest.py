@@ -58,3 +58,10 @@ def pytest_collection_modifyitems(config, items):
         if ENGINE_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.engine)
     items.sort(key=lambda item: item.get_closest_marker("engine") is not None)
+
+
+def table_column(table: str, index: int) -> str:
+    """One column of a table as rich prints it, its lines joined: a value folded over lines reads whole."""
+    import re
+
+    return "".join(re.split("[│┃]", line)[index].strip() for line in table.splitlines() if re.search("[│┃]", line))

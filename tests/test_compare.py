@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from conftest import RANK1, REPO, SAMPLE
-from rank1_cli.compare import FORMATS, compare_runs, write_comparison
+from conftest import RANK1, REPO, SAMPLE, table_column
+from rank1_cli.compare import FORMATS, compare_runs, format_p, write_comparison
 from rank1_cli.errors import InputError, OptionError
 from rank1_cli.evaluate import evaluate_run, run_eval
 from rank1_cli.measures import ALL_TREC
@@ -238,6 +238,30 @@ def test_table_and_tsv(clear_win):
     cells = dict(zip(lines[0].split("\t"), lines[1].split("\t")))
     assert cells["run"] == run and cells["significant"] == "true" and float(cells["mean"]) == 0.8
     assert set(FORMATS) == {"table", "tsv", "json", "markdown", "latex"}
+
+
+@pytest.mark.parametrize("width", [60, 80, 200])
+def test_a_narrow_table_cuts_no_value(width, qrels, tmp_path, monkeypatch):
+    """At 80 columns rich cropped cells (wins/ties/losses 15/1/0 showed as `15/1/`): now headers
+    wrap or are abbreviated, run names fold, and a table that cannot fit is printed wider."""
+    monkeypatch.setenv("COLUMNS", str(width))
+    base = write(tmp_path / "bm25-baseline-with-a-rather-long-name.trec", open(BM25).read().splitlines())
+    run = write(tmp_path / "rank1-7b-budget-1024-rerank-of-bm25.trec", open(NOTITLE).read().splitlines())
+    comparison = compare_runs(base, [run], qrels, ["nDCG@10", "P@5"], correction="bonferroni")
+    text = render(comparison, "table")
+    table = text.split("\n* p <")[0]
+    for row in comparison.rows:
+        for value in (row.measure, f"{row.mean:.4f}", f"{row.delta:+.4f}", f"[{row.ci_low:+.3f}, {row.ci_high:+.3f}]",
+                      format_p(row.p_adjusted), f"{row.wins}/{row.ties}/{row.losses}"):
+            assert value in table
+    assert all(f"{mean:.4f}" in table for mean in comparison.baseline_means.values())
+    names = table_column(table, 0)
+    assert "bm25-baseline-with-a-rather-long-name.trec" in names and "rank1-7b-budget-1024-rerank-of-bm25.trec" in names
+    assert "…" not in text
+    if width >= 80:
+        assert max(map(len, text.splitlines())) <= width
+    if width == 80:       # no room for "p (bonferroni)": "p", and a legend says what it stands for
+        assert "p = p (bonferroni)" in text
 
 
 # --- BRIGHT's excluded documents (grade -100) -----------------------------------------------------

@@ -10,13 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import RANK1, REPO
+from conftest import RANK1, REPO, table_column
 from rank1_cli.errors import InputError
 from rank1_cli.evaluate import (
     NONPOOL,
     UNJUDGED,
     evaluate_run,
     format_tsv,
+    format_value,
     interpolated_precision,
     judged_at,
     ranked_relevance,
@@ -751,3 +752,23 @@ def test_the_eval_table_as_rendered_at_80_and_200_columns(tmp_path, monkeypatch,
         cells = dict(zip(header, (cell.strip() for cell in row.split("│"))))
         assert {m.label: cells[m.label] for m in evaluation.measures} == {
             m.label: format_value(m, evaluation.value(m)) for m in evaluation.measures}
+
+
+@pytest.mark.parametrize("width", [60, 80, 200])
+def test_a_narrow_table_cuts_no_value(width, tmp_path, monkeypatch):
+    """Many measures on a narrow output: every value whole (rich cropped them), the table wider
+    than the output when it must be."""
+    monkeypatch.setenv("COLUMNS", str(width))
+    a = write_run(tmp_path / "bm25-baseline-with-a-rather-long-name.run", ["q1 Q0 r1 1 3 sysA", "q2 Q0 r3 1 1 sysA"])
+    b = write_run(tmp_path / "rank1-7b-budget-1024-rerank.run", ["q1 Q0 n1 1 3 sysB", "q1 Q0 r1 2 2 sysB"])
+    measures = ["P@1", "P@10", "nDCG@10", "map", "recip_rank", "num_ret"]
+    out = io.StringIO()
+    evaluations = run_eval([a, b], QRELS, measures, stdout=out, output_format="table")
+    text = out.getvalue()
+    for ev in evaluations:
+        for m in ev.measures:
+            assert m.label in text and format_value(m, ev.summary[m.name]) in text
+    assert "…" not in text
+    assert table_column(text, 0).endswith("bm25-baseline-with-a-rather-long-name.runrank1-7b-budget-1024-rerank.run")
+    if width >= 80:
+        assert max(map(len, text.splitlines())) <= width

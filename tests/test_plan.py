@@ -66,6 +66,26 @@ def test_the_store_says_what_is_done_and_how_fast_the_model_went(tmp_path):
         assert "this model and engine under other settings" in other.estimate.basis
 
 
+def test_an_estimate_from_reasoning_cut_at_a_smaller_budget_is_a_lower_bound(tmp_path):
+    """Generations forced at budget 32 would have reasoned longer at 64: their lengths only bound
+    the estimate from below, and the plan says so; finished ones are exact."""
+    job = sample_job(reasoning=64)
+    shas = list(dict.fromkeys(p.prompt_sha256 for p in job.pairs))
+    smaller = dataclasses.replace(job.key, max_reasoning_tokens=32)
+    with Store(tmp_path / "s.sqlite") as store:
+        store.put_many(smaller, [stored(s, tokens=20) for s in shas[:10]])
+        finished = plan_rerank(job, store)
+        store.put_many(smaller, [stored(s, "forced", tokens=32) for s in shas[10:12]])
+        store.record_engine_run(smaller, 12, 264, 2.0)
+        cut = plan_rerank(job, store)
+    assert finished.estimate.is_lower_bound is False and "at least" not in format_plan(finished)
+    assert cut.estimate.is_lower_bound is True and json.loads(cut.to_json())["estimate"]["is_lower_bound"] is True
+    line = next(line for line in format_plan(cut).splitlines() if line.startswith("estimate"))
+    assert line.startswith(f"estimate        at least {cut.estimate.output_tokens} output tokens") and \
+        "at least " + f"{cut.estimate.seconds:.0f} s of engine time" in line
+    assert "2 of them reasoning cut short at a smaller budget" in line
+
+
 def test_no_timed_run_means_tokens_without_time(tmp_path):
     job = sample_job(top_k=1)
     with Store(tmp_path / "s.sqlite") as store:

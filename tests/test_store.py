@@ -13,7 +13,7 @@ from rank1_cli.errors import InputError
 from rank1_cli.store import GenerationKey, Store, StoredGeneration, StoreError, default_store_path
 from rank1_cli.store_admin import import_files, record_generation
 
-from conftest import REPO, RANK1
+from conftest import REPO, RANK1, table_column
 
 KEY = GenerationKey("rank1-7b", "hf:abc123", "vllm", "float16", 8192, 16000)
 
@@ -334,6 +334,28 @@ def test_store_info_as_json_and_as_a_table(tmp_path):
     with pytest.raises(StoreError, match=r"none.sqlite: no such store"):
         print_info(str(tmp_path / "none.sqlite"), "json", io.StringIO())
     assert not (tmp_path / "none.sqlite").exists()
+
+
+@pytest.mark.parametrize("width", [60, 80, 200])
+def test_store_info_cuts_no_value_on_a_narrow_output(width, tmp_path, monkeypatch):
+    import io
+
+    from rank1_cli.store_admin import print_info
+
+    monkeypatch.setenv("COLUMNS", str(width))
+    long = dataclasses.replace(OTHER, model="/data/models/rank1-mistral-2501-24b-awq", max_reasoning_tokens=16384)
+    path = tmp_path / "s.sqlite"
+    with Store(path) as store:
+        store.put_many(long, [generation(i) for i in range(12345 % 97)])
+    out = io.StringIO()
+    print_info(str(path), "table", out)
+    text = out.getvalue()
+    assert "/data/models/rank1-mistral-2501-24b-awq" in table_column(text, 1)
+    for value in ("hf:def456", "transformers", "bfloat16", "16384", "8000", str(12345 % 97)):
+        assert value in text
+    assert "…" not in text
+    if width == 200:
+        assert max(map(len, text.splitlines())) <= width
 
 
 def test_an_empty_store_shows_zero_per_generation(tmp_path):

@@ -11,9 +11,10 @@ from rank1_cli.errors import OptionError
 from rank1_cli.rerank import RerankOptions, prepare_rerank, rerank_with_engine
 from rank1_cli.scorer import Scorer
 from rank1_cli.store import PENDING, Store, StoredGeneration
-from rank1_cli.sweep import at_budget, cut_at, parse_budgets, sweep, write_sweep
+from rank1_cli import prompts
+from rank1_cli.sweep import at_budget, cut_at, parse_budgets, sweep, write_sweep, write_table
 
-from conftest import RANK1, SAMPLE, TINY_MODEL
+from conftest import RANK1, SAMPLE, TINY_MODEL, table_column
 
 
 def sample_job(top_k=5, reasoning=64, max_model_len=4096, run="run.bm25.trec"):
@@ -76,6 +77,37 @@ def test_the_largest_budget_must_be_the_prepared_one(tmp_path):
             sweep(job, (8, 64), scorer)
     with pytest.raises(OptionError, match="give it a store"):
         sweep(job, (8, 32), Scorer(job.key, job.tokens, lambda: pytest.fail("no engine needed")))
+
+
+def test_a_budget_the_context_cannot_hold_is_refused_by_the_dry_run_as_by_the_sweep(tmp_path):
+    """--budgets 64,5000 with --max-model-len 4096: the dry run printed a plan for budgets 64 and
+    5000 at a budget of 3832, the sweep refused it naming its internal state. Both refuse it alike."""
+    from rank1_cli.plan import plan_rerank
+
+    job = sample_job(top_k=2, reasoning=5000, max_model_len=4096)
+    with Store(tmp_path / "s.sqlite") as store:
+        scorer = Scorer(job.key, job.tokens, lambda: pytest.fail("no engine needed"), store=store)
+        with pytest.raises(OptionError) as swept:
+            sweep(job, (64, 5000), scorer)
+        with pytest.raises(OptionError) as planned:
+            plan_rerank(job, store, budgets=(64, 5000))
+    message = swept.value.template
+    assert planned.value.template == message
+    longest = max(len(job.scoring.tokenizer(prompts.build_prompt(*p.untruncated) if p.truncated else p.prompt)
+                      ["input_ids"]) for p in job.pairs)
+    assert longest > 256
+    assert message == (
+        f"{{budgets}}: a reasoning budget of 5000 tokens does not fit in the context of 4096 tokens "
+        f"({{max_model_len}}), which holds at most 3832 reasoning tokens beside a prompt of at least 256 and the "
+        f"verdict's repair (8). Lower the largest budget to 3832 or less, or raise {{max_model_len}} to at least "
+        f"5264 ({5000 + longest + 8} keeps the longest prompt, {longest} tokens, whole)")
+
+    out = subprocess.run([*RANK1, "sweep", str(SAMPLE / "run.bm25.trec"), "-m", str(TINY_MODEL), "--corpus",
+                          str(SAMPLE / "corpus.jsonl"), "--queries", str(SAMPLE / "queries.tsv"), "-k", "2",
+                          "--budgets", "64,5000", "--max-model-len", "4096", "-o", str(tmp_path / "sweep"),
+                          "--dry-run"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and out.stdout == "" and "Traceback" not in out.stderr
+    assert swept.value.for_command_line() in " ".join(out.stderr.split())
 
 
 @pytest.mark.engine
@@ -187,3 +219,24 @@ def test_sweep_through_the_cli_with_the_transformers_engine(tmp_path):
     assert "nDCG@10" in rows[0] and "Traceback" not in out.stderr
     assert json.loads((tmp_path / "out" / "sweep.json").read_text()) == rows
     assert (tmp_path / "out" / "budget-48.trec").read_text().split("\n")[0].endswith(" tiny-48")
+
+
+@pytest.mark.parametrize("width", [60, 80, 200])
+def test_the_table_for_people_cuts_no_value(width, monkeypatch):
+    """Ten columns at 80: headers abbreviated (a legend says what they stand for), values whole."""
+    import io
+
+    monkeypatch.setenv("COLUMNS", str(width))
+    rows = [{"budget": b, "pairs": 5000, "mean_reasoning_tokens": 100.25 + b / 32, "share_finished": 0.8125,
+             "forced": 1250, "fallback": 12, "derived": 5000, "cut": 1250, "generated": 1, "nDCG@10": 0.71234}
+            for b in (256, 1024, 16384)]
+    out = io.StringIO()
+    write_table(rows, "reasoning budgets (files in out/)", out)
+    text = out.getvalue()
+    for column, value in enumerate(rows[-1].values()):
+        assert (f"{value:.4f}" if isinstance(value, float) else str(value)) in table_column(text, column)
+    assert "…" not in text
+    if width >= 80:
+        assert max(map(len, text.splitlines())) <= width
+    legend = " ".join(text.split("\n")[-3:])
+    assert ("fb. = fallback" in " ".join(legend.split())) == (width < 200)
