@@ -220,6 +220,10 @@ def read_inputs(run_path: str, source: CollectionSource, options: RerankOptions)
             log.warning("%d queries have none of their top %d documents in %s and are left out of the output: %s",
                         len(empty), options.top_k, source.describe(), _first_few(empty))
             run = {qid: entries for qid, entries in run.items() if qid not in set(empty)}
+    blank = [docid for docid, doc in documents.items() if not doc.title.strip() and not doc.text.strip()]
+    if blank:
+        log.warning("%d documents of the run's top %d have no title and no text in %s; they are reranked with an "
+                    "empty passage: %s", len(blank), options.top_k, source.corpus or source.dataset, _first_few(blank))
     return RerankInputs(run, queries, instructions, documents, len(missing))
 
 
