@@ -350,3 +350,16 @@ def test_documents_without_title_or_text_are_reranked_with_one_warning(tmp_path,
     with caplog.at_level("WARNING", logger="rank1_cli"):
         _inputs(tmp_path, FULL_CORPUS)
     assert caplog.messages == []
+
+
+def test_instructions_for_queries_not_in_the_run_are_named_in_one_warning(tmp_path, caplog):
+    instructions = [("q01", "only recent work"), ("q09", "x"), ("q07", "y")]
+    with caplog.at_level("WARNING", logger="rank1_cli"):
+        inputs = _inputs(tmp_path, FULL_CORPUS, instructions)
+    assert inputs.instructions["q01"] == "only recent work"
+    assert caplog.messages == [f"{tmp_path}/instructions.tsv: 2 of its 3 queries are not in the run and their "
+                               "instructions are not used: q09, q07 (2 in all)"]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="rank1_cli"):
+        _inputs(tmp_path, FULL_CORPUS, instructions[:1], shard="1/2")  # q01 in shard 2
+    assert caplog.messages == []
