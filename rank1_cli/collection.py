@@ -102,13 +102,16 @@ def _json_record(name: str, lineno: int, line: str) -> dict:
 
 # --- queries -------------------------------------------------------------------------------
 
-def _string(name: str, lineno: int, record: dict, keys: Iterable[str]) -> str | None:
-    """The first of `keys` in a JSON object, which must be a string (or a number, for ids)."""
+def _string(name: str, lineno: int, record: dict, keys: Iterable[str], *, nullable: bool = False) -> str | None:
+    """The first of `keys` in a JSON object, which must be a string (or a number, for ids); None when
+    no key is there, or (if `nullable`) when its value is null."""
     for key in keys:
         if key in record:
             value = record[key]
             if value is None:
-                return None
+                if nullable:
+                    return None
+                raise InputError(f"{name}:{lineno}: {key!r} is null; expected a string")
             if isinstance(value, bool) or not isinstance(value, (str, int)):
                 raise InputError(f"{name}:{lineno}: {key!r} must be a string, found a {type(value).__name__}")
             return str(value)
@@ -162,7 +165,7 @@ def read_queries_file(path: str | os.PathLike) -> dict[str, Query]:
             text = _string(name, lineno, record, QUERY_TEXT_KEYS)
             if qid is None or text is None:
                 raise InputError(f"{name}:{lineno}: expected keys 'qid' and 'text' in each query object")
-            instruction = _string(name, lineno, record, ("instruction",))
+            instruction = _string(name, lineno, record, ("instruction",), nullable=True)
             qid = qid.strip()
         else:
             qid, text = _tab_fields(name, lineno, line, "qid<TAB>query text")
@@ -225,7 +228,7 @@ def read_corpus_docs(path: str | os.PathLike, doc_ids: set[str]) -> dict[str, Do
             text = _string(name, lineno, record, DOC_TEXT_KEYS)
             if text is None:
                 raise InputError(f"{name}:{lineno}: document {quote(doc_id)} has no 'text' key")
-            title = _string(name, lineno, record, ("title",)) or ""
+            title = _string(name, lineno, record, ("title",), nullable=True) or ""
         else:
             fields = line.split("\t")
             if len(fields) not in (2, 3):
