@@ -90,10 +90,20 @@ def _is_jsonl(path: str) -> bool:
     return name.endswith((".jsonl", ".json", ".ndjson"))
 
 
+JSONL_IN_TSV = "this looks like JSONL; name the file .jsonl"
+
+
+def _looks_like_json(line: str) -> bool:
+    return line.lstrip().startswith("{")
+
+
 def _json_record(name: str, lineno: int, line: str) -> dict:
     try:
         record = json.loads(line)
     except json.JSONDecodeError as exc:
+        if "\t" in line and not _looks_like_json(line):
+            raise InputError(f"{name}:{lineno}: invalid JSON; this looks like TSV (tab-separated); "
+                             "name the file .tsv") from None
         raise InputError(f"{name}:{lineno}: invalid JSON ({exc.msg} at column {exc.colno})") from None
     if not isinstance(record, dict):
         raise InputError(f"{name}:{lineno}: expected a JSON object per line")
@@ -118,10 +128,13 @@ def _string(name: str, lineno: int, record: dict, keys: Iterable[str], *, nullab
     return None
 
 
-def _tab_fields(name: str, lineno: int, line: str, expected: str) -> tuple[str, str]:
-    """`id<TAB>text` of a two-column TSV line; a third column is an error, not part of the text."""
+def _tab_fields(name: str, lineno: int, line: str, expected: str, json_hint: str = JSONL_IN_TSV) -> tuple[str, str]:
+    """`id<TAB>text` of a two-column TSV line; a third column is an error, not part of the text.
+    `json_hint` says what to do with a line that is a JSON object."""
     fields = line.split("\t")
     if len(fields) != 2:
+        if _looks_like_json(line):
+            raise InputError(f"{name}:{lineno}: {json_hint}")
         found = "no tab" if len(fields) == 1 else f"{len(fields)} tab-separated fields"
         raise InputError(f"{name}:{lineno}: expected {expected!r}, found {found}: {quote(line)}")
     return fields[0].strip(), fields[1]
@@ -185,7 +198,9 @@ def read_instructions_file(path: str | os.PathLike) -> dict[str, str]:
     for lineno, line in iter_lines(path):
         if not line.strip():
             continue
-        qid, text = _tab_fields(name, lineno, line, "qid<TAB>instruction")
+        qid, text = _tab_fields(name, lineno, line, "qid<TAB>instruction",
+                                "this looks like JSONL, but instructions are read as TSV only (qid<TAB>instruction); "
+                                "put them in the queries file instead, as JSONL with an 'instruction' key")
         if not text.strip():
             raise InputError(f"{name}:{lineno}: query {quote(qid)} has an empty instruction")
         instructions.add(lineno, qid, text)
@@ -232,6 +247,8 @@ def read_corpus_docs(path: str | os.PathLike, doc_ids: set[str]) -> dict[str, Do
         else:
             fields = line.split("\t")
             if len(fields) not in (2, 3):
+                if _looks_like_json(line):
+                    raise InputError(f"{name}:{lineno}: {JSONL_IN_TSV}")
                 raise InputError(
                     f"{name}:{lineno}: expected 'docid<TAB>text' or 'docid<TAB>title<TAB>text', "
                     f"found {len(fields)} tab-separated fields"

@@ -107,6 +107,30 @@ def test_a_null_title_or_instruction_is_none(tmp_path):
     assert collection.read_queries_file(queries)["1"].instruction is None
 
 
+@pytest.mark.parametrize("read, name, text, message", [
+    (collection.read_queries_file, "q.txt", '{"qid": "1", "text": "cats"}\n',
+     r"q.txt:1: this looks like JSONL; name the file \.jsonl"),
+    (collection.read_queries_file, "q.tsv", 'q1\tcats\n{"qid": "2", "text": "dogs"}\n',
+     r"q.tsv:2: this looks like JSONL; name the file \.jsonl"),
+    (lambda path: collection.read_corpus_docs(path, {"a"}), "c.tsv", '{"doc_id": "a", "text": "x"}\n',
+     r"c.tsv:1: this looks like JSONL; name the file \.jsonl"),
+    (collection.read_instructions_file, "i.jsonl", '{"qid": "1", "instruction": "x"}\n',
+     r"i.jsonl:1: this looks like JSONL, but instructions are read as TSV only \(qid<TAB>instruction\)"),
+    (collection.read_queries_file, "q.jsonl", "q1\tcats\n",
+     r"q.jsonl:1: invalid JSON; this looks like TSV \(tab-separated\); name the file \.tsv"),
+    (lambda path: collection.read_corpus_docs(path, {"a"}), "c.jsonl.gz", "a\tA title\tA text\n",
+     r"c.jsonl.gz:1: invalid JSON; this looks like TSV \(tab-separated\); name the file \.tsv"),
+])
+def test_jsonl_in_a_tsv_name_and_tsv_in_a_jsonl_name_say_which_name_fits(tmp_path, read, name, text, message):
+    content = text.encode()
+    if name.endswith(".gz"):
+        import gzip
+
+        content = gzip.compress(content)
+    with pytest.raises(InputError, match=message):
+        read(write(tmp_path / name, content))
+
+
 def test_queries_with_a_bom_crlf_and_an_identical_repeat_are_read(tmp_path):
     path = write(tmp_path / "q.tsv", b"\xef\xbb\xbfq01\tcats\r\nq02\tdogs\r\nq01\tcats\r\n")
     queries = collection.read_queries_file(path)
