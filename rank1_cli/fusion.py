@@ -11,12 +11,15 @@ functions that the command offers.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from .errors import OptionError
+from .errors import OptionError, quote
 from .evaluate import trec_order
+
+log = logging.getLogger(__name__)
 
 Scores = Mapping[str, Mapping[str, float]]  # qid -> docid -> score
 Ranking = dict[str, list[tuple[str, float]]]  # qid -> [(docid, fused score)], best first
@@ -151,6 +154,26 @@ def check_options(method: str, runs: int, *, weights: Sequence[float] | None = N
     return chosen, list(weights), {option: value for option, value in given.items() if value is not None}
 
 
+def _some(ids: Sequence[str], n: int = 3) -> str:
+    return ", ".join(quote(i) for i in ids[:n]) + (", ..." if len(ids) > n else "")
+
+
+def _warn_unshared_queries(runs: Sequence[Scores]) -> None:
+    """One warning when some query is not in every run: it is fused from the runs that have it."""
+    queries = list(dict.fromkeys(qid for run in runs for qid in run))
+    unshared = [qid for qid in queries if not all(qid in run for run in runs)]
+    if not unshared:
+        return
+    lacks = "; ".join(f"run #{i} lacks {len(absent)}: {_some(absent)}"
+                      for i, run in enumerate(runs, start=1) if (absent := [q for q in unshared if q not in run]))
+    if len(unshared) == len(queries):
+        log.warning("the runs have no query in common (%s); the fused run is their union, each query fused from the "
+                    "runs that have it. Check that the runs are for the same topics, with the same query ids", lacks)
+    else:
+        log.warning("%d of the %d queries are not in every run (%s); each is fused from the runs that have it",
+                    len(unshared), len(queries), lacks)
+
+
 def fuse(runs: Sequence[Scores], method: str = "rrf", *, weights: Sequence[float] | None = None,
          normalise: str | None = None, rrf_k: float | None = None) -> Ranking:
     """Fuse runs (qid -> docid -> score) into one ranking per query, best first.
@@ -160,9 +183,10 @@ def fuse(runs: Sequence[Scores], method: str = "rrf", *, weights: Sequence[float
     (rrf only): default 60. An option of the other method is an error, not ignored.
     Equal fused scores are ordered by the documents' ranks in the first run, then in the second...
     (no two documents have the same ranks in every run); queries come in the order the runs
-    first give them.
+    first give them, and one warning counts the queries that are not in every run.
     """
     chosen, weights, options = check_options(method, len(runs), weights=weights, normalise=normalise, rrf_k=rrf_k)
+    _warn_unshared_queries(runs)
     fused = chosen.function(runs, weights, **options)
 
     ranking: Ranking = {}
