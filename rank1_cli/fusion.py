@@ -15,6 +15,7 @@ import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 
 from .errors import OptionError, quote
 from .evaluate import trec_order
@@ -23,20 +24,22 @@ log = logging.getLogger(__name__)
 
 Scores = Mapping[str, Mapping[str, float]]  # qid -> docid -> score
 Ranking = dict[str, list[tuple[str, float]]]  # qid -> [(docid, fused score)], best first
+Exact = dict[str, dict[str, Fraction]]  # qid -> docid -> fused score in exact arithmetic
 
 DEFAULT_RRF_K = 60
 DEFAULT_NORMALISATION = "minmax"
 
 
-def minmax(scores: Mapping[str, float]) -> dict[str, float]:
-    """(s - min) / (max - min): the query's best document 1, its worst 0; all 0 when the scores are equal."""
-    low, high = min(scores.values()), max(scores.values())
+def minmax(scores: Mapping[str, float]) -> dict[str, Fraction]:
+    """(s - min) / (max - min), exact: the query's best document 1, its worst 0; all 0 when the scores are equal."""
+    low, high = Fraction(min(scores.values())), Fraction(max(scores.values()))
     span = high - low
-    return {d: (s - low) / span if span else 0.0 for d, s in scores.items()}
+    return {d: (Fraction(s) - low) / span if span else Fraction(0) for d, s in scores.items()}
 
 
 def zscore(scores: Mapping[str, float]) -> dict[str, float]:
-    """(s - mean) / standard deviation (of the query's scores, population); all 0 when the scores are equal."""
+    """(s - mean) / standard deviation (of the query's scores, population); all 0 when the scores are equal.
+    In doubles: a square root is not exact, so fusion is exact on these values, not on the true z-scores."""
     n = len(scores)
     mean = math.fsum(scores.values()) / n
     sd = math.sqrt(math.fsum((s - mean) ** 2 for s in scores.values()) / n)
@@ -47,7 +50,7 @@ def zscore(scores: Mapping[str, float]) -> dict[str, float]:
 class Normalisation:
     name: str
     help: str
-    function: Callable[[Mapping[str, float]], dict[str, float]]
+    function: Callable[[Mapping[str, float]], Mapping[str, float | Fraction]]
 
 
 NORMALISATIONS: dict[str, Normalisation] = {n.name: n for n in (
@@ -57,21 +60,27 @@ NORMALISATIONS: dict[str, Normalisation] = {n.name: n for n in (
 
 
 def reciprocal_rank_fusion(runs: Sequence[Scores], weights: Sequence[float], *, rrf_k: float = DEFAULT_RRF_K
-                           ) -> dict[str, dict[str, float]]:
+                           ) -> Exact:
     """Cormack et al.'s RRF: a document scores sum over runs of weight / (rrf_k + its rank), ranks
-    from 1; a run that did not retrieve it adds nothing."""
-    fused: dict[str, dict[str, float]] = {}
+    from 1; a run that did not retrieve it adds nothing. Exact (weights and k as the doubles given)."""
+    fused: Exact = {}
+    k = Fraction(rrf_k)
     for run, weight in zip(runs, weights):
+        exact_weight = Fraction(weight)
+        terms: list[Fraction] = []  # weight / (k + rank), made once per rank
         for qid, docs in run.items():
             scores = fused.setdefault(qid, {})
             for rank, docid in enumerate(trec_order(docs), start=1):
-                scores[docid] = scores.get(docid, 0.0) + weight / (rrf_k + rank)
+                if rank > len(terms):
+                    terms.append(exact_weight / (k + rank))
+                term = terms[rank - 1]
+                scores[docid] = scores[docid] + term if docid in scores else term
     return fused
 
 
 def interpolate(runs: Sequence[Scores], weights: Sequence[float], *, normalise: str = DEFAULT_NORMALISATION
-                ) -> dict[str, dict[str, float]]:
-    """Sum over runs of weight * the score normalised per query (`NORMALISATIONS`).
+                ) -> Exact:
+    """Sum over runs of weight * the score normalised per query (`NORMALISATIONS`), exact.
 
     A document a run did not retrieve for a query gets that run's lowest normalised score there
     (0 with minmax), so no run lifts the documents it left out above those it ranked; a query a
@@ -79,18 +88,19 @@ def interpolate(runs: Sequence[Scores], weights: Sequence[float], *, normalise: 
     """
     function = NORMALISATIONS[normalise].function
     normalised = [{qid: function(docs) for qid, docs in run.items() if docs} for run in runs]
-    fused: dict[str, dict[str, float]] = {}
+    fused: Exact = {}
     for run in normalised:
         for qid, docs in run.items():
-            fused.setdefault(qid, {}).update(dict.fromkeys(docs, 0.0))
+            fused.setdefault(qid, {}).update(dict.fromkeys(docs, Fraction(0)))
     for run, weight in zip(normalised, weights):
+        exact_weight = Fraction(weight)
         for qid, scores in fused.items():
             docs = run.get(qid)
             if docs is None:
                 continue
             floor = min(docs.values())
             for docid in scores:
-                scores[docid] += weight * docs.get(docid, floor)
+                scores[docid] += exact_weight * Fraction(docs.get(docid, floor))
     return fused
 
 
@@ -98,7 +108,7 @@ def interpolate(runs: Sequence[Scores], weights: Sequence[float], *, normalise: 
 class FusionMethod:
     name: str
     help: str
-    function: Callable[..., dict[str, dict[str, float]]]  # (runs, weights, **options)
+    function: Callable[..., Exact]  # (runs, weights, **options)
     options: tuple[str, ...]  # the keyword options the method takes
     default_weight: Callable[[int], float]  # weight of each of n runs when none are given
 
@@ -181,8 +191,9 @@ def fuse(runs: Sequence[Scores], method: str = "rrf", *, weights: Sequence[float
     method: a name of `METHODS`. weights: one per run, in the order of the runs (default: the
     method's). normalise (interpolate only): a name of `NORMALISATIONS`, default minmax. rrf_k
     (rrf only): default 60. An option of the other method is an error, not ignored.
-    Equal fused scores are ordered by the documents' ranks in the first run, then in the second...
-    (no two documents have the same ranks in every run); queries come in the order the runs
+    Fused scores are compared in exact arithmetic (the nearest double is returned), and equal ones
+    are ordered by the documents' ranks in the first run, then in the second... (no two documents
+    have the same ranks in every run); queries come in the order the runs
     first give them, and one warning counts the queries that are not in every run.
     """
     chosen, weights, options = check_options(method, len(runs), weights=weights, normalise=normalise, rrf_k=rrf_k)
@@ -194,5 +205,5 @@ def fuse(runs: Sequence[Scores], method: str = "rrf", *, weights: Sequence[float
         scores = fused[qid]
         positions = [{d: i for i, d in enumerate(trec_order(run[qid]))} if qid in run else {} for run in runs]
         ranked = sorted(scores, key=lambda d: (-scores[d], *(p.get(d, math.inf) for p in positions)))
-        ranking[qid] = [(docid, scores[docid]) for docid in ranked]
+        ranking[qid] = [(docid, float(scores[docid])) for docid in ranked]
     return ranking

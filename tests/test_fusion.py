@@ -56,6 +56,26 @@ def test_a_query_missing_from_a_run_gets_nothing_from_it():
     assert scores(fused) == {"a": 1.0, "b": 0.0}
 
 
+def test_scores_equal_in_exact_arithmetic_are_ordered_by_the_rule_not_by_rounding():
+    # RRF: 1/(60+3) + 1/(60+80) = 1/(60+24) + 1/(60+30), but in doubles the second is larger
+    first = {"q": {f"a{i:03}": 100.0 - i for i in range(1, 101)}}
+    second = {"q": {f"a{i:03}": 100.0 - i for i in range(1, 101)}}
+    x, y = "a003", "a024"                                # ranks 3 and 24 in the first run
+    second["q"][x], second["q"][y] = 100.0 - 80, 100.0 - 30
+    second["q"]["a080"], second["q"]["a030"] = 100.0 - 3, 100.0 - 24
+    assert 1 / 63 + 1 / 140 < 1 / 84 + 1 / 90
+    order = [d for d, _ in fuse([first, second], "rrf")["q"]]
+    # a080 and a030 took x's and y's places in the second run: four equal scores, in the first run's order
+    assert order[order.index(x):order.index(x) + 4] == [x, y, "a030", "a080"]
+    # interpolation (minmax, weights 1/2): 1/6 + 8/10 = 4/6 + 3/10, but in doubles the first is larger
+    one = {"q": {"lo": 0.0, "x": 1.0, "y": 4.0, "hi": 6.0}}
+    two = {"q": {"lo": 0.0, "y": 3.0, "x": 8.0, "hi": 10.0}}
+    assert 0.5 * (1 / 6) + 0.5 * (8 / 10) > 0.5 * (4 / 6) + 0.5 * (3 / 10)
+    fused = fuse([one, two], "interpolate")["q"]
+    assert [d for d, _ in fused] == ["hi", "y", "x", "lo"]   # equal: the first run ranks y above x
+    assert fused[1][1] == fused[2][1] == 29 / 60             # the nearest double of the exact score
+
+
 def test_runs_with_no_query_in_common_are_fused_with_one_warning(caplog):
     with caplog.at_level("WARNING", logger="rank1_cli"):
         fused = fuse([{"1": {"a": 1.0}, "2": {"b": 1.0}}, {"x": {"a": 1.0}}], "rrf")
