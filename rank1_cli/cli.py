@@ -575,6 +575,7 @@ def fuse(
     from .textio import check_stdin_once, check_writable
     from .trec import check_tag, read_run_scores, write_run
 
+    _warnings_to_stderr_when_they_come()
     check_writable(output)
     check_tag(tag)
     check_stdin_once(runs)

@@ -90,10 +90,20 @@ def _is_jsonl(path: str) -> bool:
     return name.endswith((".jsonl", ".json", ".ndjson"))
 
 
+JSONL_IN_TSV = "this looks like JSONL; name the file .jsonl"
+
+
+def _looks_like_json(line: str) -> bool:
+    return line.lstrip().startswith("{")
+
+
 def _json_record(name: str, lineno: int, line: str) -> dict:
     try:
         record = json.loads(line)
     except json.JSONDecodeError as exc:
+        if "\t" in line and not _looks_like_json(line):
+            raise InputError(f"{name}:{lineno}: invalid JSON; this looks like TSV (tab-separated); "
+                             "name the file .tsv") from None
         raise InputError(f"{name}:{lineno}: invalid JSON ({exc.msg} at column {exc.colno})") from None
     if not isinstance(record, dict):
         raise InputError(f"{name}:{lineno}: expected a JSON object per line")
@@ -102,23 +112,29 @@ def _json_record(name: str, lineno: int, line: str) -> dict:
 
 # --- queries -------------------------------------------------------------------------------
 
-def _string(name: str, lineno: int, record: dict, keys: Iterable[str]) -> str | None:
-    """The first of `keys` in a JSON object, which must be a string (or a number, for ids)."""
+def _string(name: str, lineno: int, record: dict, keys: Iterable[str], *, nullable: bool = False) -> str | None:
+    """The first of `keys` in a JSON object, which must be a string (or a number, for ids); None when
+    no key is there, or (if `nullable`) when its value is null."""
     for key in keys:
         if key in record:
             value = record[key]
             if value is None:
-                return None
+                if nullable:
+                    return None
+                raise InputError(f"{name}:{lineno}: {key!r} is null; expected a string")
             if isinstance(value, bool) or not isinstance(value, (str, int)):
                 raise InputError(f"{name}:{lineno}: {key!r} must be a string, found a {type(value).__name__}")
             return str(value)
     return None
 
 
-def _tab_fields(name: str, lineno: int, line: str, expected: str) -> tuple[str, str]:
-    """`id<TAB>text` of a two-column TSV line; a third column is an error, not part of the text."""
+def _tab_fields(name: str, lineno: int, line: str, expected: str, json_hint: str = JSONL_IN_TSV) -> tuple[str, str]:
+    """`id<TAB>text` of a two-column TSV line; a third column is an error, not part of the text.
+    `json_hint` says what to do with a line that is a JSON object."""
     fields = line.split("\t")
     if len(fields) != 2:
+        if _looks_like_json(line):
+            raise InputError(f"{name}:{lineno}: {json_hint}")
         found = "no tab" if len(fields) == 1 else f"{len(fields)} tab-separated fields"
         raise InputError(f"{name}:{lineno}: expected {expected!r}, found {found}: {quote(line)}")
     return fields[0].strip(), fields[1]
@@ -162,7 +178,7 @@ def read_queries_file(path: str | os.PathLike) -> dict[str, Query]:
             text = _string(name, lineno, record, QUERY_TEXT_KEYS)
             if qid is None or text is None:
                 raise InputError(f"{name}:{lineno}: expected keys 'qid' and 'text' in each query object")
-            instruction = _string(name, lineno, record, ("instruction",))
+            instruction = _string(name, lineno, record, ("instruction",), nullable=True)
             qid = qid.strip()
         else:
             qid, text = _tab_fields(name, lineno, line, "qid<TAB>query text")
@@ -182,7 +198,9 @@ def read_instructions_file(path: str | os.PathLike) -> dict[str, str]:
     for lineno, line in iter_lines(path):
         if not line.strip():
             continue
-        qid, text = _tab_fields(name, lineno, line, "qid<TAB>instruction")
+        qid, text = _tab_fields(name, lineno, line, "qid<TAB>instruction",
+                                "this looks like JSONL, but instructions are read as TSV only (qid<TAB>instruction); "
+                                "put them in the queries file instead, as JSONL with an 'instruction' key")
         if not text.strip():
             raise InputError(f"{name}:{lineno}: query {quote(qid)} has an empty instruction")
         instructions.add(lineno, qid, text)
@@ -225,10 +243,12 @@ def read_corpus_docs(path: str | os.PathLike, doc_ids: set[str]) -> dict[str, Do
             text = _string(name, lineno, record, DOC_TEXT_KEYS)
             if text is None:
                 raise InputError(f"{name}:{lineno}: document {quote(doc_id)} has no 'text' key")
-            title = _string(name, lineno, record, ("title",)) or ""
+            title = _string(name, lineno, record, ("title",), nullable=True) or ""
         else:
             fields = line.split("\t")
             if len(fields) not in (2, 3):
+                if _looks_like_json(line):
+                    raise InputError(f"{name}:{lineno}: {JSONL_IN_TSV}")
                 raise InputError(
                     f"{name}:{lineno}: expected 'docid<TAB>text' or 'docid<TAB>title<TAB>text', "
                     f"found {len(fields)} tab-separated fields"

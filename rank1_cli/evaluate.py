@@ -368,7 +368,7 @@ def evaluate_run(run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Map
         log.warning(
             "%s: no query of the run is in the qrels (run: %s; qrels: %s). Check that both are for the "
             "same topics with the same query ids. %s", name, _sample(run), _sample(judged),
-            "With --complete every qrels query counts as an empty ranking (all measures 0)." if complete
+            "Every qrels query counts as an empty ranking (all measures 0)." if complete
             else "Nothing is evaluated: every mean is 0 (--complete, like trec_eval -c, would count "
                  "each qrels query as an empty ranking).")
     elif ignored:

@@ -11,29 +11,35 @@ functions that the command offers.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 
-from .errors import OptionError
+from .errors import OptionError, quote
 from .evaluate import trec_order
+
+log = logging.getLogger(__name__)
 
 Scores = Mapping[str, Mapping[str, float]]  # qid -> docid -> score
 Ranking = dict[str, list[tuple[str, float]]]  # qid -> [(docid, fused score)], best first
+Exact = dict[str, dict[str, Fraction]]  # qid -> docid -> fused score in exact arithmetic
 
 DEFAULT_RRF_K = 60
 DEFAULT_NORMALISATION = "minmax"
 
 
-def minmax(scores: Mapping[str, float]) -> dict[str, float]:
-    """(s - min) / (max - min): the query's best document 1, its worst 0; all 0 when the scores are equal."""
-    low, high = min(scores.values()), max(scores.values())
+def minmax(scores: Mapping[str, float]) -> dict[str, Fraction]:
+    """(s - min) / (max - min), exact: the query's best document 1, its worst 0; all 0 when the scores are equal."""
+    low, high = Fraction(min(scores.values())), Fraction(max(scores.values()))
     span = high - low
-    return {d: (s - low) / span if span else 0.0 for d, s in scores.items()}
+    return {d: (Fraction(s) - low) / span if span else Fraction(0) for d, s in scores.items()}
 
 
 def zscore(scores: Mapping[str, float]) -> dict[str, float]:
-    """(s - mean) / standard deviation (of the query's scores, population); all 0 when the scores are equal."""
+    """(s - mean) / standard deviation (of the query's scores, population); all 0 when the scores are equal.
+    In doubles: a square root is not exact, so fusion is exact on these values, not on the true z-scores."""
     n = len(scores)
     mean = math.fsum(scores.values()) / n
     sd = math.sqrt(math.fsum((s - mean) ** 2 for s in scores.values()) / n)
@@ -44,7 +50,7 @@ def zscore(scores: Mapping[str, float]) -> dict[str, float]:
 class Normalisation:
     name: str
     help: str
-    function: Callable[[Mapping[str, float]], dict[str, float]]
+    function: Callable[[Mapping[str, float]], Mapping[str, float | Fraction]]
 
 
 NORMALISATIONS: dict[str, Normalisation] = {n.name: n for n in (
@@ -54,21 +60,27 @@ NORMALISATIONS: dict[str, Normalisation] = {n.name: n for n in (
 
 
 def reciprocal_rank_fusion(runs: Sequence[Scores], weights: Sequence[float], *, rrf_k: float = DEFAULT_RRF_K
-                           ) -> dict[str, dict[str, float]]:
+                           ) -> Exact:
     """Cormack et al.'s RRF: a document scores sum over runs of weight / (rrf_k + its rank), ranks
-    from 1; a run that did not retrieve it adds nothing."""
-    fused: dict[str, dict[str, float]] = {}
+    from 1; a run that did not retrieve it adds nothing. Exact (weights and k as the doubles given)."""
+    fused: Exact = {}
+    k = Fraction(rrf_k)
     for run, weight in zip(runs, weights):
+        exact_weight = Fraction(weight)
+        terms: list[Fraction] = []  # weight / (k + rank), made once per rank
         for qid, docs in run.items():
             scores = fused.setdefault(qid, {})
             for rank, docid in enumerate(trec_order(docs), start=1):
-                scores[docid] = scores.get(docid, 0.0) + weight / (rrf_k + rank)
+                if rank > len(terms):
+                    terms.append(exact_weight / (k + rank))
+                term = terms[rank - 1]
+                scores[docid] = scores[docid] + term if docid in scores else term
     return fused
 
 
 def interpolate(runs: Sequence[Scores], weights: Sequence[float], *, normalise: str = DEFAULT_NORMALISATION
-                ) -> dict[str, dict[str, float]]:
-    """Sum over runs of weight * the score normalised per query (`NORMALISATIONS`).
+                ) -> Exact:
+    """Sum over runs of weight * the score normalised per query (`NORMALISATIONS`), exact.
 
     A document a run did not retrieve for a query gets that run's lowest normalised score there
     (0 with minmax), so no run lifts the documents it left out above those it ranked; a query a
@@ -76,18 +88,19 @@ def interpolate(runs: Sequence[Scores], weights: Sequence[float], *, normalise: 
     """
     function = NORMALISATIONS[normalise].function
     normalised = [{qid: function(docs) for qid, docs in run.items() if docs} for run in runs]
-    fused: dict[str, dict[str, float]] = {}
+    fused: Exact = {}
     for run in normalised:
         for qid, docs in run.items():
-            fused.setdefault(qid, {}).update(dict.fromkeys(docs, 0.0))
+            fused.setdefault(qid, {}).update(dict.fromkeys(docs, Fraction(0)))
     for run, weight in zip(normalised, weights):
+        exact_weight = Fraction(weight)
         for qid, scores in fused.items():
             docs = run.get(qid)
             if docs is None:
                 continue
             floor = min(docs.values())
             for docid in scores:
-                scores[docid] += weight * docs.get(docid, floor)
+                scores[docid] += exact_weight * Fraction(docs.get(docid, floor))
     return fused
 
 
@@ -95,7 +108,7 @@ def interpolate(runs: Sequence[Scores], weights: Sequence[float], *, normalise: 
 class FusionMethod:
     name: str
     help: str
-    function: Callable[..., dict[str, dict[str, float]]]  # (runs, weights, **options)
+    function: Callable[..., Exact]  # (runs, weights, **options)
     options: tuple[str, ...]  # the keyword options the method takes
     default_weight: Callable[[int], float]  # weight of each of n runs when none are given
 
@@ -151,6 +164,26 @@ def check_options(method: str, runs: int, *, weights: Sequence[float] | None = N
     return chosen, list(weights), {option: value for option, value in given.items() if value is not None}
 
 
+def _some(ids: Sequence[str], n: int = 3) -> str:
+    return ", ".join(quote(i) for i in ids[:n]) + (", ..." if len(ids) > n else "")
+
+
+def _warn_unshared_queries(runs: Sequence[Scores]) -> None:
+    """One warning when some query is not in every run: it is fused from the runs that have it."""
+    queries = list(dict.fromkeys(qid for run in runs for qid in run))
+    unshared = [qid for qid in queries if not all(qid in run for run in runs)]
+    if not unshared:
+        return
+    lacks = "; ".join(f"run #{i} lacks {len(absent)}: {_some(absent)}"
+                      for i, run in enumerate(runs, start=1) if (absent := [q for q in unshared if q not in run]))
+    if len(unshared) == len(queries):
+        log.warning("the runs have no query in common (%s); the fused run is their union, each query fused from the "
+                    "runs that have it. Check that the runs are for the same topics, with the same query ids", lacks)
+    else:
+        log.warning("%d of the %d queries are not in every run (%s); each is fused from the runs that have it",
+                    len(unshared), len(queries), lacks)
+
+
 def fuse(runs: Sequence[Scores], method: str = "rrf", *, weights: Sequence[float] | None = None,
          normalise: str | None = None, rrf_k: float | None = None) -> Ranking:
     """Fuse runs (qid -> docid -> score) into one ranking per query, best first.
@@ -158,11 +191,13 @@ def fuse(runs: Sequence[Scores], method: str = "rrf", *, weights: Sequence[float
     method: a name of `METHODS`. weights: one per run, in the order of the runs (default: the
     method's). normalise (interpolate only): a name of `NORMALISATIONS`, default minmax. rrf_k
     (rrf only): default 60. An option of the other method is an error, not ignored.
-    Equal fused scores are ordered by the documents' ranks in the first run, then in the second...
-    (no two documents have the same ranks in every run); queries come in the order the runs
-    first give them.
+    Fused scores are compared in exact arithmetic (the nearest double is returned), and equal ones
+    are ordered by the documents' ranks in the first run, then in the second... (no two documents
+    have the same ranks in every run); queries come in the order the runs
+    first give them, and one warning counts the queries that are not in every run.
     """
     chosen, weights, options = check_options(method, len(runs), weights=weights, normalise=normalise, rrf_k=rrf_k)
+    _warn_unshared_queries(runs)
     fused = chosen.function(runs, weights, **options)
 
     ranking: Ranking = {}
@@ -170,5 +205,5 @@ def fuse(runs: Sequence[Scores], method: str = "rrf", *, weights: Sequence[float
         scores = fused[qid]
         positions = [{d: i for i, d in enumerate(trec_order(run[qid]))} if qid in run else {} for run in runs]
         ranked = sorted(scores, key=lambda d: (-scores[d], *(p.get(d, math.inf) for p in positions)))
-        ranking[qid] = [(docid, scores[docid]) for docid in ranked]
+        ranking[qid] = [(docid, float(scores[docid])) for docid in ranked]
     return ranking

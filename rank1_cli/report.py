@@ -172,6 +172,7 @@ def _check_traces(run: Run, baseline: Run, traces: Sequence[Trace], names: Names
     if untraced:
         raise InputError(f"{names.traces}: {len(untraced)} queries of the run {names.run} have no traces "
                          f"({_some(untraced)}); give the traces written with that run")
+    _check_order(run, by_pair, names)
     positions = {(qid, e.docid): i for qid, entries in baseline.items() for i, e in enumerate(entries, start=1)}
     moved = [(key, t.first_stage_rank, positions.get(key)) for key, t in by_pair.items()
              if positions.get(key) != t.first_stage_rank]
@@ -182,6 +183,26 @@ def _check_traces(run: Run, baseline: Run, traces: Sequence[Trace], names: Names
                          f"pairs are elsewhere in it ({qid}/{docid}: first-stage rank {traced} in the traces, "
                          f"{where} in {names.baseline}); give the run that was reranked as the baseline")
     return by_pair
+
+
+def _check_order(run: Run, by_pair: dict[tuple[str, str], Trace], names: Names) -> None:
+    """The run must rank its traced documents as the rerank did: by score in the traces, ties by
+    first-stage rank. Traces of another rerank (another model, another first stage) do not."""
+    disordered = []
+    for qid, entries in run.items():
+        traced = [by_pair[(qid, e.docid)] for e in entries if (qid, e.docid) in by_pair]
+        wrong = next(((a, b) for a, b in zip(traced, traced[1:])
+                      if (-a.score, a.first_stage_rank) > (-b.score, b.first_stage_rank)), None)
+        if wrong:
+            disordered.append(wrong)
+    if disordered:
+        above, below = disordered[0]
+        ranks = (f", first-stage ranks {above.first_stage_rank} and {below.first_stage_rank}"
+                 if above.score == below.score else "")
+        raise InputError(f"{names.traces}: the traces do not belong to the run {names.run}: in {len(disordered)} "
+                         f"queries the run orders the traced documents otherwise than their scores in the traces "
+                         f"({above.qid}: {quote(above.docid)} above {quote(below.docid)}, scored {above.score:g} and "
+                         f"{below.score:g}{ranks}); give the traces written with that run")
 
 
 def _scores(run: Run) -> dict[str, dict[str, float]]:

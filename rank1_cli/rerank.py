@@ -189,6 +189,7 @@ def backend_options(options: RerankOptions):
 def read_inputs(run_path: str, source: CollectionSource, options: RerankOptions) -> RerankInputs:
     """Read the run (this shard's queries), the query texts, instructions and the top-k documents."""
     run = read_run(run_path)
+    every_qid = set(run)  # a query of another shard is in the run too
     if options.shard:
         from .shard import parse_shard, shard_queries
 
@@ -205,6 +206,10 @@ def read_inputs(run_path: str, source: CollectionSource, options: RerankOptions)
         from .collection import read_instructions_file
 
         instructions = read_instructions_file(options.instructions)
+        unused = [qid for qid in instructions if qid not in every_qid]
+        if unused:
+            log.warning("%s: %d of its %d queries are not in the run and their instructions are not used: %s",
+                        options.instructions, len(unused), len(instructions), _first_few(unused))
 
     wanted = {entry.docid for entries in run.values() for entry in entries[: options.top_k]}
     documents = source.load_documents(wanted)
@@ -220,6 +225,10 @@ def read_inputs(run_path: str, source: CollectionSource, options: RerankOptions)
             log.warning("%d queries have none of their top %d documents in %s and are left out of the output: %s",
                         len(empty), options.top_k, source.describe(), _first_few(empty))
             run = {qid: entries for qid, entries in run.items() if qid not in set(empty)}
+    blank = [docid for docid, doc in documents.items() if not doc.title.strip() and not doc.text.strip()]
+    if blank:
+        log.warning("%d documents of the run's top %d have no title and no text in %s; they are reranked with an "
+                    "empty passage: %s", len(blank), options.top_k, source.corpus or source.dataset, _first_few(blank))
     return RerankInputs(run, queries, instructions, documents, len(missing))
 
 

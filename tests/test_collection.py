@@ -81,11 +81,54 @@ def test_malformed_queries_tsv_are_errors_naming_the_line(tmp_path, text, messag
     ([{"qid": "1", "text": "cats"}, {"qid": "1", "text": "dogs"}], r"q.jsonl:2: query '1' is given twice"),
     ([{"qid": "1", "text": ""}], r"q.jsonl:1: query '1' has an empty text"),
     ([{"qid": "1", "text": ["cats"]}], r"q.jsonl:1: 'text' must be a string, found a list"),
+    ([{"qid": "1", "text": None}], r"q.jsonl:1: 'text' is null; expected a string"),
+    ([{"qid": None, "text": "cats"}], r"q.jsonl:1: 'qid' is null; expected a string"),
 ])
 def test_malformed_queries_jsonl_are_errors_naming_the_line(tmp_path, records, message):
     path = write(tmp_path / "q.jsonl", "".join(json.dumps(r) + "\n" for r in records))
     with pytest.raises(InputError, match=message):
         collection.read_queries_file(path)
+
+
+@pytest.mark.parametrize("record, message", [
+    ({"doc_id": "a", "text": None}, r"c.jsonl:1: 'text' is null; expected a string"),
+    ({"doc_id": None, "text": "cats"}, r"c.jsonl:1: 'doc_id' is null; expected a string"),
+])
+def test_a_null_id_or_text_in_a_jsonl_corpus_is_an_error_saying_null(tmp_path, record, message):
+    path = write(tmp_path / "c.jsonl", json.dumps(record) + "\n")
+    with pytest.raises(InputError, match=message):
+        collection.read_corpus_docs(path, {"a"})
+
+
+def test_a_null_title_or_instruction_is_none(tmp_path):
+    corpus = write(tmp_path / "c.jsonl", json.dumps({"doc_id": "a", "title": None, "text": "cats"}) + "\n")
+    assert collection.read_corpus_docs(corpus, {"a"})["a"].title == ""
+    queries = write(tmp_path / "q.jsonl", json.dumps({"qid": "1", "text": "cats", "instruction": None}) + "\n")
+    assert collection.read_queries_file(queries)["1"].instruction is None
+
+
+@pytest.mark.parametrize("read, name, text, message", [
+    (collection.read_queries_file, "q.txt", '{"qid": "1", "text": "cats"}\n',
+     r"q.txt:1: this looks like JSONL; name the file \.jsonl"),
+    (collection.read_queries_file, "q.tsv", 'q1\tcats\n{"qid": "2", "text": "dogs"}\n',
+     r"q.tsv:2: this looks like JSONL; name the file \.jsonl"),
+    (lambda path: collection.read_corpus_docs(path, {"a"}), "c.tsv", '{"doc_id": "a", "text": "x"}\n',
+     r"c.tsv:1: this looks like JSONL; name the file \.jsonl"),
+    (collection.read_instructions_file, "i.jsonl", '{"qid": "1", "instruction": "x"}\n',
+     r"i.jsonl:1: this looks like JSONL, but instructions are read as TSV only \(qid<TAB>instruction\)"),
+    (collection.read_queries_file, "q.jsonl", "q1\tcats\n",
+     r"q.jsonl:1: invalid JSON; this looks like TSV \(tab-separated\); name the file \.tsv"),
+    (lambda path: collection.read_corpus_docs(path, {"a"}), "c.jsonl.gz", "a\tA title\tA text\n",
+     r"c.jsonl.gz:1: invalid JSON; this looks like TSV \(tab-separated\); name the file \.tsv"),
+])
+def test_jsonl_in_a_tsv_name_and_tsv_in_a_jsonl_name_say_which_name_fits(tmp_path, read, name, text, message):
+    content = text.encode()
+    if name.endswith(".gz"):
+        import gzip
+
+        content = gzip.compress(content)
+    with pytest.raises(InputError, match=message):
+        read(write(tmp_path / name, content))
 
 
 def test_queries_with_a_bom_crlf_and_an_identical_repeat_are_read(tmp_path):

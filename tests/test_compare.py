@@ -168,6 +168,16 @@ def test_measures_not_averaged_over_queries_are_left_out_or_refused(qrels, caplo
         compare_runs(BM25, [NOTITLE], qrels, ["runid", "num_q"])
 
 
+def test_a_run_of_other_topics_is_warned_about_without_an_option_compare_lacks(clear_win, tmp_path, caplog):
+    base, _, qrels = clear_win
+    other = write(tmp_path / "other.run", ["x1 Q0 r 1 1 o"])
+    compare_runs(base, [other], qrels, ["P@1"])
+    [warning] = [m for m in caplog.messages if other in m]
+    assert warning.endswith("Check that both are for the same topics with the same query ids. Every qrels query "
+                            "counts as an empty ranking (all measures 0).")
+    assert "--complete" not in warning  # an option of `rank1 eval` only
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"test": "z"}, "test='z' is not one of t, wilcoxon, permutation"),
     ({"correction": "bh"}, "correction='bh' is not one of holm, bonferroni, none"),

@@ -666,8 +666,7 @@ def test_every_warning_about_unmatched_queries_is_whole_and_names_the_run(caplog
         "same topics with the same query ids. Nothing is evaluated: every mean is 0 (--complete, like trec_eval "
         "-c, would count each qrels query as an empty ranking).",
         "run: no query of the run is in the qrels (run: '301'; qrels: 'q1', 'q2'). Check that both are for the "
-        "same topics with the same query ids. With --complete every qrels query counts as an empty ranking (all "
-        "measures 0).",
+        "same topics with the same query ids. Every qrels query counts as an empty ranking (all measures 0).",
         "a.run: 1 of the 2 qrels queries are not in the run and are left out of the means ('q2'); --complete "
         "(trec_eval -c) counts them as empty rankings",
         "a.run: 1 of the 2 qrels queries are not in the run; they count as empty rankings, every measure 0",

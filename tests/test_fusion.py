@@ -56,6 +56,46 @@ def test_a_query_missing_from_a_run_gets_nothing_from_it():
     assert scores(fused) == {"a": 1.0, "b": 0.0}
 
 
+def test_scores_equal_in_exact_arithmetic_are_ordered_by_the_rule_not_by_rounding():
+    # RRF: 1/(60+3) + 1/(60+80) = 1/(60+24) + 1/(60+30), but in doubles the second is larger
+    first = {"q": {f"a{i:03}": 100.0 - i for i in range(1, 101)}}
+    second = {"q": {f"a{i:03}": 100.0 - i for i in range(1, 101)}}
+    x, y = "a003", "a024"                                # ranks 3 and 24 in the first run
+    second["q"][x], second["q"][y] = 100.0 - 80, 100.0 - 30
+    second["q"]["a080"], second["q"]["a030"] = 100.0 - 3, 100.0 - 24
+    assert 1 / 63 + 1 / 140 < 1 / 84 + 1 / 90
+    order = [d for d, _ in fuse([first, second], "rrf")["q"]]
+    # a080 and a030 took x's and y's places in the second run: four equal scores, in the first run's order
+    assert order[order.index(x):order.index(x) + 4] == [x, y, "a030", "a080"]
+    # interpolation (minmax, weights 1/2): 1/6 + 8/10 = 4/6 + 3/10, but in doubles the first is larger
+    one = {"q": {"lo": 0.0, "x": 1.0, "y": 4.0, "hi": 6.0}}
+    two = {"q": {"lo": 0.0, "y": 3.0, "x": 8.0, "hi": 10.0}}
+    assert 0.5 * (1 / 6) + 0.5 * (8 / 10) > 0.5 * (4 / 6) + 0.5 * (3 / 10)
+    fused = fuse([one, two], "interpolate")["q"]
+    assert [d for d, _ in fused] == ["hi", "y", "x", "lo"]   # equal: the first run ranks y above x
+    assert fused[1][1] == fused[2][1] == 29 / 60             # the nearest double of the exact score
+
+
+def test_runs_with_no_query_in_common_are_fused_with_one_warning(caplog):
+    with caplog.at_level("WARNING", logger="rank1_cli"):
+        fused = fuse([{"1": {"a": 1.0}, "2": {"b": 1.0}}, {"x": {"a": 1.0}}], "rrf")
+    assert list(fused) == ["1", "2", "x"]
+    assert caplog.messages == ["the runs have no query in common (run #1 lacks 1: 'x'; run #2 lacks 2: '1', '2'); the "
+                               "fused run is their union, each query fused from the runs that have it. Check that the "
+                               "runs are for the same topics, with the same query ids"]
+
+
+def test_runs_sharing_only_some_queries_are_fused_with_one_warning(caplog):
+    with caplog.at_level("WARNING", logger="rank1_cli"):
+        fuse([A, B, {"q": {"d1": 1.0}, "q3": {"d1": 1.0}}], "rrf")
+    assert caplog.messages == ["2 of the 3 queries are not in every run (run #1 lacks 2: 'q2', 'q3'; run #2 lacks 1: "
+                               "'q3'; run #3 lacks 1: 'q2'); each is fused from the runs that have it"]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="rank1_cli"):
+        fuse([A, A], "rrf")
+    assert caplog.messages == []
+
+
 def test_fused_runs_are_written_tie_safe(tmp_path):
     # four documents tie exactly under RRF (each first or second in one run only)
     one, two = {"q": {"a": 2.0, "b": 1.0}}, {"q": {"c": 2.0, "d": 1.0}}
@@ -110,6 +150,9 @@ def test_cli_fuse_writes_a_run_every_evaluator_reads_in_its_order(tmp_path):
     qrels = read_qrels_file(SAMPLE / "qrels.txt")
     assert evaluate_run(written, qrels, ["AP"]).value("AP") > 0.6
 
+    (tmp_path / "other.trec").write_text("zz Q0 d001 1 1.0 other\n")
+    proc = rank1("fuse", bm25, tmp_path / "other.trec", "-o", tmp_path / "union.trec")
+    assert proc.returncode == 0 and "WARNING" in proc.stderr and "the runs have no query in common" in proc.stderr
     proc = rank1("fuse", bm25, notitle, "--weights", "1,2,3", "-o", tmp_path / "x.trec")
     assert proc.returncode == 2
     assert proc.stderr == "rank1: error: --weights 1,2,3 gives 3 weights for 2 runs; give one per run, in the order of the runs\n"

@@ -160,6 +160,20 @@ def test_a_20000_pair_rerank_makes_a_report_of_a_few_megabytes(tmp_path):
     assert 2e6 < output.stat().st_size < 8e6        # 5.5 MB: bundle 0.9, reasoning of 2,000 top + 500 disagreements
 
 
+def test_traces_of_another_rerank_are_said_not_to_belong_to_the_run(tmp_path):
+    run, baseline, traces = small_inputs(tmp_path)
+    scores = {"d1": 0.9, "d3": 0.6}  # another model scored d1 above d3; another first stage also swapped d1 and d2
+    for ranks in ({}, {"d1": 2, "d2": 1}):
+        rerank = [trace(t.qid, t.docid, ranks.get(t.docid, t.first_stage_rank), scores.get(t.docid, t.score),
+                        t.verdict) for t in traces]
+        with pytest.raises(InputError) as error:
+            build_report(run, baseline, QRELS, rerank, names=Names("run.trec", "bm25.trec", "qrels", "t.jsonl"))
+        assert str(error.value) == (
+            "t.jsonl: the traces do not belong to the run run.trec: in 1 queries the run orders the traced documents "
+            "otherwise than their scores in the traces (q1: 'd3' above 'd1', scored 0.6 and 0.9); give the traces "
+            "written with that run")
+
+
 BAD = {
     "traces of another run": ("stray", "traced pairs are not in the run"),
     "a query of the run without traces": ("untraced", "queries of the run"),

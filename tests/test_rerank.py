@@ -319,3 +319,47 @@ def test_a_context_beyond_the_models_is_clamped_to_it_with_a_warning(tmp_path, c
     assert "max_reasoning_tokens 4096 leaves no room for a prompt in 1024 tokens of context" in caplog.text
     prompt_tokens = max(len(small.scoring.tokenizer(p.prompt)["input_ids"]) for p in small.pairs)
     assert prompt_tokens + small.settings["max_reasoning_tokens"] < 1024
+
+
+def _inputs(tmp_path, corpus_lines, instructions=None, **options):
+    """read_inputs over a small corpus file (no model)."""
+    from rank1_cli.rerank import read_inputs
+
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(line + "\n" for line in corpus_lines))
+    source = CollectionSource(corpus=str(corpus), queries=str(SAMPLE / "queries.tsv"))
+    if instructions is not None:
+        path = tmp_path / "instructions.tsv"
+        path.write_text("".join(f"{q}\t{t}\n" for q, t in instructions))
+        options["instructions"] = str(path)
+    return read_inputs(write_run(tmp_path, RUN), source, RerankOptions(model=str(TINY_MODEL), top_k=3, **options))
+
+
+FULL_CORPUS = [f'{{"doc_id": "d00{i}", "text": "passage {i}"}}' for i in range(1, 7)]
+
+
+def test_documents_without_title_or_text_are_reranked_with_one_warning(tmp_path, caplog):
+    corpus = FULL_CORPUS[:2] + ['{"doc_id": "d003", "title": "", "text": " "}', '{"doc_id": "d005", "text": ""}',
+                                '{"doc_id": "d006", "title": "A title alone", "text": ""}']
+    with caplog.at_level("WARNING", logger="rank1_cli"):
+        inputs = _inputs(tmp_path, corpus)
+    assert {"d003", "d005"} <= inputs.documents.keys()
+    assert caplog.messages == [f"2 documents of the run's top 3 have no title and no text in {tmp_path}/corpus.jsonl; "
+                               "they are reranked with an empty passage: d003, d005 (2 in all)"]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="rank1_cli"):
+        _inputs(tmp_path, FULL_CORPUS)
+    assert caplog.messages == []
+
+
+def test_instructions_for_queries_not_in_the_run_are_named_in_one_warning(tmp_path, caplog):
+    instructions = [("q01", "only recent work"), ("q09", "x"), ("q07", "y")]
+    with caplog.at_level("WARNING", logger="rank1_cli"):
+        inputs = _inputs(tmp_path, FULL_CORPUS, instructions)
+    assert inputs.instructions["q01"] == "only recent work"
+    assert caplog.messages == [f"{tmp_path}/instructions.tsv: 2 of its 3 queries are not in the run and their "
+                               "instructions are not used: q09, q07 (2 in all)"]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="rank1_cli"):
+        _inputs(tmp_path, FULL_CORPUS, instructions[:1], shard="1/2")  # q01 in shard 2
+    assert caplog.messages == []
