@@ -180,7 +180,7 @@ def rerank(
     backend: BackendOpt = Backend.vllm,
     dtype: DtypeOpt = None,
     max_model_len: MaxModelLenOpt = 16000,
-    max_reasoning_tokens: Annotated[int, typer.Option(help="Token budget for reasoning; unfinished reasoning gets a forced verdict (the paper: 8192).")] = 8192,
+    max_reasoning_tokens: Annotated[int, typer.Option(help="Token budget for reasoning; unfinished reasoning gets a forced verdict (the paper: 8192). 0: no reasoning, the verdict is forced right after the prompt (one prefill per pair).")] = 8192,
     tensor_parallel: TensorParallelOpt = None,
     data_parallel: DataParallelOpt = None,
     gpu_memory_utilization: GpuMemoryOpt = None,

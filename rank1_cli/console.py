@@ -61,7 +61,9 @@ def print_rerank_summary(console: Console, stats, traces_path: str | None, store
         f"({stats.pairs_per_second:.2f} pairs/s" + (f"; engine start {stats.load_seconds:.1f}s more)"
                                                    if stats.load_seconds else ")"),
         f"generated {stats.output_tokens} tokens for {stats.generated} distinct prompts "
-        f"({stats.tokens_per_second:.1f} tokens/s, mean reasoning {stats.mean_reasoning_tokens:.1f} tokens)",
+        f"({stats.tokens_per_second:.1f} tokens/s, mean reasoning {stats.mean_reasoning_tokens:.1f} tokens)"
+        if stats.max_reasoning_tokens else
+        "no reasoning (budget 0): every verdict forced right after the prompt, nothing generated",
         f"completions: {stats.stop} finished, {stats.forced} forced, {stats.fallback} fallback (0.5); "
         f"{stats.truncated} passages truncated",
         f"store: {stats.from_store} pairs from {store_path}" if store_path

@@ -66,10 +66,14 @@ def plan_rerank(prepared: PreparedRerank, store: Store | None, *, recompute: boo
         to_generate=len(missing), prompt_tokens=sum(prompt_tokens.values()),
         prompt_tokens_to_generate=sum(prompt_tokens[sha] for sha in missing),
         truncated=sum(pair.truncated for pair in prepared.pairs), store=str(store.path) if store else None,
-        estimate=_estimate(len(missing), rate) if rate else None, budgets=budgets)
+        estimate=_estimate(len(missing), rate, key.max_reasoning_tokens), budgets=budgets)
 
 
-def _estimate(to_generate: int, rate: MeasuredRate) -> Estimate:
+def _estimate(to_generate: int, rate: MeasuredRate | None, max_reasoning_tokens: int) -> Estimate | None:
+    if max_reasoning_tokens == 0:
+        return Estimate(0, 0.0, None, "budget 0: no reasoning, one prefill and one forced verdict token per prompt")
+    if rate is None:
+        return None
     tokens = round(to_generate * rate.mean_output_tokens)
     which = "these settings" if rate.same_settings else "this model and engine under other settings"
     basis = f"{rate.generations} stored generations of {which}"
@@ -102,7 +106,8 @@ def format_plan(plan: RerankPlan) -> str:
         f"prompt tokens   {plan.prompt_tokens} ({plan.prompt_tokens_to_generate} in the prompts to generate)",
         f"in the store    {plan.stored} judged, {plan.pending} awaiting a forced verdict"
         + (f" ({plan.store})" if plan.store else " (no store)"),
-        f"to generate     {plan.to_generate} prompts",
+        f"to generate     {plan.to_generate} prompts" if plan.max_reasoning_tokens else
+        f"to judge        {plan.to_generate} prompts, no reasoning: one forced verdict token each",
     ]
     if plan.estimate is None:
         lines.append("estimate        none: the store has no earlier generation of this model")

@@ -119,6 +119,7 @@ class PreparedRerank:
 
 @dataclass(slots=True)
 class RerankStats:
+    max_reasoning_tokens: int = 0   # the budget; 0: no reasoning, every verdict forced after the prompt
     pairs: int = 0
     queries: int = 0
     from_store: int = 0             # pairs whose judgement was in the store already
@@ -292,7 +293,7 @@ def execute_rerank(prepared: PreparedRerank, scorer: Scorer, progress: ProgressR
     started = time.perf_counter()
     before = dataclasses.replace(scorer.stats)       # a scorer (Rank1's) may have judged before
     judgements = scorer.judge([pair.prompt for pair in prepared.pairs], progress)
-    stats = RerankStats(pairs=len(prepared.pairs), queries=prepared.queries)
+    stats = RerankStats(prepared.key.max_reasoning_tokens, pairs=len(prepared.pairs), queries=prepared.queries)
     traces: dict[tuple[str, str], Trace] = {}
     for pair, judgement in zip(prepared.pairs, judgements):
         traces[pair.key] = Trace(pair.qid, pair.docid, pair.first_stage_rank, judgement.score, judgement.verdict,

@@ -16,7 +16,8 @@ rerank later finds them there; generations already stored under budget b are use
 Two kinds of pair cannot be derived and are generated at budget b instead: a passage truncated to
 fit the largest budget (a smaller budget leaves more room for the passage, so its prompt differs)
 and a generation stored without its token ids (an import of traces, or an engine that reports
-none).
+none). Budget 0 (no reasoning: the verdict forced right after the prompt) is derived from any
+stored generation of an untruncated prompt, token ids or not.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from pathlib import Path
 
 from .errors import OptionError
 from .rerank import PreparedRerank, RerankResult, execute_rerank
-from .scorer import Budget, ProgressReporter, Scorer, fit_prompts
+from .scorer import Budget, ProgressReporter, Scorer, fit_prompts, unreasoned
 from .store import PENDING, StoredGeneration
 from . import prompts
 
@@ -61,7 +62,7 @@ class BudgetRun:
 
 
 def parse_budgets(text: str) -> tuple[int, ...]:
-    """'256,512,1024' -> (256, 512, 1024): distinct positive token counts, ascending."""
+    """'0,256,512,1024' -> (0, 256, 512, 1024): distinct token counts, ascending (0: no reasoning)."""
     budgets: set[int] = set()
     for part in text.split(","):
         part = part.strip()
@@ -70,8 +71,9 @@ def parse_budgets(text: str) -> tuple[int, ...]:
         except ValueError:
             raise OptionError(f"{{budgets}} must be comma-separated token counts such as 256,512,1024; "
                               f"{part[:40]!r} is not a whole number") from None
-        if value < 1:
-            raise OptionError(f"{{budgets}}: a reasoning budget must be at least 1 token, found {value}")
+        if value < 0:
+            raise OptionError(f"{{budgets}}: a reasoning budget must be at least 0 tokens (0: no reasoning), "
+                              f"found {value}")
         budgets.add(value)
     return tuple(sorted(budgets))
 
@@ -102,7 +104,10 @@ def at_budget(prepared: PreparedRerank, budget: int) -> PreparedRerank:
 def cut_at(stored: StoredGeneration, budget: int, tokenizer) -> StoredGeneration | None:
     """The generation budget `budget` gives, derived from one made with a larger budget: the same
     one when its reasoning ended within `budget` tokens, else its first `budget` tokens, pending
-    their repair. None when that needs token ids the store does not have."""
+    their repair. None when that needs token ids the store does not have. Budget 0 needs none: every
+    generation cut at 0 tokens is the empty reasoning."""
+    if budget == 0:
+        return unreasoned(stored.prompt_sha256)
     if stored.output_tokens <= budget:
         return stored
     if stored.token_ids is None:

@@ -104,3 +104,12 @@ def test_dry_run_still_refuses_bad_input(tmp_path):
                           str(SAMPLE / "corpus.jsonl"), "--queries", str(SAMPLE / "queries.tsv"), "--dry-run"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and f"{bad}:1: score" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_budget_0_plan_needs_no_stored_generation_and_estimates_no_output_tokens():
+    plan = plan_rerank(sample_job(top_k=2, reasoning=0), None)
+    assert plan.max_reasoning_tokens == 0 and plan.to_generate == plan.distinct_prompts == 50
+    assert (plan.estimate.output_tokens, plan.estimate.mean_output_tokens, plan.estimate.seconds) == (0, 0.0, None)
+    text = format_plan(plan)
+    assert "to judge        50 prompts, no reasoning: one forced verdict token each" in text
+    assert "estimate        about 0 output tokens" in text and "none: the store" not in text

@@ -255,8 +255,8 @@ def test_bad_inputs_fail_before_any_model_loads(tmp_path):
     for length in (1, -5):
         with pytest.raises(InputError, match=rf"max_model_len must be at least 265 tokens.*found {length}"):
             prepared(tmp_path, RUN, max_model_len=length)
-    with pytest.raises(InputError, match=r"max_reasoning_tokens must be at least 1, found 0"):
-        prepared(tmp_path, RUN, max_reasoning_tokens=0)
+    with pytest.raises(InputError, match=r"max_reasoning_tokens must be at least 0 \(0: no reasoning.*found -1"):
+        prepared(tmp_path, RUN, max_reasoning_tokens=-1)
     job = prepared(tmp_path, RUN + [("q03", "nope1", 1, 1.0), ("q03", "d010", 2, 1.0)], missing="skip")
     assert [p.docid for p in job.pairs if p.qid == "q03"] == ["d010"]
 
@@ -319,3 +319,25 @@ def test_a_context_beyond_the_models_is_clamped_to_it_with_a_warning(tmp_path, c
     assert "max_reasoning_tokens 4096 leaves no room for a prompt in 1024 tokens of context" in caplog.text
     prompt_tokens = max(len(small.scoring.tokenizer(p.prompt)["input_ids"]) for p in small.pairs)
     assert prompt_tokens + small.settings["max_reasoning_tokens"] < 1024
+
+
+def test_budget_0_forces_every_verdict_after_an_empty_reasoning_and_generates_nothing(tmp_path):
+    """No reasoning: the reference's repair of an empty reasoning, the prompt then `\n\n</think>`,
+    one forced token per distinct prompt, all in one batch; stored under budget 0."""
+    job = prepared(tmp_path, RUN, max_reasoning_tokens=0)
+    assert job.key.max_reasoning_tokens == 0 and job.settings["max_reasoning_tokens"] == 0
+    engine = ScriptedEngine(lambda prompt: pytest.fail("budget 0 generates nothing"),
+                            verdict=lambda p: VerdictLogprobs(math.log(0.2), math.log(0.6)))
+    with Store(tmp_path / "store.sqlite") as store:
+        result = rerank_with_engine(job, engine, store)
+        assert engine.generated == [] and engine.force_calls == 1
+        assert engine.forced == [pair.prompt + "\n\n</think>" for pair in job.pairs]
+        assert result.stats.generated == 0 and result.stats.output_tokens == 0 and result.stats.forced == len(job.pairs)
+        for trace in result.traces.values():
+            assert (trace.completion, trace.output_tokens, trace.reasoning, trace.verdict) == ("forced", 0, "", "false")
+            assert trace.score == pytest.approx(0.25)
+        assert store.count(job.key) == len(job.pairs)
+
+        again = rerank_with_engine(job, ScriptedEngine(lambda p: pytest.fail("stored"),
+                                                       verdict=lambda p: pytest.fail("stored")), store)
+        assert again.stats.from_store == len(job.pairs) and again.ranking == result.ranking
