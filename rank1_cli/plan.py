@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
-from .rerank import PreparedRerank
+from .rerank import PreparedRerank, at_budget
 from .store import PENDING, MeasuredRate, Store
 
 
@@ -23,6 +23,17 @@ class Estimate:
     mean_output_tokens: float
     seconds: float | None          # None when no earlier run was timed
     basis: str                     # what the figures come from, in words
+
+
+@dataclass(frozen=True, slots=True)
+class CascadePlan:
+    """`--reason-top N`: budget 0 for every pair, then reasoning on each query's N best. Which pairs
+    those are is known only after the first stage, so the second stage's figures are upper bounds."""
+
+    reason_top: int
+    screen_to_judge: int           # distinct prompts the budget-0 stage still has to judge (one token each)
+    reasoned_at_most: int          # pairs reasoned on: N per query, fewer where a query has fewer pairs
+    output_tokens_at_most: int | None   # reasoned_at_most x the estimate's tokens per prompt
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +54,7 @@ class RerankPlan:
     store: str | None
     estimate: Estimate | None
     budgets: tuple[int, ...] = ()  # a sweep's: the smaller ones cost one forced token per cut pair
+    cascade: CascadePlan | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -59,6 +71,16 @@ def plan_rerank(prepared: PreparedRerank, store: Store | None, *, recompute: boo
     missing = [sha for sha in prompt_tokens if sha not in completions]
     rate = store.rate(prepared.key) if store is not None else None
     key = prepared.key
+    estimate = _estimate(len(missing), rate, key.max_reasoning_tokens)
+    cascade = None
+    if prepared.options.reason_top:
+        screen = plan_rerank(at_budget(prepared, 0), store, recompute=recompute)
+        per_query: dict[str, int] = {}
+        for pair in prepared.pairs:
+            per_query[pair.qid] = per_query.get(pair.qid, 0) + 1
+        reasoned = sum(min(prepared.options.reason_top, n) for n in per_query.values())
+        tokens = round(reasoned * estimate.mean_output_tokens) if estimate else None
+        cascade = CascadePlan(prepared.options.reason_top, screen.to_generate, reasoned, tokens)
     return RerankPlan(
         model=prepared.model.spec, engine=key.engine, max_reasoning_tokens=key.max_reasoning_tokens,
         max_model_len=key.max_model_len, queries=prepared.queries, pairs=len(prepared.pairs),
@@ -66,7 +88,7 @@ def plan_rerank(prepared: PreparedRerank, store: Store | None, *, recompute: boo
         to_generate=len(missing), prompt_tokens=sum(prompt_tokens.values()),
         prompt_tokens_to_generate=sum(prompt_tokens[sha] for sha in missing),
         truncated=sum(pair.truncated for pair in prepared.pairs), store=str(store.path) if store else None,
-        estimate=_estimate(len(missing), rate, key.max_reasoning_tokens), budgets=budgets)
+        estimate=estimate, budgets=budgets, cascade=cascade)
 
 
 def _estimate(to_generate: int, rate: MeasuredRate | None, max_reasoning_tokens: int) -> Estimate | None:
@@ -116,6 +138,13 @@ def format_plan(plan: RerankPlan) -> str:
         time = f", about {_duration(e.seconds)} of engine time" if e.seconds is not None else ""
         lines.append(f"estimate        about {e.output_tokens} output tokens ({e.mean_output_tokens:.0f} per prompt)"
                      f"{time}; from {e.basis}")
+    if plan.cascade:
+        c = plan.cascade
+        tokens = (f"; at most about {c.output_tokens_at_most} output tokens"
+                  if c.output_tokens_at_most is not None else "")
+        lines.append(f"cascade         budget 0 first ({c.screen_to_judge} prompts to judge, one token each), then "
+                     f"reasoning on at most {c.reasoned_at_most} pairs ({c.reason_top} per query; the counts above "
+                     f"are for reasoning on every pair){tokens}")
     if plan.budgets:
         smaller = [b for b in plan.budgets if b != plan.max_reasoning_tokens]
         lines.append(f"sweep           budgets {', '.join(map(str, plan.budgets))}: the smaller ones "

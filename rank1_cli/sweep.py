@@ -22,7 +22,6 @@ stored generation of an untruncated prompt, token ids or not.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from collections.abc import Sequence
@@ -30,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import OptionError
-from .rerank import PreparedRerank, RerankResult, execute_rerank
-from .scorer import Budget, ProgressReporter, Scorer, fit_prompts, unreasoned
+from .rerank import PreparedRerank, RerankResult, at_budget, execute_rerank
+from .scorer import ProgressReporter, Scorer, unreasoned
 from .store import PENDING, StoredGeneration
 from . import prompts
 
@@ -76,29 +75,6 @@ def parse_budgets(text: str) -> tuple[int, ...]:
                               f"found {value}")
         budgets.add(value)
     return tuple(sorted(budgets))
-
-
-def at_budget(prepared: PreparedRerank, budget: int) -> PreparedRerank:
-    """The same rerank with a smaller reasoning budget: the same pairs, except that passages
-    truncated to fit the larger budget are fitted again to the room the smaller one leaves."""
-    largest = prepared.scoring.budget
-    if budget > largest.max_reasoning_tokens:
-        raise OptionError(f"budget {budget} is larger than the prepared rerank's {largest.max_reasoning_tokens}")
-    sized = Budget(largest.max_model_len, budget)
-    scoring = dataclasses.replace(prepared.scoring, budget=sized,
-                                  key=dataclasses.replace(prepared.key, max_reasoning_tokens=budget))
-    pairs = list(prepared.pairs)
-    truncated = [i for i, pair in enumerate(pairs) if pair.truncated]
-    if truncated:
-        query_texts, passages = zip(*(pairs[i].untruncated for i in truncated))
-        fitted = fit_prompts(scoring.tokenizer, query_texts, passages, sized.prompt_tokens)
-        for i, fit in zip(truncated, fitted):
-            pairs[i] = dataclasses.replace(pairs[i], prompt=fit.prompt, prompt_sha256=prompts.prompt_sha256(fit.prompt),
-                                           truncated=fit.truncated, prompt_tokens=fit.tokens,
-                                           untruncated=pairs[i].untruncated if fit.truncated else None)
-    settings = {**prepared.settings, "max_reasoning_tokens": budget}
-    options = dataclasses.replace(prepared.options, max_reasoning_tokens=budget)
-    return dataclasses.replace(prepared, pairs=pairs, options=options, scoring=scoring, settings=settings)
 
 
 def cut_at(stored: StoredGeneration, budget: int, tokenizer) -> StoredGeneration | None:
