@@ -79,12 +79,13 @@ class Rank1:
 
     def rerank_run(self, run: str | os.PathLike, *, dataset: str | None = None, corpus: str | None = None,
                    queries: str | None = None, top_k: int = 100, keep_tail: bool = True, missing: str = "error",
-                   instructions: str | None = None, shard: str | None = None,
+                   instructions: str | None = None, shard: str | None = None, reason_top: int | None = None,
                    progress: ProgressReporter | None = None) -> RerankResult:
         """What `rank1 rerank` does with a TREC run, with this model: `.ranking` (qid -> [(docid,
-        score)] in the new order; write it with `rank1_cli.trec.write_run`) and `.traces`."""
+        score)] in the new order; write it with `rank1_cli.trec.write_run`) and `.traces`.
+        `reason_top`: the cascade of `rank1 rerank --reason-top`."""
         options = dataclasses.replace(self.options, top_k=top_k, keep_tail=keep_tail, missing=missing,
-                                      instructions=instructions, shard=shard)
+                                      instructions=instructions, shard=shard, reason_top=reason_top)
         prepared = prepare_rerank(str(run), CollectionSource(dataset=dataset, corpus=corpus, queries=queries), options,
                                   self.scoring)
         return execute_rerank(prepared, self.scorer, progress)

@@ -180,7 +180,8 @@ def rerank(
     backend: BackendOpt = Backend.vllm,
     dtype: DtypeOpt = None,
     max_model_len: MaxModelLenOpt = 16000,
-    max_reasoning_tokens: Annotated[int, typer.Option(help="Token budget for reasoning; unfinished reasoning gets a forced verdict (the paper: 8192).")] = 8192,
+    max_reasoning_tokens: Annotated[int, typer.Option(help="Token budget for reasoning; unfinished reasoning gets a forced verdict (the paper: 8192). 0: no reasoning, the verdict is forced right after the prompt (one prefill per pair).")] = 8192,
+    reason_top: Annotated[Optional[int], typer.Option(help="A cascade: judge every top-k pair without reasoning (budget 0), then reason at the full budget only on each query's N best by that score; they rank above the other k - N, which keep their budget-0 order. Both stages go into the store. Default: reason on every pair.")] = None,
     tensor_parallel: TensorParallelOpt = None,
     data_parallel: DataParallelOpt = None,
     gpu_memory_utilization: GpuMemoryOpt = None,
@@ -233,7 +234,7 @@ def rerank(
         backend, _engine_given(locals()),
         model=model, top_k=top_k, dtype=dtype, max_model_len=max_model_len,
         max_reasoning_tokens=max_reasoning_tokens, prompt=prompt, instructions=instructions, keep_tail=keep_tail,
-        tag=tag, missing=missing.value, chunk_size=chunk_size, shard=shard)
+        tag=tag, missing=missing.value, chunk_size=chunk_size, shard=shard, reason_top=reason_top)
     prepared = prepare_rerank(run, CollectionSource(dataset=dataset, corpus=corpus, queries=queries), options)
     if dry_run:
         _print_plan(prepared, store, no_store, overwrite, plan_format)

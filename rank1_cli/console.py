@@ -120,9 +120,14 @@ def print_rerank_summary(console: Console, stats, traces_path: str | None, store
         f"({stats.pairs_per_second:.2f} pairs/s" + (f"; engine start {stats.load_seconds:.1f}s more)"
                                                    if stats.load_seconds else ")"),
         f"generated {stats.output_tokens} tokens for {stats.generated} distinct prompts "
-        f"({stats.tokens_per_second:.1f} tokens/s, mean reasoning {stats.mean_reasoning_tokens:.1f} tokens)",
+        f"({stats.tokens_per_second:.1f} tokens/s, mean reasoning {stats.mean_reasoning_tokens:.1f} tokens)"
+        if stats.max_reasoning_tokens else
+        "no reasoning (budget 0): every verdict forced right after the prompt, nothing generated",
         f"completions: {stats.stop} finished, {stats.forced} forced, {stats.fallback} fallback (0.5); "
         f"{stats.truncated} passages truncated",
+        *([f"cascade: reasoned on {stats.reasoned} of {stats.pairs} pairs (each query's best by its budget-0 score); "
+           f"the other {stats.pairs - stats.reasoned} keep their budget-0 judgement, ranked below"]
+          if stats.reasoned is not None else []),
         f"store: {stats.from_store} pairs from {store_path}" if store_path
         else "store: none (nothing reused or kept for a rerun)",
         f"traces: {traces_path}" if traces_path else "traces: not saved (pass --traces FILE to keep them)",

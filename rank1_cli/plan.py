@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
-from .rerank import PreparedRerank
+from .rerank import PreparedRerank, at_budget
 from .store import PENDING, MeasuredRate, Store
 from .sweep import check_budgets
 
@@ -25,6 +25,17 @@ class Estimate:
     seconds: float | None          # None when no earlier run was timed
     basis: str                     # what the figures come from, in words
     is_lower_bound: bool = False   # some reasoning it comes from was cut at a smaller budget
+
+
+@dataclass(frozen=True, slots=True)
+class CascadePlan:
+    """`--reason-top N`: budget 0 for every pair, then reasoning on each query's N best. Which pairs
+    those are is known only after the first stage, so the second stage's figures are upper bounds."""
+
+    reason_top: int
+    screen_to_judge: int           # distinct prompts the budget-0 stage still has to judge (one token each)
+    reasoned_at_most: int          # pairs reasoned on: N per query, fewer where a query has fewer pairs
+    output_tokens_at_most: int | None   # reasoned_at_most x the estimate's tokens per prompt (None: no estimate)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +56,7 @@ class RerankPlan:
     store: str | None
     estimate: Estimate | None
     budgets: tuple[int, ...] = ()  # a sweep's: the smaller ones cost one forced token per cut pair
+    cascade: CascadePlan | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -64,6 +76,16 @@ def plan_rerank(prepared: PreparedRerank, store: Store | None, *, recompute: boo
     missing = [sha for sha in prompt_tokens if sha not in completions]
     rate = store.rate(prepared.key) if store is not None else None
     key = prepared.key
+    estimate = _estimate(len(missing), rate, key.max_reasoning_tokens)
+    cascade = None
+    if prepared.options.reason_top:
+        screen = plan_rerank(at_budget(prepared, 0), store, recompute=recompute)
+        per_query: dict[str, int] = {}
+        for pair in prepared.pairs:
+            per_query[pair.qid] = per_query.get(pair.qid, 0) + 1
+        reasoned = sum(min(prepared.options.reason_top, n) for n in per_query.values())
+        tokens = round(reasoned * estimate.mean_output_tokens) if estimate else None
+        cascade = CascadePlan(prepared.options.reason_top, screen.to_generate, reasoned, tokens)
     return RerankPlan(
         model=prepared.model.spec, engine=key.engine, max_reasoning_tokens=key.max_reasoning_tokens,
         max_model_len=key.max_model_len, queries=prepared.queries, pairs=len(prepared.pairs),
@@ -71,10 +93,14 @@ def plan_rerank(prepared: PreparedRerank, store: Store | None, *, recompute: boo
         to_generate=len(missing), prompt_tokens=sum(prompt_tokens.values()),
         prompt_tokens_to_generate=sum(prompt_tokens[sha] for sha in missing),
         truncated=sum(pair.truncated for pair in prepared.pairs), store=str(store.path) if store else None,
-        estimate=_estimate(len(missing), rate) if rate else None, budgets=budgets)
+        estimate=estimate, budgets=budgets, cascade=cascade)
 
 
-def _estimate(to_generate: int, rate: MeasuredRate) -> Estimate:
+def _estimate(to_generate: int, rate: MeasuredRate | None, max_reasoning_tokens: int) -> Estimate | None:
+    if max_reasoning_tokens == 0:
+        return Estimate(0, 0.0, None, "budget 0: no reasoning, one prefill and one forced verdict token per prompt")
+    if rate is None:
+        return None
     tokens = round(to_generate * rate.mean_output_tokens)
     which = "these settings" if rate.same_settings else "this model and engine under other settings"
     basis = f"{rate.generations} stored generations of {which}"
@@ -109,7 +135,8 @@ def format_plan(plan: RerankPlan) -> str:
         f"prompt tokens   {plan.prompt_tokens} ({plan.prompt_tokens_to_generate} in the prompts to generate)",
         f"in the store    {plan.stored} judged, {plan.pending} awaiting a forced verdict"
         + (f" ({plan.store})" if plan.store else " (no store)"),
-        f"to generate     {plan.to_generate} prompts",
+        f"to generate     {plan.to_generate} prompts" if plan.max_reasoning_tokens else
+        f"to judge        {plan.to_generate} prompts, no reasoning: one forced verdict token each",
     ]
     if plan.estimate is None:
         lines.append("estimate        none: the store has no earlier generation of this model")
@@ -119,6 +146,15 @@ def format_plan(plan: RerankPlan) -> str:
         time = f", {about} {_duration(e.seconds)} of engine time" if e.seconds is not None else ""
         lines.append(f"estimate        {about} {e.output_tokens} output tokens ({e.mean_output_tokens:.0f} per prompt)"
                      f"{time}; from {e.basis}")
+    if plan.cascade:
+        c = plan.cascade
+        tokens = ""
+        if c.output_tokens_at_most is not None:
+            bound = "at least " if plan.estimate and plan.estimate.is_lower_bound else ""
+            tokens = f"; for those at most, {bound}about {c.output_tokens_at_most} output tokens"
+        lines.append(f"cascade         budget 0 first ({c.screen_to_judge} prompts to judge, one token each), then "
+                     f"reasoning on at most {c.reasoned_at_most} pairs ({c.reason_top} per query; the counts above "
+                     f"are for reasoning on every pair){tokens}")
     if plan.budgets:
         smaller = [b for b in plan.budgets if b != plan.max_reasoning_tokens]
         lines.append(f"sweep           budgets {', '.join(map(str, plan.budgets))}: the smaller ones "

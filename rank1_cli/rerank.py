@@ -40,6 +40,7 @@ from .trec import Run, read_run
 log = logging.getLogger(__name__)
 
 DTYPES = ("auto", "float16", "bfloat16", "float32")
+REASON_TOP_KEY = "reason_top"      # in a cascade's traces settings: how many pairs per query were reasoned on
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +60,7 @@ class RerankOptions:
     missing: str = "error"                   # "error" | "skip": docids absent from the corpus
     chunk_size: int = 256                    # generations per store commit
     shard: str | None = None                 # "I/N": rerank only this share of the queries (job arrays)
+    reason_top: int | None = None            # a cascade: budget 0 for all top-k, reasoning for each query's best N
     engine_options: Any = None               # the backend's own Options (engines.engine_options); None: defaults
 
 
@@ -119,6 +121,7 @@ class PreparedRerank:
 
 @dataclass(slots=True)
 class RerankStats:
+    max_reasoning_tokens: int = 0   # the budget; 0: no reasoning, every verdict forced after the prompt
     pairs: int = 0
     queries: int = 0
     from_store: int = 0             # pairs whose judgement was in the store already
@@ -128,6 +131,7 @@ class RerankStats:
     forced: int = 0
     fallback: int = 0
     truncated: int = 0
+    reasoned: int | None = None     # a cascade's pairs judged at the full budget (the rest at budget 0)
     load_seconds: float = 0.0       # starting the engine (not in `elapsed`)
     engine_seconds: float = 0.0
     repair_seconds: float = 0.0
@@ -173,6 +177,15 @@ def check_options(options: RerankOptions) -> None:
     if options.dtype is not None and options.dtype not in DTYPES:
         raise OptionError(f"{{dtype}} must be one of {', '.join(DTYPES)}, found {options.dtype[:100]!r}")
     check_lengths(options.max_model_len, options.max_reasoning_tokens)
+    if options.reason_top is not None:
+        if options.reason_top < 1:
+            raise OptionError(f"{{reason_top}} must be at least 1 pair per query, found {options.reason_top}")
+        if options.reason_top > options.top_k:
+            raise OptionError(f"{{reason_top}} ({options.reason_top}) cannot exceed {{top_k}} ({options.top_k}): "
+                              "a cascade reasons on some of the top-k pairs")
+        if options.max_reasoning_tokens == 0:
+            raise OptionError("{reason_top} needs a reasoning budget: with {max_reasoning_tokens:0} no pair is "
+                              "reasoned on")
 
 
 def backend_options(options: RerankOptions):
@@ -286,7 +299,33 @@ def prepare_rerank(run_path: str, source: CollectionSource, options: RerankOptio
         from .shard import SHARD_KEY, format_shard, parse_shard
 
         settings[SHARD_KEY] = format_shard(*parse_shard(options.shard))
+    if options.reason_top:
+        settings[REASON_TOP_KEY] = options.reason_top
     return PreparedRerank(inputs.run, pairs, options, scoring, settings, inputs.dropped_missing)
+
+
+def at_budget(prepared: PreparedRerank, budget: int) -> PreparedRerank:
+    """The same rerank with a smaller reasoning budget, every pair judged at it (no cascade): the same
+    pairs, except that passages truncated to fit the larger budget are fitted again to the room the
+    smaller one leaves."""
+    largest = prepared.scoring.budget
+    if budget > largest.max_reasoning_tokens:
+        raise OptionError(f"budget {budget} is larger than the prepared rerank's {largest.max_reasoning_tokens}")
+    sized = Budget(largest.max_model_len, budget)
+    scoring = dataclasses.replace(prepared.scoring, budget=sized,
+                                  key=dataclasses.replace(prepared.key, max_reasoning_tokens=budget))
+    pairs = list(prepared.pairs)
+    truncated = [i for i, pair in enumerate(pairs) if pair.truncated]
+    if truncated:
+        query_texts, passages = zip(*(pairs[i].untruncated for i in truncated))
+        fitted = fit_prompts(scoring.tokenizer, query_texts, passages, sized.prompt_tokens)
+        for i, fit in zip(truncated, fitted):
+            pairs[i] = dataclasses.replace(pairs[i], prompt=fit.prompt, prompt_sha256=prompts.prompt_sha256(fit.prompt),
+                                           truncated=fit.truncated, prompt_tokens=fit.tokens,
+                                           untruncated=pairs[i].untruncated if fit.truncated else None)
+    settings = {**prepared.settings, "max_reasoning_tokens": budget}
+    options = dataclasses.replace(prepared.options, max_reasoning_tokens=budget, reason_top=None)
+    return dataclasses.replace(prepared, pairs=pairs, options=options, scoring=scoring, settings=settings)
 
 
 # --- execute -------------------------------------------------------------------------------
@@ -297,25 +336,66 @@ def make_scorer(prepared: PreparedRerank, store: Store | None, *, recompute: boo
 
 
 def execute_rerank(prepared: PreparedRerank, scorer: Scorer, progress: ProgressReporter | None = None) -> RerankResult:
-    """Judge every pair (store first, engine for the rest) and rank; return run and traces."""
+    """Judge every pair (store first, engine for the rest) and rank; return run and traces.
+
+    With `reason_top` N (a cascade), every top-k pair is judged at budget 0 first, and only each
+    query's N best by that score are reasoned on at the full budget; they rank above the other
+    k - N, which keep their budget-0 order."""
+    if prepared.options.reason_top:
+        return _execute_cascade(prepared, scorer, progress)
     started = time.perf_counter()
     before = dataclasses.replace(scorer.stats)       # a scorer (Rank1's) may have judged before
     judgements = scorer.judge([pair.prompt for pair in prepared.pairs], progress)
-    stats = RerankStats(pairs=len(prepared.pairs), queries=prepared.queries)
-    traces: dict[tuple[str, str], Trace] = {}
-    for pair, judgement in zip(prepared.pairs, judgements):
-        traces[pair.key] = Trace(pair.qid, pair.docid, pair.first_stage_rank, judgement.score, judgement.verdict,
-                                 judgement.reasoning, judgement.logprob_true, judgement.logprob_false,
-                                 judgement.completion, judgement.output_tokens, pair.truncated, prepared.model.spec,
-                                 pair.prompt_sha256, prepared.settings, judgement.origin)
-        stats.from_store += judgement.origin == "store"
-        stats.stop += judgement.completion == "stop"
-        stats.forced += judgement.completion == "forced"
-        stats.fallback += judgement.completion == "fallback"
-        stats.truncated += pair.truncated
-    for name in ("generated", "output_tokens", "engine_seconds", "repair_seconds", "load_seconds"):
-        setattr(stats, name, getattr(scorer.stats, name) - getattr(before, name))
-    ranking = final_ranking(prepared, traces)
+    traces = _traces(prepared, prepared.pairs, judgements)
+    stats = _stats(prepared, traces, [(scorer.stats, before)])
+    return _result(prepared, traces, stats, started, {})
+
+
+def _execute_cascade(prepared: PreparedRerank, scorer: Scorer, progress: ProgressReporter | None) -> RerankResult:
+    started = time.perf_counter()
+    before = dataclasses.replace(scorer.stats)
+    screen = at_budget(prepared, 0)
+    screener = scorer.sibling(screen.key, recompute=scorer.recompute)
+    screened = _traces(screen, screen.pairs, screener.judge([pair.prompt for pair in screen.pairs], progress))
+    by_query: dict[str, list[Trace]] = {}
+    for trace in screened.values():
+        by_query.setdefault(trace.qid, []).append(trace)
+    chosen = {trace.key for traces in by_query.values()
+              for trace in sorted(traces, key=lambda t: (-t.score, t.first_stage_rank))[:prepared.options.reason_top]}
+    to_reason = [pair for pair in prepared.pairs if pair.key in chosen]
+    reasoned = _traces(prepared, to_reason, scorer.judge([pair.prompt for pair in to_reason], progress))
+    traces = {key: reasoned.get(key, trace) for key, trace in screened.items()}
+    stats = _stats(prepared, traces, [(scorer.stats, before), (screener.stats, type(screener.stats)())])
+    stats.reasoned = len(reasoned)
+    return _result(prepared, traces, stats, started, {key: 1 for key in traces if key not in reasoned})
+
+
+def _traces(prepared: PreparedRerank, pairs: list[Pair], judgements) -> dict[tuple[str, str], Trace]:
+    return {pair.key: Trace(pair.qid, pair.docid, pair.first_stage_rank, judgement.score, judgement.verdict,
+                            judgement.reasoning, judgement.logprob_true, judgement.logprob_false, judgement.completion,
+                            judgement.output_tokens, pair.truncated, prepared.model.spec, pair.prompt_sha256,
+                            prepared.settings, judgement.origin)
+            for pair, judgement in zip(pairs, judgements)}
+
+
+def _stats(prepared: PreparedRerank, traces: dict[tuple[str, str], Trace], scorers) -> RerankStats:
+    """The rerank's counts from its traces; engine work from each scorer's stats since `before`."""
+    stats = RerankStats(prepared.key.max_reasoning_tokens, pairs=len(traces), queries=prepared.queries)
+    for trace in traces.values():
+        stats.from_store += trace.origin == "store"
+        stats.stop += trace.completion == "stop"
+        stats.forced += trace.completion == "forced"
+        stats.fallback += trace.completion == "fallback"
+        stats.truncated += trace.truncated
+    for now, before in scorers:
+        for name in ("generated", "output_tokens", "engine_seconds", "repair_seconds", "load_seconds"):
+            setattr(stats, name, getattr(stats, name) + getattr(now, name) - getattr(before, name))
+    return stats
+
+
+def _result(prepared: PreparedRerank, traces: dict[tuple[str, str], Trace], stats: RerankStats, started: float,
+            tiers: dict[tuple[str, str], int]) -> RerankResult:
+    ranking = final_ranking(prepared, traces, tiers)
     ordered = {(qid, docid): traces[(qid, docid)] for qid, docs in ranking.items() for docid, _ in docs
                if (qid, docid) in traces}
     stats.elapsed = time.perf_counter() - started - stats.load_seconds
@@ -332,18 +412,23 @@ def rerank_with_engine(prepared: PreparedRerank, engine: Engine, store: Store | 
 
 # --- final order ---------------------------------------------------------------------------
 
-def final_ranking(prepared: PreparedRerank, traces: dict[tuple[str, str], Trace]) -> dict[str, list[tuple[str, float]]]:
+def final_ranking(prepared: PreparedRerank, traces: dict[tuple[str, str], Trace],
+                  tiers: dict[tuple[str, str], int] | None = None) -> dict[str, list[tuple[str, float]]]:
     """Top-k by rank1 score (ties, fallbacks included, by first-stage rank), then the tail in
-    first-stage order with lower scores (with keep_tail), so no document of the input is lost."""
+    first-stage order with lower scores (with keep_tail), so no document of the input is lost.
+
+    `tiers` puts pairs below others whatever their score: a pair of tier t ranks below every pair
+    of a smaller tier and is written with score - t (a cascade's budget-0 pairs: tier 1)."""
+    tiers = tiers or {}
     top_k = prepared.options.top_k
     ranking: dict[str, list[tuple[str, float]]] = {}
     for qid, entries in prepared.run.items():
-        scored = [(traces[(qid, e.docid)].score, position, e.docid)
+        scored = [(tiers.get((qid, e.docid), 0), traces[(qid, e.docid)].score, position, e.docid)
                   for position, e in enumerate(entries[:top_k], start=1) if (qid, e.docid) in traces]
-        scored.sort(key=lambda item: (-item[0], item[1]))
-        docs = [(docid, score) for score, _, docid in scored]
+        scored.sort(key=lambda item: (item[0], -item[1], item[2]))
+        docs = [(docid, score - tier) for tier, score, _, docid in scored]
         if prepared.options.keep_tail:
-            floor = min((score for score, _, _ in scored), default=0.0)
+            floor = min((score for _, score in docs), default=0.0)
             docs.extend((e.docid, floor - i) for i, e in enumerate(entries[top_k:], start=1))
         ranking[qid] = docs
     return ranking

@@ -59,8 +59,9 @@ def check_lengths(max_model_len: int, max_reasoning_tokens: int) -> None:
     if max_model_len < smallest:
         raise OptionError(f"{{max_model_len}} must be at least {smallest} tokens (a prompt of {MIN_PROMPT_TOKENS}, "
                           f"one reasoning token and the repair's {REPAIR_MARGIN}), found {max_model_len}")
-    if max_reasoning_tokens < 1:
-        raise OptionError(f"{{max_reasoning_tokens}} must be at least 1, found {max_reasoning_tokens}")
+    if max_reasoning_tokens < 0:
+        raise OptionError(f"{{max_reasoning_tokens}} must be at least 0 (0: no reasoning, the verdict is forced at "
+                          f"once), found {max_reasoning_tokens}")
 
 
 def size_budget(max_model_len: int, max_reasoning_tokens: int, model_context: int | None) -> Budget:
@@ -231,11 +232,18 @@ def stored_from_generation(sha: str, generation: Generation, tokens: VerdictToke
                             generation.token_ids)
 
 
+def unreasoned(sha: str) -> StoredGeneration:
+    """Budget 0: no reasoning at all. The reference's repair of an empty reasoning (the prompt, then
+    `\n\n</think>`) forces the verdict, one prefill and one token per prompt."""
+    return StoredGeneration(sha, PENDING, None, None, None, 0, "", ())
+
+
 class Scorer:
     """Judges prompts with one rank1 model: the store first, the engine for the misses.
 
     `engine_factory` is called at most once, when the first miss needs an engine. With
-    `recompute`, stored results are ignored and replaced by the new ones.
+    `recompute`, stored results are ignored and replaced by the new ones. With a reasoning budget
+    of 0 nothing is generated: every miss goes straight to the batched forced verdict.
     """
 
     def __init__(self, key: GenerationKey, tokens: VerdictTokens, engine_factory: Callable[[], Engine], *,
@@ -278,7 +286,9 @@ class Scorer:
 
         progress.start(len(by_sha), len(done), f"reasoning with {self.key.model}")
         try:
-            if missing:
+            if missing and self.key.max_reasoning_tokens == 0:
+                pending.update({sha: unreasoned(sha) for sha in missing})
+            elif missing:
                 made = self._generate([by_sha[sha] for sha in missing], missing, progress)
                 done.update({sha: _judgement(g, "engine") for sha, g in made.items() if g.completion != PENDING})
                 pending.update({sha: g for sha, g in made.items() if g.completion == PENDING})

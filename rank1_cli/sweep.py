@@ -16,12 +16,12 @@ rerank later finds them there; generations already stored under budget b are use
 Two kinds of pair cannot be derived and are generated at budget b instead: a passage truncated to
 fit the largest budget (a smaller budget leaves more room for the passage, so its prompt differs)
 and a generation stored without its token ids (an import of traces, or an engine that reports
-none).
+none). Budget 0 (no reasoning: the verdict forced right after the prompt) is derived from any
+stored generation of an untruncated prompt, token ids or not.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from collections.abc import Sequence
@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import IO
 
 from .errors import OptionError
-from .rerank import PreparedRerank, RerankResult, execute_rerank
-from .scorer import MIN_PROMPT_TOKENS, REPAIR_MARGIN, Budget, ProgressReporter, Scorer, fit_prompts, model_context
+from .rerank import PreparedRerank, RerankResult, at_budget, execute_rerank
+from .scorer import MIN_PROMPT_TOKENS, REPAIR_MARGIN, ProgressReporter, Scorer, model_context, unreasoned
 from .store import PENDING, StoredGeneration
 from . import prompts
 
@@ -62,7 +62,7 @@ class BudgetRun:
 
 
 def parse_budgets(text: str) -> tuple[int, ...]:
-    """'256,512,1024' -> (256, 512, 1024): distinct positive token counts, ascending."""
+    """'0,256,512,1024' -> (0, 256, 512, 1024): distinct token counts, ascending (0: no reasoning)."""
     budgets: set[int] = set()
     for part in text.split(","):
         part = part.strip()
@@ -71,8 +71,9 @@ def parse_budgets(text: str) -> tuple[int, ...]:
         except ValueError:
             raise OptionError(f"{{budgets}} must be comma-separated token counts such as 256,512,1024; "
                               f"{part[:40]!r} is not a whole number") from None
-        if value < 1:
-            raise OptionError(f"{{budgets}}: a reasoning budget must be at least 1 token, found {value}")
+        if value < 0:
+            raise OptionError(f"{{budgets}}: a reasoning budget must be at least 0 tokens (0: no reasoning), "
+                              f"found {value}")
         budgets.add(value)
     return tuple(sorted(budgets))
 
@@ -109,33 +110,13 @@ def check_budgets(prepared: PreparedRerank, budgets: Sequence[int]) -> None:
                       + remedy)
 
 
-def at_budget(prepared: PreparedRerank, budget: int) -> PreparedRerank:
-    """The same rerank with a smaller reasoning budget: the same pairs, except that passages
-    truncated to fit the larger budget are fitted again to the room the smaller one leaves."""
-    largest = prepared.scoring.budget
-    if budget > largest.max_reasoning_tokens:
-        raise OptionError(f"budget {budget} is larger than the prepared rerank's {largest.max_reasoning_tokens}")
-    sized = Budget(largest.max_model_len, budget)
-    scoring = dataclasses.replace(prepared.scoring, budget=sized,
-                                  key=dataclasses.replace(prepared.key, max_reasoning_tokens=budget))
-    pairs = list(prepared.pairs)
-    truncated = [i for i, pair in enumerate(pairs) if pair.truncated]
-    if truncated:
-        query_texts, passages = zip(*(pairs[i].untruncated for i in truncated))
-        fitted = fit_prompts(scoring.tokenizer, query_texts, passages, sized.prompt_tokens)
-        for i, fit in zip(truncated, fitted):
-            pairs[i] = dataclasses.replace(pairs[i], prompt=fit.prompt, prompt_sha256=prompts.prompt_sha256(fit.prompt),
-                                           truncated=fit.truncated, prompt_tokens=fit.tokens,
-                                           untruncated=pairs[i].untruncated if fit.truncated else None)
-    settings = {**prepared.settings, "max_reasoning_tokens": budget}
-    options = dataclasses.replace(prepared.options, max_reasoning_tokens=budget)
-    return dataclasses.replace(prepared, pairs=pairs, options=options, scoring=scoring, settings=settings)
-
-
 def cut_at(stored: StoredGeneration, budget: int, tokenizer) -> StoredGeneration | None:
     """The generation budget `budget` gives, derived from one made with a larger budget: the same
     one when its reasoning ended within `budget` tokens, else its first `budget` tokens, pending
-    their repair. None when that needs token ids the store does not have."""
+    their repair. None when that needs token ids the store does not have. Budget 0 needs none: every
+    generation cut at 0 tokens is the empty reasoning."""
+    if budget == 0:
+        return unreasoned(stored.prompt_sha256)
     if stored.output_tokens <= budget:
         return stored
     if stored.token_ids is None:

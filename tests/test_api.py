@@ -69,3 +69,13 @@ def test_options_are_checked_when_the_model_is_made():
         Rank1(str(TINY_MODEL), backend="transformers", tensor_parallel=2)
     with pytest.raises(InputError, match=r"dtype must be one of"):
         Rank1(str(TINY_MODEL), backend="transformers", dtype="float8")
+
+
+def test_budget_0_from_python_judges_without_reasoning(tmp_path):
+    pairs = [(query, passage) for _, _, query, passage in sample_pairs(k=1)[:3]]
+    with Rank1(str(TINY_MODEL), store=tmp_path / "store.sqlite", **{**SETTINGS, "max_reasoning_tokens": 0}) as rank1:
+        judged = rank1.score(pairs)
+        again = rank1.score(pairs)
+    assert [(j.completion, j.output_tokens, j.reasoning, j.origin) for j in judged] == [("forced", 0, "", "engine")] * 3
+    assert all(0 < j.score < 1 and j.verdict in ("true", "false") for j in judged)
+    assert [j.score for j in again] == [j.score for j in judged] and {j.origin for j in again} == {"store"}

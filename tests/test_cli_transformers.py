@@ -142,3 +142,33 @@ def test_instructions_are_appended_to_their_querys_text_in_the_prompt(reranked, 
         assert trace["prompt_sha256"] == hashlib.sha256(prompt.encode()).hexdigest(), (qid, docid)
         # only q02's prompts are new; every other pair comes from the store
         assert trace["origin"] == ("engine" if qid == "q02" else "store"), (qid, docid)
+
+
+def test_a_cascade_reasons_on_the_best_pair_of_each_query_as_a_full_rerank_would(reranked, tmp_path):
+    """--reason-top 1: the reasoned pair of each query is judged exactly as the full rerank judged it
+    (here from the store it made), the other comes from budget 0; a second run generates nothing."""
+    folder, store, stdout, _ = reranked
+    shutil.copy(store, tmp_path / "store.sqlite")
+    full = {(f[0], f[2]): float(f[4]) for f in run_lines(stdout)}
+    command = ["rerank", SAMPLE / "run.bm25.trec", *TRANSFORMERS, "--store", tmp_path / "store.sqlite",
+               "--reason-top", "1"]
+    proc, _ = rank1(*command, "-o", tmp_path / "cascade.trec", timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "cascade: reasoned on 25 of 50 pairs" in proc.stderr
+    traces = [json.loads(line) for line in (tmp_path / "cascade.traces.jsonl").read_text().splitlines()]
+    reasoned = [t for t in traces if t["settings"]["max_reasoning_tokens"] == 32]
+    screened = [t for t in traces if t["settings"]["max_reasoning_tokens"] == 0]
+    assert len(reasoned) == len(screened) == 25 and len(traces) == 50
+    assert all(t["origin"] == "store" and t["score"] == pytest.approx(full[(t["qid"], t["docid"])], abs=1e-12)
+               for t in reasoned)
+    assert all((t["origin"], t["completion"], t["output_tokens"], t["reasoning"]) == ("engine", "forced", 0, "")
+               for t in screened)
+    lines = run_lines((tmp_path / "cascade.trec").read_text())
+    first = {}
+    for f in lines:
+        first.setdefault(f[0], f[2])
+    assert {(t["qid"], t["docid"]) for t in reasoned} == set(first.items())      # the reasoned pair ranks first
+
+    again, _ = rank1(*command, "-o", tmp_path / "again.trec", timeout=600)
+    assert again.returncode == 0 and "store: 50 pairs from" in again.stderr, again.stderr
+    assert (tmp_path / "again.trec").read_text() == (tmp_path / "cascade.trec").read_text()

@@ -124,3 +124,28 @@ def test_dry_run_still_refuses_bad_input(tmp_path):
                           str(SAMPLE / "corpus.jsonl"), "--queries", str(SAMPLE / "queries.tsv"), "--dry-run"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and f"{bad}:1: score" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_budget_0_plan_needs_no_stored_generation_and_estimates_no_output_tokens():
+    plan = plan_rerank(sample_job(top_k=2, reasoning=0), None)
+    assert plan.max_reasoning_tokens == 0 and plan.to_generate == plan.distinct_prompts == 50
+    assert (plan.estimate.output_tokens, plan.estimate.mean_output_tokens, plan.estimate.seconds) == (0, 0.0, None)
+    text = format_plan(plan)
+    assert "to judge        50 prompts, no reasoning: one forced verdict token each" in text
+    assert "estimate        about 0 output tokens" in text and "none: the store" not in text
+
+
+def test_a_cascade_plan_counts_its_budget_0_stage_and_bounds_its_reasoning(tmp_path):
+    job = dataclasses.replace(sample_job(top_k=3), options=dataclasses.replace(sample_job(top_k=3).options,
+                                                                               reason_top=2))
+    zero_key = dataclasses.replace(job.key, max_reasoning_tokens=0)
+    shas = list(dict.fromkeys(p.prompt_sha256 for p in job.pairs))
+    with Store(tmp_path / "s.sqlite") as store:
+        store.put_many(job.key, [stored(sha, tokens=30) for sha in shas[:10]])
+        store.put_many(zero_key, [stored(sha, "forced", tokens=0) for sha in shas[:4]])
+        plan = plan_rerank(job, store)
+    assert plan.cascade.reason_top == 2 and plan.cascade.screen_to_judge == 75 - 4
+    assert plan.cascade.reasoned_at_most == 50 and plan.cascade.output_tokens_at_most == 50 * 30
+    assert ("cascade         budget 0 first (71 prompts to judge, one token each), then reasoning on at most 50 "
+            "pairs (2 per query") in format_plan(plan)
+    assert json.loads(plan.to_json())["cascade"]["reasoned_at_most"] == 50

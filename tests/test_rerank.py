@@ -4,6 +4,7 @@ A scripted engine stands in for the model here so each path is hit on purpose; t
 runs are in test_vllm_engine.py and test_cli_rerank.py.
 """
 
+import dataclasses
 import math
 
 import pytest
@@ -255,8 +256,8 @@ def test_bad_inputs_fail_before_any_model_loads(tmp_path):
     for length in (1, -5):
         with pytest.raises(InputError, match=rf"max_model_len must be at least 265 tokens.*found {length}"):
             prepared(tmp_path, RUN, max_model_len=length)
-    with pytest.raises(InputError, match=r"max_reasoning_tokens must be at least 1, found 0"):
-        prepared(tmp_path, RUN, max_reasoning_tokens=0)
+    with pytest.raises(InputError, match=r"max_reasoning_tokens must be at least 0 \(0: no reasoning.*found -1"):
+        prepared(tmp_path, RUN, max_reasoning_tokens=-1)
     job = prepared(tmp_path, RUN + [("q03", "nope1", 1, 1.0), ("q03", "d010", 2, 1.0)], missing="skip")
     assert [p.docid for p in job.pairs if p.qid == "q03"] == ["d010"]
 
@@ -363,3 +364,70 @@ def test_instructions_for_queries_not_in_the_run_are_named_in_one_warning(tmp_pa
     with caplog.at_level("WARNING", logger="rank1_cli"):
         _inputs(tmp_path, FULL_CORPUS, instructions[:1], shard="1/2")  # q01 in shard 2
     assert caplog.messages == []
+
+
+def test_budget_0_forces_every_verdict_after_an_empty_reasoning_and_generates_nothing(tmp_path):
+    """No reasoning: the reference's repair of an empty reasoning, the prompt then `\n\n</think>`,
+    one forced token per distinct prompt, all in one batch; stored under budget 0."""
+    job = prepared(tmp_path, RUN, max_reasoning_tokens=0)
+    assert job.key.max_reasoning_tokens == 0 and job.settings["max_reasoning_tokens"] == 0
+    engine = ScriptedEngine(lambda prompt: pytest.fail("budget 0 generates nothing"),
+                            verdict=lambda p: VerdictLogprobs(math.log(0.2), math.log(0.6)))
+    with Store(tmp_path / "store.sqlite") as store:
+        result = rerank_with_engine(job, engine, store)
+        assert engine.generated == [] and engine.force_calls == 1
+        assert engine.forced == [pair.prompt + "\n\n</think>" for pair in job.pairs]
+        assert result.stats.generated == 0 and result.stats.output_tokens == 0 and result.stats.forced == len(job.pairs)
+        for trace in result.traces.values():
+            assert (trace.completion, trace.output_tokens, trace.reasoning, trace.verdict) == ("forced", 0, "", "false")
+            assert trace.score == pytest.approx(0.25)
+        assert store.count(job.key) == len(job.pairs)
+
+        again = rerank_with_engine(job, ScriptedEngine(lambda p: pytest.fail("stored"),
+                                                       verdict=lambda p: pytest.fail("stored")), store)
+        assert again.stats.from_store == len(job.pairs) and again.ranking == result.ranking
+
+
+def test_a_cascade_reasons_only_on_each_querys_best_by_budget_0_and_ranks_them_first(tmp_path):
+    """--reason-top 1 of top 3: budget 0 for all, reasoning for the best of each query; the reasoned
+    pair ranks first whatever its new score, the rest keep their budget-0 order below it."""
+    job = prepared(tmp_path, RUN, reason_top=1)
+    zero = {"d001": 0.3, "d002": 0.8, "d003": 0.6, "d005": 0.4, "d006": 0.4}
+    reasoned = {"d002": 0.1, "d005": 0.9}
+    docid_of = {}
+    for pair in job.pairs:
+        docid_of[pair.prompt + "\n\n</think>"] = pair.docid
+        docid_of[pair.prompt] = pair.docid
+
+    def verdict(prompt):
+        p = zero[docid_of[prompt]]
+        return VerdictLogprobs(math.log(p), math.log(1 - p))
+    engine = ScriptedEngine(finished(job, lambda prompt: reasoned[docid_of[prompt]]), verdict=verdict)
+    with Store(tmp_path / "store.sqlite") as store:
+        result = rerank_with_engine(job, engine, store)
+        # d002 is q01's best at budget 0; q02's tie goes to the better first-stage rank, d005
+        assert [docid_of[p] for p in engine.generated] == ["d002", "d005"]
+        assert [d for d, _ in result.ranking["q01"]] == ["d002", "d003", "d001", "d004"]   # the tail last
+        assert [s for _, s in result.ranking["q01"][:3]] == pytest.approx([0.1, 0.6 - 1, 0.3 - 1])
+        assert [d for d, _ in result.ranking["q02"]] == ["d005", "d006"]
+        assert [s for _, s in result.ranking["q02"]] == pytest.approx([0.9, 0.4 - 1])
+        assert result.stats.reasoned == 2 and result.stats.generated == 2 and result.stats.pairs == 5
+        budgets = {key: trace.settings["max_reasoning_tokens"] for key, trace in result.traces.items()}
+        assert budgets == {("q01", "d002"): 64, ("q01", "d003"): 0, ("q01", "d001"): 0, ("q02", "d005"): 64,
+                           ("q02", "d006"): 0}
+        assert {trace.settings["reason_top"] for trace in result.traces.values()} == {1}
+        assert result.traces[("q01", "d002")].score == pytest.approx(0.1)       # the reasoned score, not budget 0's
+        assert store.count(job.key) == 2 and store.count(dataclasses.replace(job.key, max_reasoning_tokens=0)) == 5
+
+        refuse = ScriptedEngine(lambda p: pytest.fail("stored"), verdict=lambda p: pytest.fail("stored"))
+        again = rerank_with_engine(job, refuse, store)
+        assert again.ranking == result.ranking and again.stats.from_store == 5
+
+
+def test_cascade_options_are_checked_before_any_model_loads(tmp_path):
+    with pytest.raises(InputError, match=r"reason_top \(4\) cannot exceed top_k \(3\)"):
+        prepared(tmp_path, RUN, reason_top=4)
+    with pytest.raises(InputError, match=r"reason_top must be at least 1 pair per query, found 0"):
+        prepared(tmp_path, RUN, reason_top=0)
+    with pytest.raises(InputError, match=r"reason_top needs a reasoning budget: with max_reasoning_tokens='0'"):
+        prepared(tmp_path, RUN, reason_top=2, max_reasoning_tokens=0)

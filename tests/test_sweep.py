@@ -24,12 +24,13 @@ def sample_job(top_k=5, reasoning=64, max_model_len=4096, run="run.bm25.trec"):
                                         max_model_len=max_model_len, max_reasoning_tokens=reasoning))
 
 
-def test_budgets_are_distinct_positive_counts_in_order():
+def test_budgets_are_distinct_counts_in_order_zero_included():
     assert parse_budgets("1024, 256,512,256") == (256, 512, 1024)
+    assert parse_budgets("64,0") == (0, 64)
     with pytest.raises(OptionError, match="'1k' is not a whole number"):
         parse_budgets("256,1k")
-    with pytest.raises(OptionError, match="at least 1 token"):
-        parse_budgets("0,8")
+    with pytest.raises(OptionError, match=r"at least 0 tokens \(0: no reasoning\), found -1"):
+        parse_budgets("-1,8")
 
 
 def test_a_generation_that_finished_within_the_budget_is_kept_whole(tiny_tokenizer):
@@ -41,6 +42,15 @@ def test_a_generation_that_finished_within_the_budget_is_kept_whole(tiny_tokeniz
     assert cut.reasoning == tiny_tokenizer.decode(list(ids[:5]))
     assert (cut.verdict, cut.logprob_true, cut.logprob_false) == (None, None, None)
     assert cut_at(StoredGeneration("ab" * 32, "stop", "true", -0.1, -2.0, 9, "x", None), 5, tiny_tokenizer) is None
+
+
+def test_budget_0_is_derived_from_any_generation_token_ids_or_not(tiny_tokenizer):
+    for token_ids in ((5, 6, 7), None):
+        for completion in ("stop", "forced"):
+            stored = StoredGeneration("ef" * 32, completion, "true", -0.1, -2.0, 3, "It is. About", token_ids)
+            cut = cut_at(stored, 0, tiny_tokenizer)
+            assert (cut.completion, cut.reasoning, cut.output_tokens, cut.verdict) == (PENDING, "", 0, None)
+            assert cut.prompt_sha256 == stored.prompt_sha256
 
 
 def test_a_character_split_at_the_cut_is_held_back(tiny_tokenizer):
@@ -159,6 +169,28 @@ def test_swept_budgets_equal_real_reruns(vllm_engine, tmp_path):
 
 
 @pytest.mark.engine
+def test_budget_0_swept_equals_a_budget_0_rerank_and_is_reused(vllm_engine, tmp_path):
+    """Budget 0 derived by a sweep from budget 64 equals `--max-reasoning-tokens 0` run for real."""
+    job = sample_job(top_k=5, reasoning=64)
+    with Store(tmp_path / "store.sqlite") as store:
+        runs = sweep(job, (0, 64), Scorer(job.key, job.tokens, lambda: vllm_engine, store=store))
+        swept = runs[-1]
+        assert swept.budget == 0 and swept.result.stats.generated == 0
+        assert swept.derived == swept.cut == len({p.prompt_sha256 for p in job.pairs})
+        real = rerank_with_engine(sample_job(top_k=5, reasoning=0), vllm_engine)
+        assert real.stats.generated == 0 and real.traces.keys() == swept.result.traces.keys()
+        close = 0
+        for key, trace in real.traces.items():
+            derived = swept.result.traces[key]
+            assert (derived.completion, derived.output_tokens, derived.reasoning) == ("forced", 0, "")
+            assert (trace.completion, trace.output_tokens, trace.reasoning) == ("forced", 0, "")
+            close += abs(derived.score - trace.score) <= 1e-4
+        assert close >= 0.99 * len(real.traces)
+        again = rerank_with_engine(sample_job(top_k=5, reasoning=0), vllm_engine, store)
+        assert again.stats.from_store == len(again.pairs) and again.stats.generated == 0
+
+
+@pytest.mark.engine
 def test_sweep_table_and_files(vllm_engine, tmp_path):
     job = sample_job(top_k=3, reasoning=64)
     with Store(tmp_path / "store.sqlite") as store:
@@ -209,13 +241,29 @@ def test_sweep_dry_run_plans_the_largest_budget(tmp_path):
 
 @pytest.mark.engine
 def test_sweep_through_the_cli_with_the_transformers_engine(tmp_path):
-    out = subprocess.run([*SWEEP, "--budgets", "8,48", "-o", str(tmp_path / "out"), "--backend", "transformers",
+    out = subprocess.run([*SWEEP, "--budgets", "0,8,48", "-o", str(tmp_path / "out"), "--backend", "transformers",
                           "--device", "cpu", "--qrels", str(SAMPLE / "qrels.txt"), "-f", "json", "--no-store",
                           "--tag", "tiny"], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     rows = json.loads(out.stdout)                       # stdout holds the table only
-    assert [r["budget"] for r in rows] == [8, 48] and all(r["pairs"] == 25 for r in rows)
-    assert rows[0]["derived"] == 25 and rows[0]["generated"] == 0 and rows[1]["generated"] == 25
+    assert [r["budget"] for r in rows] == [0, 8, 48] and all(r["pairs"] == 25 for r in rows)
+    assert rows[1]["derived"] == 25 and rows[1]["generated"] == 0 and rows[2]["generated"] == 25
+    assert (rows[0]["derived"], rows[0]["cut"], rows[0]["forced"], rows[0]["generated"]) == (25, 25, 25, 0)
+    assert rows[0]["mean_reasoning_tokens"] == 0 and rows[0]["share_finished"] == 0
+
+    # budget 0 derived by the sweep equals a rerank with --max-reasoning-tokens 0
+    real = subprocess.run([*SWEEP[:3], "rerank", *SWEEP[4:], "--max-reasoning-tokens", "0", "--backend",
+                           "transformers", "--device", "cpu", "--no-store", "--traces", str(tmp_path / "zero.jsonl"),
+                           "-o", str(tmp_path / "zero.trec")], capture_output=True, text=True, timeout=600)
+    assert real.returncode == 0, real.stderr
+    assert "no reasoning (budget 0): every verdict forced right after the prompt, nothing generated" in real.stderr
+    read = lambda path: {(t["qid"], t["docid"]): t for t in map(json.loads, path.read_text().splitlines())}
+    zero, swept = read(tmp_path / "zero.jsonl"), read(tmp_path / "out" / "budget-0.traces.jsonl")
+    assert zero.keys() == swept.keys() and len(zero) == 25
+    for key, trace in zero.items():
+        assert (trace["completion"], trace["output_tokens"], trace["reasoning"]) == ("forced", 0, "")
+        assert trace["settings"]["max_reasoning_tokens"] == 0
+        assert abs(trace["score"] - swept[key]["score"]) <= 1e-4
     assert "nDCG@10" in rows[0] and "Traceback" not in out.stderr
     assert json.loads((tmp_path / "out" / "sweep.json").read_text()) == rows
     assert (tmp_path / "out" / "budget-48.trec").read_text().split("\n")[0].endswith(" tiny-48")
