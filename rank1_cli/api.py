@@ -18,6 +18,7 @@ from typing import Any
 
 from . import prompts
 from .collection import CollectionSource
+from .early_exit import DEFAULT_CONFIDENCE
 from .engines import engine_options
 from .models import resolve_model
 from .rerank import RerankOptions, RerankResult, check_options, execute_rerank, prepare_rerank
@@ -80,12 +81,15 @@ class Rank1:
     def rerank_run(self, run: str | os.PathLike, *, dataset: str | None = None, corpus: str | None = None,
                    queries: str | None = None, top_k: int = 100, keep_tail: bool = True, missing: str = "error",
                    instructions: str | None = None, shard: str | None = None, reason_top: int | None = None,
+                   early_exit: Sequence[int] | None = None, confidence: float = DEFAULT_CONFIDENCE,
                    progress: ProgressReporter | None = None) -> RerankResult:
         """What `rank1 rerank` does with a TREC run, with this model: `.ranking` (qid -> [(docid,
         score)] in the new order; write it with `rank1_cli.trec.write_run`) and `.traces`.
-        `reason_top`: the cascade of `rank1 rerank --reason-top`."""
+        `reason_top`: the cascade of `rank1 rerank --reason-top`; `early_exit` (budgets ending at
+        the model's reasoning budget) and `confidence`: `rank1 rerank --early-exit`."""
         options = dataclasses.replace(self.options, top_k=top_k, keep_tail=keep_tail, missing=missing,
-                                      instructions=instructions, shard=shard, reason_top=reason_top)
+                                      instructions=instructions, shard=shard, reason_top=reason_top,
+                                      early_exit=tuple(early_exit) if early_exit else None, confidence=confidence)
         prepared = prepare_rerank(str(run), CollectionSource(dataset=dataset, corpus=corpus, queries=queries), options,
                                   self.scoring)
         return execute_rerank(prepared, self.scorer, progress)

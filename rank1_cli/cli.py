@@ -182,6 +182,8 @@ def rerank(
     max_model_len: MaxModelLenOpt = 16000,
     max_reasoning_tokens: Annotated[int, typer.Option(help="Token budget for reasoning; unfinished reasoning gets a forced verdict (the paper: 8192). 0: no reasoning, the verdict is forced right after the prompt (one prefill per pair).")] = 8192,
     reason_top: Annotated[Optional[int], typer.Option(help="A cascade: judge every top-k pair without reasoning (budget 0), then reason at the full budget only on each query's N best by that score; they rank above the other k - N, which keep their budget-0 order. Both stages go into the store. Default: reason on every pair.")] = None,
+    early_exit: Annotated[Optional[str], typer.Option(help="Early exit by confidence: increasing budgets B1,B2,...,B ending at --max-reasoning-tokens. Every pair reasons to B1; an unfinished one gets its verdict forced there (as `rank1 sweep` derives budget B1) and stops if that verdict is --confidence sure, else its reasoning goes on to B2 from where it stopped, and so on. Each pair is judged exactly as a rerank at its exit budget judges it, and stored under that budget.")] = None,
+    confidence: Annotated[float, typer.Option(help="With --early-exit: the probability of the forced verdict, max(P(true), P(false)), at which a pair stops reasoning; above 0.5 and below 1. The default, 0.95, is the threshold of DEER's published runs (arXiv 2504.15895).")] = 0.95,
     tensor_parallel: TensorParallelOpt = None,
     data_parallel: DataParallelOpt = None,
     gpu_memory_utilization: GpuMemoryOpt = None,
@@ -214,6 +216,7 @@ def rerank(
     from .collection import CollectionSource
     from .console import RichProgress, print_rerank_summary, setup_logging, stderr_console
     from .outputs import check_outputs, check_traces_target
+    from .early_exit import parse_early_exit
     from .rerank import execute_rerank, make_scorer, prepare_rerank
     from .textio import check_writable, stdout_reserved
     from .traces import write_traces
@@ -234,7 +237,8 @@ def rerank(
         backend, _engine_given(locals()),
         model=model, top_k=top_k, dtype=dtype, max_model_len=max_model_len,
         max_reasoning_tokens=max_reasoning_tokens, prompt=prompt, instructions=instructions, keep_tail=keep_tail,
-        tag=tag, missing=missing.value, chunk_size=chunk_size, shard=shard, reason_top=reason_top)
+        tag=tag, missing=missing.value, chunk_size=chunk_size, shard=shard, reason_top=reason_top,
+        early_exit=parse_early_exit(early_exit) if early_exit else None, confidence=confidence)
     prepared = prepare_rerank(run, CollectionSource(dataset=dataset, corpus=corpus, queries=queries), options)
     if dry_run:
         _print_plan(prepared, store, no_store, overwrite, plan_format)

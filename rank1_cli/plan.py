@@ -57,6 +57,8 @@ class RerankPlan:
     estimate: Estimate | None
     budgets: tuple[int, ...] = ()  # a sweep's: the smaller ones cost one forced token per cut pair
     cascade: CascadePlan | None = None
+    early_exit: tuple[int, ...] | None = None
+    confidence: float | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -93,7 +95,8 @@ def plan_rerank(prepared: PreparedRerank, store: Store | None, *, recompute: boo
         to_generate=len(missing), prompt_tokens=sum(prompt_tokens.values()),
         prompt_tokens_to_generate=sum(prompt_tokens[sha] for sha in missing),
         truncated=sum(pair.truncated for pair in prepared.pairs), store=str(store.path) if store else None,
-        estimate=estimate, budgets=budgets, cascade=cascade)
+        estimate=estimate, budgets=budgets, cascade=cascade, early_exit=prepared.options.early_exit,
+        confidence=prepared.options.confidence if prepared.options.early_exit else None)
 
 
 def _estimate(to_generate: int, rate: MeasuredRate | None, max_reasoning_tokens: int) -> Estimate | None:
@@ -146,6 +149,14 @@ def format_plan(plan: RerankPlan) -> str:
         time = f", {about} {_duration(e.seconds)} of engine time" if e.seconds is not None else ""
         lines.append(f"estimate        {about} {e.output_tokens} output tokens ({e.mean_output_tokens:.0f} per prompt)"
                      f"{time}; from {e.basis}")
+    if plan.early_exit:
+        first = plan.early_exit[0]
+        bound = ""
+        if plan.estimate is not None:
+            low = round(plan.to_generate * min(first, plan.estimate.mean_output_tokens))
+            bound = f": between {low} (every pair stops at {first}) and the estimate above (none stops early)"
+        lines.append(f"early exit      at {', '.join(map(str, plan.early_exit))} tokens when the forced verdict is "
+                     f"{plan.confidence} sure{bound}; how many stop early is known only as they run")
     if plan.cascade:
         c = plan.cascade
         tokens = ""

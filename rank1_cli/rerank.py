@@ -29,6 +29,7 @@ from typing import Any
 from . import prompts
 from .collection import CollectionSource, Document, Query
 from .engines import Engine, engine_module, engine_options
+from .early_exit import DEFAULT_CONFIDENCE, check_early_exit, judge_with_early_exit
 from .errors import InputError, OptionError
 from .models import ResolvedModel, resolve_model
 from .scorer import Budget, ProgressReporter, Scorer, ScoringModel, check_lengths, fit_prompts, load_scoring_model
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 
 DTYPES = ("auto", "float16", "bfloat16", "float32")
 REASON_TOP_KEY = "reason_top"      # in a cascade's traces settings: how many pairs per query were reasoned on
+EARLY_EXIT_KEY, CONFIDENCE_KEY = "early_exit", "confidence"   # in an early exit's: its budgets and threshold
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +63,8 @@ class RerankOptions:
     chunk_size: int = 256                    # generations per store commit
     shard: str | None = None                 # "I/N": rerank only this share of the queries (job arrays)
     reason_top: int | None = None            # a cascade: budget 0 for all top-k, reasoning for each query's best N
+    early_exit: tuple[int, ...] | None = None   # budgets to stop at when the forced verdict is confident
+    confidence: float = DEFAULT_CONFIDENCE     # ... this confident (max of P(true), P(false))
     engine_options: Any = None               # the backend's own Options (engines.engine_options); None: defaults
 
 
@@ -132,6 +136,7 @@ class RerankStats:
     fallback: int = 0
     truncated: int = 0
     reasoned: int | None = None     # a cascade's pairs judged at the full budget (the rest at budget 0)
+    exits: dict[int, int] | None = None   # an early exit's pairs per exit budget
     load_seconds: float = 0.0       # starting the engine (not in `elapsed`)
     engine_seconds: float = 0.0
     repair_seconds: float = 0.0
@@ -186,6 +191,10 @@ def check_options(options: RerankOptions) -> None:
         if options.max_reasoning_tokens == 0:
             raise OptionError("{reason_top} needs a reasoning budget: with {max_reasoning_tokens:0} no pair is "
                               "reasoned on")
+    if options.early_exit is not None:
+        check_early_exit(options.early_exit, options.max_reasoning_tokens, options.confidence)
+        if options.reason_top is not None:
+            raise OptionError("{early_exit} and {reason_top} are two policies; choose one")
 
 
 def backend_options(options: RerankOptions):
@@ -301,6 +310,9 @@ def prepare_rerank(run_path: str, source: CollectionSource, options: RerankOptio
         settings[SHARD_KEY] = format_shard(*parse_shard(options.shard))
     if options.reason_top:
         settings[REASON_TOP_KEY] = options.reason_top
+    if options.early_exit:
+        settings[EARLY_EXIT_KEY] = list(options.early_exit)
+        settings[CONFIDENCE_KEY] = options.confidence
     return PreparedRerank(inputs.run, pairs, options, scoring, settings, inputs.dropped_missing)
 
 
@@ -345,9 +357,16 @@ def execute_rerank(prepared: PreparedRerank, scorer: Scorer, progress: ProgressR
         return _execute_cascade(prepared, scorer, progress)
     started = time.perf_counter()
     before = dataclasses.replace(scorer.stats)       # a scorer (Rank1's) may have judged before
-    judgements = scorer.judge([pair.prompt for pair in prepared.pairs], progress)
-    traces = _traces(prepared, prepared.pairs, judgements)
+    prompt_list = [pair.prompt for pair in prepared.pairs]
+    if prepared.options.early_exit:
+        judgements, budgets = judge_with_early_exit(scorer, prompt_list, prepared.options.early_exit,
+                                                    prepared.options.confidence, prepared.scoring.tokenizer, progress)
+    else:
+        judgements, budgets = scorer.judge(prompt_list, progress), None
+    traces = _traces(prepared, prepared.pairs, judgements, budgets)
     stats = _stats(prepared, traces, [(scorer.stats, before)])
+    if budgets is not None:
+        stats.exits = {b: budgets.count(b) for b in prepared.options.early_exit}
     return _result(prepared, traces, stats, started, {})
 
 
@@ -370,12 +389,16 @@ def _execute_cascade(prepared: PreparedRerank, scorer: Scorer, progress: Progres
     return _result(prepared, traces, stats, started, {key: 1 for key in traces if key not in reasoned})
 
 
-def _traces(prepared: PreparedRerank, pairs: list[Pair], judgements) -> dict[tuple[str, str], Trace]:
+def _traces(prepared: PreparedRerank, pairs: list[Pair], judgements,
+            budgets: list[int] | None = None) -> dict[tuple[str, str], Trace]:
+    """The traces of judged pairs; `budgets`: the budget each judgement was made at (an early exit's),
+    which its settings then name."""
+    by_budget = {b: {**prepared.settings, "max_reasoning_tokens": b} for b in set(budgets or ())}
     return {pair.key: Trace(pair.qid, pair.docid, pair.first_stage_rank, judgement.score, judgement.verdict,
                             judgement.reasoning, judgement.logprob_true, judgement.logprob_false, judgement.completion,
                             judgement.output_tokens, pair.truncated, prepared.model.spec, pair.prompt_sha256,
-                            prepared.settings, judgement.origin)
-            for pair, judgement in zip(pairs, judgements)}
+                            by_budget[budgets[i]] if budgets else prepared.settings, judgement.origin)
+            for i, (pair, judgement) in enumerate(zip(pairs, judgements))}
 
 
 def _stats(prepared: PreparedRerank, traces: dict[tuple[str, str], Trace], scorers) -> RerankStats:

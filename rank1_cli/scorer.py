@@ -209,7 +209,7 @@ class ProgressReporter:
     def stop(self) -> None: ...
 
 
-def _judgement(stored: StoredGeneration, origin: str) -> Judgement:
+def judgement_of(stored: StoredGeneration, origin: str) -> Judgement:
     if stored.completion == "fallback" or stored.logprob_true is None or stored.logprob_false is None:
         score = FALLBACK_SCORE
     else:
@@ -279,7 +279,7 @@ class Scorer:
         known: dict[str, StoredGeneration] = {}
         if self.store is not None and not self.recompute:
             known = self.store.get_many(self.key, by_sha)
-        done = {sha: _judgement(g, "store") for sha, g in known.items() if g.completion != PENDING}
+        done = {sha: judgement_of(g, "store") for sha, g in known.items() if g.completion != PENDING}
         self.stats.from_store += len(done)
         pending = {sha: g for sha, g in known.items() if g.completion == PENDING}
         missing = [sha for sha in by_sha if sha not in known]
@@ -290,12 +290,12 @@ class Scorer:
                 pending.update({sha: unreasoned(sha) for sha in missing})
             elif missing:
                 made = self._generate([by_sha[sha] for sha in missing], missing, progress)
-                done.update({sha: _judgement(g, "engine") for sha, g in made.items() if g.completion != PENDING})
+                done.update({sha: judgement_of(g, "engine") for sha, g in made.items() if g.completion != PENDING})
                 pending.update({sha: g for sha, g in made.items() if g.completion == PENDING})
             if pending:
                 repaired = self._repair(pending, by_sha)
                 origin = {sha: "store" if sha in known else "engine" for sha in pending}
-                done.update({sha: _judgement(g, origin[sha]) for sha, g in repaired.items()})
+                done.update({sha: judgement_of(g, origin[sha]) for sha, g in repaired.items()})
                 progress.advance(len(repaired))
         finally:
             progress.stop()
@@ -312,8 +312,30 @@ class Scorer:
         return (f" The store {self.store.path} holds {saved} generations of this model and settings; run the same "
                 "command again to resume.")
 
-    def _generate(self, prompt_list: list[str], shas: list[str], progress: ProgressReporter) -> dict[str, StoredGeneration]:
-        settings = GenerationSettings(max_tokens=self.key.max_reasoning_tokens, stop=prompts.STOP_STRINGS, logprobs=20)
+    def stored(self, shas: Sequence[str], *, with_token_ids: bool = False) -> dict[str, StoredGeneration]:
+        """What the store holds for these prompt hashes under this scorer's key (nothing with `recompute`)."""
+        if self.store is None or self.recompute:
+            return {}
+        return self.store.get_many(self.key, shas, with_token_ids=with_token_ids)
+
+    def generate(self, prompt_list: Sequence[str | Sequence[int]], shas: list[str], progress: ProgressReporter, *,
+                 max_tokens: int | None = None,
+                 record: Callable[[str, Generation], StoredGeneration] | None = None) -> dict[str, StoredGeneration]:
+        """Generate for every prompt (text, or token ids: a continuation) and store each record as it
+        comes: finished, or pending its repair. `max_tokens` defaults to the reasoning budget;
+        `record` turns (prompt hash, generation) into the stored record (default: as generated)."""
+        return self._generate(list(prompt_list), shas, progress, max_tokens=max_tokens, record=record)
+
+    def repair(self, pending: dict[str, StoredGeneration], by_sha: dict[str, str]) -> dict[str, StoredGeneration]:
+        """Force a verdict for every unfinished reasoning in one batched pass; store and return them."""
+        return self._repair(pending, by_sha)
+
+    def _generate(self, prompt_list: list, shas: list[str], progress: ProgressReporter, *,
+                  max_tokens: int | None = None,
+                  record: Callable[[str, Generation], StoredGeneration] | None = None) -> dict[str, StoredGeneration]:
+        settings = GenerationSettings(max_tokens=max_tokens or self.key.max_reasoning_tokens,
+                                      stop=prompts.STOP_STRINGS, logprobs=20)
+        record = record or (lambda sha, generation: stored_from_generation(sha, generation, self.tokens))
         made: dict[str, StoredGeneration] = {}
         buffer: list[StoredGeneration] = []
 
@@ -326,9 +348,9 @@ class Scorer:
         started = time.perf_counter()
         try:
             for index, generation in engine.generate(prompt_list, settings):
-                record = stored_from_generation(shas[index], generation, self.tokens)
-                made[record.prompt_sha256] = record
-                buffer.append(record)
+                made_record = record(shas[index], generation)
+                made[made_record.prompt_sha256] = made_record
+                buffer.append(made_record)
                 self.stats.generated += 1
                 self.stats.output_tokens += generation.output_tokens
                 if len(buffer) >= self.chunk_size:

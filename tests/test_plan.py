@@ -149,3 +149,15 @@ def test_a_cascade_plan_counts_its_budget_0_stage_and_bounds_its_reasoning(tmp_p
     assert ("cascade         budget 0 first (71 prompts to judge, one token each), then reasoning on at most 50 "
             "pairs (2 per query") in format_plan(plan)
     assert json.loads(plan.to_json())["cascade"]["reasoned_at_most"] == 50
+
+
+def test_an_early_exit_plan_bounds_its_tokens_between_the_first_budget_and_the_whole(tmp_path):
+    job = sample_job(top_k=2)
+    job = dataclasses.replace(job, options=dataclasses.replace(job.options, early_exit=(8, 64), confidence=0.9))
+    shas = list(dict.fromkeys(p.prompt_sha256 for p in job.pairs))
+    with Store(tmp_path / "s.sqlite") as store:
+        store.put_many(job.key, [stored(sha, tokens=40) for sha in shas[:10]])
+        plan = plan_rerank(job, store)
+    assert plan.early_exit == (8, 64) and plan.confidence == 0.9 and plan.estimate.output_tokens == 40 * 40
+    assert ("early exit      at 8, 64 tokens when the forced verdict is 0.9 sure: between 320 (every pair stops at "
+            "8) and the estimate above (none stops early)") in format_plan(plan)

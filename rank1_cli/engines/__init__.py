@@ -15,7 +15,7 @@ from types import ModuleType
 from typing import Any
 
 from ..errors import OptionError
-from .base import Engine, EngineConfig, Generation, GenerationSettings, VerdictLogprobs
+from .base import Engine, EngineConfig, Generation, GenerationSettings, Prompt, VerdictLogprobs
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,5 +82,5 @@ def paper_dtype() -> str:
     return "float16" if visible_gpus() else "auto"
 
 
-__all__ = ["ENGINES", "Engine", "EngineConfig", "Generation", "GenerationSettings", "VerdictLogprobs", "default_dtype",
-           "engine_module", "engine_options", "load_engine", "paper_dtype"]
+__all__ = ["ENGINES", "Engine", "EngineConfig", "Generation", "GenerationSettings", "Prompt", "VerdictLogprobs",
+           "default_dtype", "engine_module", "engine_options", "load_engine", "paper_dtype"]

@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 
+Prompt = str | Sequence[int]
+
+
 @dataclass(frozen=True, slots=True)
 class EngineConfig:
     """What every engine needs to load a model; each engine's own settings are its `Options`."""
@@ -69,8 +72,12 @@ class Engine(Protocol):
     def tokenizer(self) -> Any:
         """The model's Hugging Face tokenizer (used to find token ids and to truncate)."""
 
-    def generate(self, prompts: Sequence[str], settings: GenerationSettings) -> Iterator[tuple[int, Generation]]:
+    def generate(self, prompts: Sequence[Prompt], settings: GenerationSettings) -> Iterator[tuple[int, Generation]]:
         """Generate greedily for every prompt; yield (prompt index, generation) as each finishes.
+
+        A prompt is text (tokenized as the engine's tokenizer does by default) or token ids: a
+        continuation, the prompt's ids followed by reasoning generated before, whose generation
+        goes on exactly where that one stopped (no re-tokenized text in between).
 
         Results may come in any order. The engine keeps itself saturated (it decides its own
         batching); callers consume the iterator to stream results to disk.

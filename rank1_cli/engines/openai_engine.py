@@ -32,7 +32,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import InputError, OptionError
-from .base import EngineConfig, Generation, GenerationSettings, VerdictLogprobs
+from .base import EngineConfig, Generation, GenerationSettings, Prompt, VerdictLogprobs
 
 log = logging.getLogger(__name__)
 
@@ -287,7 +287,7 @@ class OpenAIEngine:
 
     # --- the engine interface ------------------------------------------------------------------
 
-    def generate(self, prompts: Sequence[str], settings: GenerationSettings) -> Iterator[tuple[int, Generation]]:
+    def generate(self, prompts: Sequence[Prompt], settings: GenerationSettings) -> Iterator[tuple[int, Generation]]:
         base = {"max_tokens": settings.max_tokens, "logprobs": settings.logprobs, "stop": list(settings.stop)}
         payloads = [self._payload(prompt, **base) for prompt in prompts]
         for index, response in self._dispatch(payloads):
@@ -339,8 +339,10 @@ class OpenAIEngine:
 
     # --- requests ------------------------------------------------------------------------------
 
-    def _payload(self, prompt: str, **fields: Any) -> dict[str, Any]:
-        return {"model": getattr(self, "served_model", None), "prompt": prompt, **NEUTRAL_SAMPLING,
+    def _payload(self, prompt: Prompt, **fields: Any) -> dict[str, Any]:
+        # Token ids go as a list of ints, which the completions API takes as the prompt's tokens.
+        return {"model": getattr(self, "served_model", None),
+                "prompt": prompt if isinstance(prompt, str) else list(prompt), **NEUTRAL_SAMPLING,
                 "skip_special_tokens": False, "include_stop_str_in_output": False,
                 "return_tokens_as_token_ids": True, **fields}
 

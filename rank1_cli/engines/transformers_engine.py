@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import OptionError
-from .base import EngineConfig, Generation, GenerationSettings, VerdictLogprobs
+from .base import EngineConfig, Generation, GenerationSettings, Prompt, VerdictLogprobs
 
 _DTYPES = {
     "float16": "float16", "half": "float16", "fp16": "float16",
@@ -199,7 +199,7 @@ class TransformersEngine:
     def tokenizer(self) -> Any:
         return self._tokenizer
 
-    def generate(self, prompts: Sequence[str], settings: GenerationSettings) -> Iterator[tuple[int, Generation]]:
+    def generate(self, prompts: Sequence[Prompt], settings: GenerationSettings) -> Iterator[tuple[int, Generation]]:
         if self._model is None:
             raise RuntimeError("the engine was closed")
         prompt_ids = self._encode_all(prompts)
@@ -239,10 +239,10 @@ class TransformersEngine:
 
     # ------------------------------------------------------------------ internals
 
-    def _encode_all(self, prompts: Sequence[str]) -> list[list[int]]:
+    def _encode_all(self, prompts: Sequence[Prompt]) -> list[list[int]]:
         out = []
         for i, p in enumerate(prompts):
-            ids = list(self._tokenizer(p)["input_ids"])
+            ids = list(self._tokenizer(p)["input_ids"]) if isinstance(p, str) else list(p)
             if not ids:
                 raise ValueError(f"prompt {i} is empty")
             if len(ids) > self.max_model_len:

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from ..errors import OptionError
-from .base import EngineConfig, Generation, GenerationSettings, VerdictLogprobs
+from .base import EngineConfig, Generation, GenerationSettings, Prompt, VerdictLogprobs
 
 # vLLM logs to stdout by default, which would corrupt `-o -` pipelines; this must be set before
 # vllm is first imported (its logging config is read at import time, also in worker processes).
@@ -97,7 +97,7 @@ class VllmEngine:
         """How many sequences vLLM's scheduler runs together."""
         return self._llm.llm_engine.vllm_config.scheduler_config.max_num_seqs
 
-    def generate(self, prompts: Sequence[str], settings: GenerationSettings) -> Iterator[tuple[int, Generation]]:
+    def generate(self, prompts: Sequence[Prompt], settings: GenerationSettings) -> Iterator[tuple[int, Generation]]:
         stream = self.stream(settings)
         # Every prompt goes to the engine at once (as LLM.generate does), so its scheduler keeps
         # the batch full; results are streamed back as each request finishes.
@@ -188,10 +188,11 @@ class RequestStream:
     def pending(self) -> int:
         return len(self._open)
 
-    def add(self, prompts: Iterable[tuple[int, str]]) -> None:
+    def add(self, prompts: Iterable[tuple[int, Prompt]]) -> None:
         for index, prompt in prompts:
             ours = self._engine.new_request_id()
-            theirs = self._core.add_request(ours, self._render(prompt), self._params)
+            request = prompt if isinstance(prompt, str) else {"prompt_token_ids": list(prompt)}
+            theirs = self._core.add_request(ours, self._render(request), self._params)
             self._requests[ours] = self._requests[theirs] = (ours, theirs, index)
             self._open.add(ours)
 

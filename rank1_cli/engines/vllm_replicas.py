@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 
 from ..errors import OptionError
-from .base import EngineConfig, Generation, GenerationSettings, VerdictLogprobs
+from .base import EngineConfig, Generation, GenerationSettings, Prompt, VerdictLogprobs
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ class VllmReplicas:
             self._tokenizer = AutoTokenizer.from_pretrained(self._config.model)
         return self._tokenizer
 
-    def generate(self, prompts: Sequence[str], settings: GenerationSettings) -> Iterator[tuple[int, Generation]]:
+    def generate(self, prompts: Sequence[Prompt], settings: GenerationSettings) -> Iterator[tuple[int, Generation]]:
         self._call += 1
         call = self._call
         waiting = deque(enumerate(prompts))
