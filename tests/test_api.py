@@ -69,3 +69,12 @@ def test_options_are_checked_when_the_model_is_made():
         Rank1(str(TINY_MODEL), backend="transformers", tensor_parallel=2)
     with pytest.raises(InputError, match=r"dtype must be one of"):
         Rank1(str(TINY_MODEL), backend="transformers", dtype="float8")
+
+
+def test_a_store_that_is_no_store_is_refused_before_the_model_loads(tmp_path):
+    unloadable = tmp_path / "model"             # a config and no tokenizer: loading it would fail
+    unloadable.mkdir()
+    (unloadable / "config.json").write_text((TINY_MODEL / "config.json").read_text())
+    (tmp_path / "notes.txt").write_text("my notes\n")
+    with pytest.raises(InputError, match=f"^{tmp_path / 'notes.txt'}: not a rank1 store"):
+        Rank1(str(unloadable), store=tmp_path / "notes.txt", **SETTINGS)
