@@ -47,9 +47,17 @@ class Rank1:
                                      chunk_size=chunk_size, engine_options=engine_options(backend, **backend_options))
         check_options(self.options)
         self.template = prompts.resolve_template(prompt)
-        self.scoring = load_scoring_model(resolve_model(model), backend, self.options.engine_options, dtype=dtype,
-                                          max_model_len=max_model_len, max_reasoning_tokens=max_reasoning_tokens)
+        resolved = resolve_model(model)
+        # The store is checked before the tokenizer loads: a store that cannot be written fails first.
         self.store = None if store is None else Store(store_path(None if store == DEFAULT_STORE else store))
+        try:
+            self.scoring = load_scoring_model(resolved, backend, self.options.engine_options, dtype=dtype,
+                                              max_model_len=max_model_len, max_reasoning_tokens=max_reasoning_tokens,
+                                              store=self.store)
+        except BaseException:
+            if self.store is not None:
+                self.store.close()
+            raise
         self.scorer = self.scoring.scorer(self.store, chunk_size=chunk_size, recompute=recompute)
 
     def score(self, pairs: Iterable[tuple[str, str] | tuple[str, str, str | None]],

@@ -126,19 +126,12 @@ def _input_files(run: str, corpus, queries, instructions, prompt, store: str | N
     return inputs
 
 
-def _print_plan(prepared, store: str | None, no_store: bool, overwrite: bool, plan_format: StoreFormat,
+def _print_plan(prepared, reasoning_store, overwrite: bool, plan_format: StoreFormat,
                 budgets: tuple[int, ...] = ()) -> None:
-    """--dry-run: the plan on stdout. A store that does not exist yet is not created."""
+    """--dry-run: the plan on stdout."""
     from .plan import format_plan, plan_rerank
-    from .store import Store
 
-    path = None if no_store else store_path(store)
-    reasoning_store = Store(path, create=False) if path is not None and path.exists() else None
-    try:
-        plan = plan_rerank(prepared, reasoning_store, recompute=overwrite, budgets=budgets)
-    finally:
-        if reasoning_store is not None:
-            reasoning_store.close()
+    plan = plan_rerank(prepared, reasoning_store, recompute=overwrite, budgets=budgets)
     sys.stdout.write(plan.to_json() + "\n" if plan_format is StoreFormat.json else format_plan(plan))
 
 
@@ -239,13 +232,14 @@ def rerank(
         max_reasoning_tokens=max_reasoning_tokens, prompt=prompt, instructions=instructions, keep_tail=keep_tail,
         tag=tag, missing=missing.value, chunk_size=chunk_size, shard=shard, reason_top=reason_top,
         early_exit=parse_early_exit(early_exit) if early_exit else None, confidence=confidence)
-    prepared = prepare_rerank(run, CollectionSource(dataset=dataset, corpus=corpus, queries=queries), options)
-    if dry_run:
-        _print_plan(prepared, store, no_store, overwrite, plan_format)
-        return
-    reasoning_store = _open_store(store, no_store)
-    scorer = make_scorer(prepared, reasoning_store, recompute=overwrite)
+    reasoning_store = _open_store(store, no_store, create=not dry_run)
     try:
+        prepared = prepare_rerank(run, CollectionSource(dataset=dataset, corpus=corpus, queries=queries), options,
+                                  store=reasoning_store)
+        if dry_run:
+            _print_plan(prepared, reasoning_store, overwrite, plan_format)
+            return
+        scorer = make_scorer(prepared, reasoning_store, recompute=overwrite)
         with stdout_reserved() as real_stdout:
             result = _with_engine(console, scorer, verbose,
                                   lambda: execute_rerank(prepared, scorer, RichProgress(console, enabled=not quiet)))
@@ -264,17 +258,21 @@ def _check_store_choice(path: str | None, no_store: bool) -> None:
         raise InputError("--store and --no-store contradict each other; give one")
 
 
-def _open_store(path: str | None, no_store: bool):
+def _open_store(path: str | None, no_store: bool, create: bool = True):
+    """The store, checked for writing before anything else is; None with --no-store, or when it
+    does not exist and is not to be created (a --dry-run)."""
     from .store import Store
 
-    return None if no_store else Store(store_path(path))
+    if no_store or not create and not store_path(path).exists():
+        return None
+    return Store(store_path(path), create=create)
 
 
 @app.command()
 def sweep(
     run: RunArg,
     model: ModelOpt,
-    budgets: Annotated[str, typer.Option(help="Reasoning budgets in tokens, comma-separated (e.g. 256,512,1024). The largest is generated (or taken from the store); each smaller one is derived from it: reasoning that finished within the budget keeps its verdict, the rest is cut at the budget and given a forced verdict, one batched pass per budget.")],
+    budgets: Annotated[str, typer.Option(help="Reasoning budgets in tokens, comma-separated (e.g. 0,256,512,1024; 0: no reasoning). The largest is generated (or taken from the store); each smaller one is derived from it: reasoning that finished within the budget keeps its verdict, the rest is cut at the budget and given a forced verdict, one batched pass per budget.")],
     output_dir: Annotated[str, typer.Option("--output-dir", "-o", help="Folder for budget-B.trec and budget-B.traces.jsonl per budget, and sweep.tsv / sweep.json (the table); created if missing, files in it replaced.")],
     qrels: Annotated[Optional[str], typer.Option("--qrels", help="TREC qrels file or ir_datasets id: the table then has each budget's measures (as `rank1 eval`).")] = None,
     measure: Annotated[Optional[list[str]], typer.Option("--measure", help="With --qrels: measure, repeatable (names as `rank1 eval -m`). Default: nDCG@10.")] = None,
@@ -339,19 +337,23 @@ def sweep(
         prompt=prompt, instructions=instructions, keep_tail=keep_tail, tag=tag, missing=missing.value,
         chunk_size=chunk_size)
     judged_by = load_qrels(qrels) if qrels else None
-    prepared = prepare_rerank(run, CollectionSource(dataset=dataset, corpus=corpus, queries=queries), options)
-    if dry_run:
-        _print_plan(prepared, store, no_store, overwrite, plan_format, budgets=chosen)
-        return
+    reasoning_store = _open_store(store, no_store, create=not dry_run)
     with tempfile.TemporaryDirectory(prefix="rank1-sweep-") as scratch:
-        reasoning_store = Store(Path(scratch) / "store.sqlite") if no_store else _open_store(store, False)
         try:
+            prepared = prepare_rerank(run, CollectionSource(dataset=dataset, corpus=corpus, queries=queries), options,
+                                      store=reasoning_store)
+            if dry_run:
+                _print_plan(prepared, reasoning_store, overwrite, plan_format, budgets=chosen)
+                return
+            if no_store:
+                reasoning_store = Store(Path(scratch) / "store.sqlite")
             scorer = make_scorer(prepared, reasoning_store, recompute=overwrite)
             with stdout_reserved():
                 runs = _with_engine(console, scorer, verbose, lambda: sweep_budgets(
                     prepared, chosen, scorer, RichProgress(console, enabled=not quiet)))
         finally:
-            reasoning_store.close()
+            if reasoning_store is not None:
+                reasoning_store.close()
     rows = write_sweep(runs, output_dir, tag, qrels=judged_by, measures=measure or ["nDCG@10"])
     if output_format is OutputFormat.json:
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
@@ -377,6 +379,7 @@ def merge(
     from .console import setup_logging, stderr_console
     from .outputs import check_outputs, check_traces_target
     from .shard import merge_shards
+    from .store_admin import check_store
     from .textio import check_stdin_once, check_writable
 
     console = stderr_console()
@@ -397,6 +400,8 @@ def merge(
     check_outputs([("merged run", output), ("merged traces", traces_output)], inputs)
     check_traces_target(traces_output)
     _check_store_choice(store, no_store)
+    if not no_store:
+        check_store(store)
     summary = merge_shards(runs, traces, output, traces_output, first_stage=first_stage)
     console.print(f"merged {summary.shards} shards ({summary.empty_shards} empty): {summary.queries} queries, "
                   f"{summary.traces} traced pairs" + (f"; traces in {traces_output}" if traces_output else ""),

@@ -276,11 +276,12 @@ def build_pairs(inputs: RerankInputs, tokenizer, budget: Budget, template, top_k
 
 
 def prepare_rerank(run_path: str, source: CollectionSource, options: RerankOptions,
-                   scoring: ScoringModel | None = None) -> PreparedRerank:
+                   scoring: ScoringModel | None = None, store: Store | None = None) -> PreparedRerank:
     """Read and check every input and build every prompt; raises InputError before any model loads.
 
     `scoring`: the model already set up for these options (a `Rank1`'s), so its tokenizer is not
-    loaded and its weights not fingerprinted again.
+    loaded and its weights not fingerprinted again. `store`: where a local folder's file digests
+    are kept (see `models.folder_fingerprint`).
     """
     check_options(options)
     chosen_engine_options = backend_options(options)
@@ -290,7 +291,7 @@ def prepare_rerank(run_path: str, source: CollectionSource, options: RerankOptio
     if scoring is None:
         scoring = load_scoring_model(model, options.backend, chosen_engine_options, dtype=options.dtype,
                                      max_model_len=options.max_model_len,
-                                     max_reasoning_tokens=options.max_reasoning_tokens)
+                                     max_reasoning_tokens=options.max_reasoning_tokens, store=store)
     budget, key = scoring.budget, scoring.key
     pairs = build_pairs(inputs, scoring.tokenizer, budget, template, options.top_k)
     settings = {

@@ -158,15 +158,16 @@ class ScoringModel:
 
 
 def load_scoring_model(model: ResolvedModel, backend: str, engine_options: Any, *, dtype: str | None,
-                       max_model_len: int, max_reasoning_tokens: int) -> ScoringModel:
-    """Size the budget to the model's context, load the tokenizer, and derive the store key."""
+                       max_model_len: int, max_reasoning_tokens: int, store: Store | None = None) -> ScoringModel:
+    """Size the budget to the model's context, load the tokenizer, and derive the store key
+    (`store` keeps a local folder's file digests, so its weights are read once)."""
     budget = size_budget(max_model_len, max_reasoning_tokens, model_context(model))
     tokenizer = load_tokenizer(model)
     tokens = VerdictTokens.from_tokenizer(tokenizer)
     if tokens.true_id == tokens.false_id:
         raise InputError(f"{model.spec}: ' true' and ' false' start with the same token; not a rank1 model")
     dtype = dtype or default_dtype(backend)
-    key = GenerationKey(model.spec, model_revision(model), backend, dtype, budget.max_reasoning_tokens,
+    key = GenerationKey(model.spec, model_revision(model, store), backend, dtype, budget.max_reasoning_tokens,
                         budget.max_model_len)
     config = EngineConfig(model=model.path, dtype=dtype, max_model_len=budget.max_model_len)
     return ScoringModel(model, backend, tokenizer, tokens, budget, key, config, engine_options)

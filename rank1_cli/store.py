@@ -10,11 +10,13 @@ Durability: the database is in WAL mode with `synchronous=FULL`, and every `put`
 transaction, committed (and fsynced) before it returns; a process killed at any moment loses at
 most the batch it was writing. Several processes on one machine may write one store at once
 (SQLite's locking; a writer waits up to `BUSY_SECONDS` for another). SQLite's locking is not safe
-on network filesystems: on a cluster give each job its own store on local disk and gather the
-traces with `rank1 store import`.
+on network filesystems (a store on one is warned about): on a cluster give each job its own store
+on local disk and gather the traces with `rank1 store import`.
 
-Nothing here ever deletes or truncates a store it cannot read: a damaged file is a `StoreError`
-that names it.
+Opening a store for writing proves it can be written (a write statement, rolled back), so a
+read-only file, an unwritable folder or a file that is no store is an error before any model
+loads, not at the first commit. Nothing here ever deletes or truncates a store it cannot read: a
+damaged file is a `StoreError` that names it.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import json
 import logging
 import os
 import random
+import re
 import sqlite3
 import time
 from array import array
@@ -32,6 +35,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from .errors import InputError
 
 SCHEMA = "rank1-cli-store/1"
 STORE_ENV = "RANK1_STORE"
@@ -74,6 +79,27 @@ CREATE TABLE IF NOT EXISTS engine_runs (
     created REAL NOT NULL
 )
 """
+# The digests of local model files (see models.folder_fingerprint), also made on first use.
+_FILE_DIGESTS_SQL = """
+CREATE TABLE IF NOT EXISTS file_digests (
+    path TEXT PRIMARY KEY,               -- absolute
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    ctime_ns INTEGER NOT NULL,
+    inode INTEGER NOT NULL,
+    digest TEXT NOT NULL,                -- valid while the file's size, times and inode are these
+    created REAL NOT NULL
+)
+"""
+MOUNTS = Path("/proc/mounts")
+SQLITE_HEADER = b"SQLite format 3\x00"
+# Filesystems on which SQLite's locking cannot be trusted (types as /proc/mounts names them).
+NETWORK_FILESYSTEMS = frozenset({"nfs", "nfs4", "cifs", "smb3", "smbfs", "lustre", "gpfs", "beegfs", "glusterfs",
+                                 "fuse.glusterfs", "ceph", "fuse.ceph", "fuse.sshfs", "9p", "afs", "panfs"})
+# The fingerprint scheme of local folders before every byte was hashed (see models.model_revision).
+UNVERIFIED_REVISION_PREFIX = "sha256:"
+
+log = logging.getLogger(__name__)
 
 
 class StoreError(Exception):
@@ -82,6 +108,27 @@ class StoreError(Exception):
 
 class StoreLocked(StoreError):
     """Another process held the store's lock for too long."""
+
+
+class StoreUnusable(StoreError, InputError):
+    """The path given cannot be a store (no rank1 store, or cannot be written): a bad option (exit
+    code 2), where a damaged store or a full disk is a failure (exit code 1)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FileStamp:
+    """A file as its metadata shows it: any write changes its size or times, a replacement its inode."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    inode: int
+
+    @classmethod
+    def of(cls, path: Path) -> "FileStamp":
+        stat = path.stat()
+        return cls(os.path.abspath(path), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +218,23 @@ def store_path(path: str | os.PathLike | None = None) -> Path:
     return Path(path).expanduser() if path else default_store_path()
 
 
+def network_filesystem(path: str, mounts: str) -> str | None:
+    """The type of the network filesystem that holds `path` (absolute, symlinks resolved), by
+    the longest mount point of `mounts` (the text of /proc/mounts) that contains it; None when it
+    is on local disk."""
+    best, best_type = "", None
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        # /proc/mounts writes a space in a mount point as \040 (and tab, newline, backslash alike).
+        mount = re.sub(r"\\([0-7]{3})", lambda escape: chr(int(escape.group(1), 8)), fields[1])
+        inside = path == mount or path.startswith(mount.rstrip("/") + "/")
+        if inside and len(mount) >= len(best):
+            best, best_type = mount, fields[2]
+    return best_type if best_type in NETWORK_FILESYSTEMS else None
+
+
 def _pack_tokens(token_ids: Sequence[int] | None) -> bytes | None:
     if token_ids is None:
         return None
@@ -189,27 +253,81 @@ def _unpack_tokens(blob: bytes | None) -> tuple[int, ...] | None:
 class Store:
     """An open store; see the module docstring. Use as a context manager or call `close`."""
 
-    def __init__(self, path: str | os.PathLike, *, create: bool = True) -> None:
+    def __init__(self, path: str | os.PathLike, *, create: bool = True, write: bool = True) -> None:
+        """`create`: make the store (and its folders) when missing. `write`: the store will be
+        written, so prove now that it can be, and warn when it is on a network filesystem; a
+        store only read (`rank1 store info`, `export`) may be read-only."""
         self.path = Path(path).expanduser()
         self._config_ids: dict[str, int] = {}
-        if self.path.is_dir():
-            raise StoreError(f"{self.path}: is a directory; the store is a file (e.g. {self.path / STORE_FILE})")
-        if not self.path.exists():
-            if not create:
-                raise StoreError(f"{self.path}: no such store")
-            try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise StoreError(f"{self.path}: cannot create the store's folder ({exc.strerror})") from None
+        self._check_path(create, write)
         try:
             self._db = sqlite3.connect(self.path, timeout=BUSY_SECONDS, isolation_level=None)
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: cannot open the store ({exc})") from None
         try:
             self._setup()
+            if write:
+                self._check_writable()
         except BaseException:
             self._db.close()
             raise
+        if write:
+            self._warn_if_on_a_network_filesystem()
+
+    def _check_path(self, create: bool, write: bool) -> None:
+        """What SQLite would report as "unable to open database file", or only at the first
+        commit, said with the path it is about; a file that is no SQLite database at all is not
+        taken for a damaged store."""
+        if self.path.is_dir():
+            raise StoreUnusable(f"{self.path}: is a directory; the store is a file (e.g. {self.path / STORE_FILE})")
+        folder = self.path.parent
+        if self.path.exists():
+            try:
+                with open(self.path, "rb") as handle:
+                    head = handle.read(len(SQLITE_HEADER))
+            except OSError as exc:
+                raise StoreUnusable(f"{self.path}: cannot read the store ({exc.strerror})") from None
+            if not SQLITE_HEADER.startswith(head):
+                raise StoreUnusable(f"{self.path}: not a rank1 store (not an SQLite database: it begins with "
+                                    f"{head!r}); it was left as it is. Choose another store path")
+        elif not create:
+            raise StoreUnusable(f"{self.path}: no such store")
+        else:
+            existing = next(p for p in (folder, *folder.parents) if p.exists())
+            if not existing.is_dir():
+                raise StoreUnusable(f"{self.path}: cannot create the store: {existing} is a file, not a folder")
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreUnusable(f"{self.path}: cannot create the store's folder {folder} ({exc.strerror})") \
+                    from None
+        if write and not os.access(folder, os.W_OK | os.X_OK):
+            raise StoreUnusable(f"{self.path}: the folder {folder} is not writable, and the store writes its journal "
+                                f"({self.path.name}-wal) there; make it writable or use another store path")
+        if write and self.path.exists() and not os.access(self.path, os.W_OK):
+            raise StoreUnusable(f"{self.path}: the store file is not writable; make it writable or use another store "
+                                "path")
+
+    def _check_writable(self) -> None:
+        """A write statement, rolled back: SQLite refuses it on a store it cannot write (taking
+        the write lock alone does not tell)."""
+        with self._errors("write"):
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("UPDATE meta SET value = value WHERE key = 'schema'")
+            finally:
+                self._db.execute("ROLLBACK")
+
+    def _warn_if_on_a_network_filesystem(self) -> None:
+        try:
+            mounts = MOUNTS.read_text()
+        except OSError:     # not Linux
+            return
+        filesystem = network_filesystem(os.path.realpath(self.path), mounts)
+        if filesystem:
+            log.warning("%s is on a network filesystem (%s), where SQLite's locking is not safe: two jobs writing it "
+                        "at once can damage it. Give each job its own store on local disk (--store) and gather "
+                        "them with `rank1 store import`", self.path, filesystem)
 
     def _setup(self) -> None:
         # Two processes opening a new store at once can each hold the lock the other needs to
@@ -227,14 +345,14 @@ class Store:
         with self._errors("open"):
             tables = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
             if tables and "meta" not in tables:
-                raise StoreError(f"{self.path}: an SQLite database, but not a rank1 store (its tables: "
-                                 f"{', '.join(sorted(tables))[:100]}); choose another store path")
+                raise StoreUnusable(f"{self.path}: an SQLite database, but not a rank1 store (its tables: "
+                                    f"{', '.join(sorted(tables))[:100]}); choose another store path")
             if "meta" in tables:
                 row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
                 if row is None or row[0] != SCHEMA:
                     found = row[0] if row else "none"
-                    raise StoreError(f"{self.path}: store schema {found!r}, this rank1 reads {SCHEMA!r}; "
-                                     "use another store path, or the rank1 version that wrote it")
+                    raise StoreUnusable(f"{self.path}: store schema {found!r}, this rank1 reads {SCHEMA!r}; "
+                                        "use another store path, or the rank1 version that wrote it")
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             if "meta" not in tables:
@@ -267,8 +385,8 @@ class Store:
             return StoreLocked(f"{self.path}: the store stayed locked by another process for {BUSY_SECONDS} s; "
                               "is a store on a network filesystem? Give each job its own store on local disk")
         if "readonly" in text or "unable to open" in text:
-            return StoreError(f"{self.path}: cannot {doing} the store ({text}); check its permissions, or use "
-                              "another store path")
+            return StoreUnusable(f"{self.path}: cannot {doing} the store ({text}); check the permissions of the file "
+                                 f"and of its folder {self.path.parent}, or use another store path")
         return StoreError(f"{self.path}: cannot {doing} the store ({text})")
 
     @contextlib.contextmanager
@@ -489,6 +607,41 @@ class Store:
                 f"SELECT COUNT(*) FROM generations WHERE completion != 'stop' AND config_id IN "
                 f"({','.join('?' * len(smaller_budget))})", smaller_budget).fetchone()[0] if smaller_budget else 0
             return MeasuredRate(count, mean, runs, tokens / seconds if seconds > 0 else None, same_settings, cut_short)
+
+    # --- local model folders ------------------------------------------------------------------
+
+    def file_digests(self, stamps: Iterable[FileStamp]) -> dict[FileStamp, str]:
+        """The digests recorded for these files, for those unchanged since (same size, times and inode)."""
+        with self._errors("read"):
+            if not self._has_table("file_digests"):
+                return {}
+            found = {}
+            for stamp in stamps:
+                row = self._db.execute("SELECT size, mtime_ns, ctime_ns, inode, digest FROM file_digests WHERE path=?",
+                                       (stamp.path,)).fetchone()
+                if row is not None and FileStamp(stamp.path, *row[:4]) == stamp:
+                    found[stamp] = row[4]
+            return found
+
+    def remember_file_digests(self, digests: dict[FileStamp, str]) -> None:
+        if not digests:
+            return
+        now = time.time()
+        with self._errors("write"), self._transaction():
+            self._db.execute(_FILE_DIGESTS_SQL)
+            self._db.executemany("INSERT OR REPLACE INTO file_digests VALUES (?,?,?,?,?,?,?)",
+                                 [(s.path, s.size, s.mtime_ns, s.ctime_ns, s.inode, digest, now)
+                                  for s, digest in digests.items()])
+
+    def unverified_generations(self, model: str) -> int:
+        """Generations of the local folder `model` stored under its older fingerprint (names, sizes,
+        the first and last MiB of each file), which cannot tell a fine-tune saved over the folder
+        from the model before it: they are kept (export shows them) but never matched."""
+        with self._errors("read"):
+            return sum(count for identity, count in self._db.execute(
+                "SELECT c.identity, COUNT(g.prompt_sha256) FROM configs c JOIN generations g USING (config_id) "
+                "WHERE c.model=? GROUP BY c.config_id", (model,))
+                if str(json.loads(identity).get("model_revision")).startswith(UNVERIFIED_REVISION_PREFIX))
 
     def models(self) -> list[str]:
         with self._errors("read"):

@@ -18,12 +18,18 @@ IMPORT_BATCH = 1000
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
-def _open(path: str | None, create: bool = True) -> Store:
-    return Store(store_path(path), create=create)
+def _open(path: str | None, create: bool = True, write: bool = True) -> Store:
+    return Store(store_path(path), create=create, write=write)
+
+
+def check_store(path: str | None) -> None:
+    """Open the store for writing (creating it if missing) and close it: for a command that writes
+    other files before the store, so that a store it cannot use stops it before anything is written."""
+    _open(path).close()
 
 
 def print_info(path: str | None, output_format: str, out: IO[str]) -> None:
-    with _open(path, create=False) as store:
+    with _open(path, create=False, write=False) as store:
         info = store.info()
     if output_format == "json":
         out.write(json.dumps({"path": info.path, "bytes": info.bytes, "generations": info.generations,
@@ -48,7 +54,7 @@ def print_info(path: str | None, output_format: str, out: IO[str]) -> None:
 
 def export_store(path: str | None, output: str) -> int:
     count = 0
-    with _open(path, create=False) as store, atomic_writer(output) as out:
+    with _open(path, create=False, write=False) as store, atomic_writer(output) as out:
         for record in store.export():
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
             count += 1
@@ -133,12 +139,18 @@ def record_generation(record: dict[str, Any], fallback_key: GenerationKey | None
 
 
 def import_files(files: list[str], path: str | None, *, model: str | None = None, backend: str = "vllm") -> ImportReport:
-    """Check every line of every file first, then store them (nothing is stored from a bad file)."""
-    fallback = None
-    if model is not None:
-        resolved = resolve_model(model)
-        fallback = GenerationKey(resolved.spec, model_revision(resolved), backend, "", 0, 0)
+    """Check the store, then every line of every file, then store them (nothing is stored from a
+    bad file)."""
     check_stdin_once(files)
+    resolved = resolve_model(model) if model is not None else None
+    with _open(path) as store:
+        fallback = None
+        if resolved is not None:
+            fallback = GenerationKey(resolved.spec, model_revision(resolved, store), backend, "", 0, 0)
+        return _import_into(store, files, fallback)
+
+
+def _import_into(store: Store, files: list[str], fallback: GenerationKey | None) -> ImportReport:
     batches: dict[GenerationKey, list[StoredGeneration]] = {}
     lines = 0
     for file in files:
@@ -157,12 +169,9 @@ def import_files(files: list[str], path: str | None, *, model: str | None = None
                 raise OptionError(f"{name}:{lineno}: not a rank1 trace: {exc}") from None
             batches.setdefault(key, []).append(generation)
             lines += 1
-    with _open(path) as store:
-        report = ImportReport(str(store.path), lines)
-        for key, generations in batches.items():
-            for start in range(0, len(generations), IMPORT_BATCH):
-                batch = generations[start:start + IMPORT_BATCH]
-                added = store.put_many(key, batch)
-                report.added += added
-        report.already = lines - report.added
+    report = ImportReport(str(store.path), lines)
+    for key, generations in batches.items():
+        for start in range(0, len(generations), IMPORT_BATCH):
+            report.added += store.put_many(key, generations[start:start + IMPORT_BATCH])
+    report.already = lines - report.added
     return report

@@ -79,3 +79,12 @@ def test_budget_0_from_python_judges_without_reasoning(tmp_path):
     assert [(j.completion, j.output_tokens, j.reasoning, j.origin) for j in judged] == [("forced", 0, "", "engine")] * 3
     assert all(0 < j.score < 1 and j.verdict in ("true", "false") for j in judged)
     assert [j.score for j in again] == [j.score for j in judged] and {j.origin for j in again} == {"store"}
+
+
+def test_a_store_that_is_no_store_is_refused_before_the_model_loads(tmp_path):
+    unloadable = tmp_path / "model"             # a config and no tokenizer: loading it would fail
+    unloadable.mkdir()
+    (unloadable / "config.json").write_text((TINY_MODEL / "config.json").read_text())
+    (tmp_path / "notes.txt").write_text("my notes\n")
+    with pytest.raises(InputError, match=f"^{tmp_path / 'notes.txt'}: not a rank1 store"):
+        Rank1(str(unloadable), store=tmp_path / "notes.txt", **SETTINGS)

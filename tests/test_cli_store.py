@@ -153,10 +153,11 @@ def test_a_failed_rerank_leaves_no_output_file(tmp_path):
 
 def test_a_damaged_store_stops_the_rerank_before_any_model_loads(tmp_path):
     store = tmp_path / "store.sqlite"
-    store.write_bytes(b"not a database, but mine\n")
+    damaged = b"SQLite format 3\x00" + b"\x07" * 600
+    store.write_bytes(damaged)
     proc = rerank(str(RUN), "--top-k", "2", "-o", str(tmp_path / "out.trec"), store=store)
     assert proc.returncode == 1 and f"{store}: the store is damaged" in proc.stderr, proc.stderr
-    assert store.read_bytes() == b"not a database, but mine\n" and not (tmp_path / "out.trec").exists()
+    assert store.read_bytes() == damaged and not (tmp_path / "out.trec").exists()
 
 
 def test_two_reranks_writing_one_store_at_once_lose_nothing(tmp_path):
@@ -193,3 +194,63 @@ def test_store_export_never_writes_over_the_store(tmp_path):
                            str(store)], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "the export would overwrite the store" in proc.stderr, proc.stderr
     assert store.read_bytes() == before
+
+
+# --- a store rank1 cannot use stops every command before it writes anything ------------------
+
+def cli(*args, cwd=REPO):
+    return subprocess.run([sys.executable, "-m", "rank1_cli.cli", *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.fixture
+def notes(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("my notes, not a store\n")
+    return path
+
+
+def not_a_store(proc, path):
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr == (f"rank1: error: {path}: not a rank1 store (not an SQLite database: it begins with b'my notes, "
+                           "not a '); it was left as it is. Choose another store path\n")
+    assert path.read_text() == "my notes, not a store\n"
+
+
+@pytest.mark.parametrize("dry_run", [[], ["--dry-run"]])
+def test_a_rerank_on_a_file_that_is_no_store_stops_before_the_model_loads(tmp_path, notes, dry_run):
+    unloadable = tmp_path / "model"             # a config and no tokenizer: loading it would fail
+    unloadable.mkdir()
+    shutil.copy(TINY_MODEL / "config.json", unloadable)
+    proc = rerank(str(RUN), "--top-k", "2", "-o", str(tmp_path / "out.trec"), "--model", str(unloadable), *dry_run,
+                  store=notes)
+    not_a_store(proc, notes)
+    assert proc.stdout == "" and sorted(p.name for p in tmp_path.iterdir()) == ["model", "notes.txt"]
+
+
+def test_a_store_under_a_file_stops_a_sweep_before_anything_is_written(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    store = tmp_path / "afile" / "store.sqlite"
+    proc = cli("sweep", str(RUN), "--model", TINY_MODEL, *INPUTS, "--backend", "transformers", "--budgets", "16,32",
+               "--output-dir", tmp_path / "out", "--store", store)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr == f"rank1: error: {store}: cannot create the store: {tmp_path / 'afile'} is a file, not a folder\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_merge_checks_the_store_before_it_writes_the_merged_run(tmp_path, notes):
+    for name in ("a.trec", "b.trec"):
+        shutil.copy(RUN, tmp_path / name)
+        (tmp_path / name.replace(".trec", ".traces.jsonl")).write_text("")
+    proc = cli("merge", tmp_path / "a.trec", tmp_path / "b.trec", "-o", tmp_path / "merged.trec", "--store", notes)
+    not_a_store(proc, notes)
+    assert not (tmp_path / "merged.trec").exists() and not (tmp_path / "merged.traces.jsonl").exists()
+
+
+@pytest.mark.parametrize("command", [["info"], ["export", "-o", "{out}"], ["prune", "--model", "m"],
+                                     ["import", "{traces}"]])
+def test_every_store_command_says_a_file_is_no_store(tmp_path, notes, command):
+    (tmp_path / "t.jsonl").write_text("")
+    args = [arg.format(out=tmp_path / "out.jsonl", traces=tmp_path / "t.jsonl") for arg in command]
+    not_a_store(cli("store", *args, "--store", notes), notes)
+    assert not (tmp_path / "out.jsonl").exists()

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -10,7 +11,8 @@ import textwrap
 import pytest
 
 from rank1_cli.errors import InputError
-from rank1_cli.store import GenerationKey, Store, StoredGeneration, StoreError, default_store_path
+from rank1_cli.store import (GenerationKey, Store, StoredGeneration, StoreError, default_store_path,
+                             network_filesystem)
 from rank1_cli.store_admin import import_files, record_generation
 
 from conftest import REPO, RANK1, table_column
@@ -71,7 +73,7 @@ def test_the_default_path_follows_the_environment(monkeypatch, tmp_path):
 
 # --- damage: reported, never "repaired" by emptying --------------------------------------------
 
-@pytest.mark.parametrize("content", [b"these are my notes\n", b"SQLite format 3\x00" + b"\x07" * 600])
+@pytest.mark.parametrize("content", [b"SQLite format 3\x00" + b"\x07" * 600, b"SQLite f"])
 def test_a_damaged_store_is_reported_and_left_as_it_is(tmp_path, content):
     path = tmp_path / "s.sqlite"
     path.write_bytes(content)
@@ -102,6 +104,82 @@ def test_another_sqlite_database_is_not_taken_for_a_store(tmp_path):
     with pytest.raises(StoreError, match=r"an SQLite database, but not a rank1 store \(its tables: users\)"):
         Store(path)
     assert path.read_bytes() == before
+
+
+def test_a_file_that_is_no_sqlite_database_is_not_a_rank1_store_and_is_left_as_it_is(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_bytes(b"these are my notes\n")
+    with pytest.raises(InputError) as error:       # the path given is wrong (exit code 2), nothing damaged
+        Store(path)
+    assert str(error.value) == (f"{path}: not a rank1 store (not an SQLite database: it begins with b'these are my "
+                                "not'); it was left as it is. Choose another store path")
+    assert path.read_bytes() == b"these are my notes\n"
+    (tmp_path / "empty").touch()                    # an empty file is an empty database: it becomes a store
+    with Store(tmp_path / "empty") as store:
+        assert store.count() == 0
+
+
+def test_a_store_that_cannot_be_written_fails_when_opened_not_at_the_first_commit(tmp_path, monkeypatch):
+    path = filled_store(tmp_path / "s.sqlite")
+    connect = sqlite3.connect
+    monkeypatch.setattr(sqlite3, "connect", lambda file, **kw: connect(f"file:{file}?mode=ro", uri=True, **kw))
+    with pytest.raises(InputError) as error:
+        Store(path)
+    assert str(error.value) == (f"{path}: cannot write the store (attempt to write a readonly database); check the "
+                                f"permissions of the file and of its folder {tmp_path}, or use another store path")
+    with Store(path, create=False, write=False) as store:        # what info and export do: reading is enough
+        assert store.count() == 6
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes whatever the permissions say")
+def test_a_read_only_store_or_folder_is_named(tmp_path):
+    path = filled_store(tmp_path / "s.sqlite")
+    path.chmod(0o444)
+    with pytest.raises(InputError, match=f"^{path}: the store file is not writable; make it writable"):
+        Store(path)
+    path.chmod(0o644)
+    tmp_path.chmod(0o555)
+    try:
+        with pytest.raises(InputError, match=rf"^{path}: the folder {tmp_path} is not writable, and the store writes "
+                                             r"its journal \(s.sqlite-wal\) there"):
+            Store(path)
+    finally:
+        tmp_path.chmod(0o755)
+
+
+MOUNTS = """\
+overlay / overlay rw,relatime 0 0
+server:/export /home nfs4 rw,relatime 0 0
+/dev/sdb1 /home/me/local\\040disk ext4 rw 0 0
+lustre@tcp:/scratch /scratch lustre rw 0 0
+/dev/sdc1 /scratchpad xfs rw 0 0
+"""
+
+
+@pytest.mark.parametrize("path, filesystem", [
+    ("/home/me/store.sqlite", "nfs4"),
+    ("/home", "nfs4"),
+    ("/home/me/local disk/store.sqlite", None),        # a local disk mounted inside the NFS home
+    ("/scratch/job/store.sqlite", "lustre"),
+    ("/scratchpad/store.sqlite", None),
+    ("/scratch-old/store.sqlite", None),               # /scratch is a prefix of its name, not its folder
+    ("/tmp/store.sqlite", None),
+])
+def test_a_network_filesystem_is_found_by_the_longest_mount_point_that_holds_the_store(path, filesystem):
+    assert network_filesystem(path, MOUNTS) == filesystem
+
+
+def test_a_store_on_a_network_filesystem_is_warned_about_once(tmp_path, monkeypatch, caplog):
+    mounts = tmp_path / "mounts"
+    mounts.write_text(f"overlay / overlay rw 0 0\nserver:/x {tmp_path} nfs rw 0 0\n")
+    monkeypatch.setattr("rank1_cli.store.MOUNTS", mounts)
+    with caplog.at_level("WARNING", logger="rank1_cli"):
+        Store(tmp_path / "s.sqlite").close()
+        Store(tmp_path / "s.sqlite", create=False, write=False).close()     # only read: no concurrent writers
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{tmp_path / 's.sqlite'} is on a network filesystem (nfs), where SQLite's locking is not safe: two jobs "
+        "writing it at once can damage it. Give each job its own store on local disk (--store) and gather them with "
+        "`rank1 store import`"]
 
 
 # --- durability and concurrency ------------------------------------------------------------
@@ -207,7 +285,8 @@ def test_import_checks_every_line_and_stores_nothing_from_a_bad_file(tmp_path, c
     traces.write_text(trace_line(0) + "\n" + trace_line(1, **changes) + "\n")
     with pytest.raises(InputError, match=rf"t.jsonl:2: not a rank1 trace: {message}"):
         import_files([str(traces)], str(tmp_path / "s.sqlite"))
-    assert not (tmp_path / "s.sqlite").exists()
+    with Store(tmp_path / "s.sqlite") as store:       # checked before the traces, and left empty
+        assert store.count() == 0
 
 
 def test_store_info_and_prune_through_the_cli(tmp_path):
@@ -416,8 +495,8 @@ def test_prune_deletes_one_models_generations_and_names_the_others(tmp_path):
     ("database is locked", "the store stayed locked by another process for"),
     ("database table is busy", "the store stayed locked by another process for"),
     ("attempt to write a readonly database", "cannot write the store (attempt to write a readonly database); check "
-                                             "its permissions, or use another store path"),
-    ("unable to open database file", "cannot write the store (unable to open database file); check its permissions"),
+                                             "the permissions of the file and of its folder "),
+    ("unable to open database file", "cannot write the store (unable to open database file); check the permissions"),
     ("something else", "cannot write the store (something else)"),
 ])
 def test_store_errors_say_what_happened_and_what_to_do(tmp_path, error, message):
@@ -562,7 +641,8 @@ def test_where_a_store_cannot_be(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(StoreError) as error:
         Store(tmp_path / "file" / "s.sqlite")
-    assert str(error.value) == f"{tmp_path / 'file' / 's.sqlite'}: cannot create the store's folder (File exists)"
+    assert str(error.value) == f"{tmp_path / 'file' / 's.sqlite'}: cannot create the store: {tmp_path / 'file'} is a " \
+                               "file, not a folder"
     with pytest.raises(StoreError) as error:
         Store(tmp_path / "none.sqlite", create=False)
     assert str(error.value) == f"{tmp_path / 'none.sqlite'}: no such store"
