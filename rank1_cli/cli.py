@@ -408,13 +408,7 @@ def merge(
     from .store_admin import import_files
 
     sources = [traces_output] if traces_output else traces     # the merged traces hold every shard's
-    try:
-        report = import_files(sources, store)
-    except InputError as exc:     # traces of an older rank1-cli: the merge itself is done
-        message = exc.for_command_line() if isinstance(exc, OptionError) else str(exc)
-        console.print(f"rank1: warning: the shards' reasoning was not imported into the store: {message}. "
-                      "Use `rank1 store import --model ...`", markup=False, soft_wrap=True)
-        return
+    report = import_files(sources, store)       # merge_shards checked every line as the import does
     console.print(f"store: {report.added} new generations imported into {report.store} "
                   f"({report.already} were there already)", markup=False, highlight=False)
 

@@ -130,6 +130,18 @@ def record_generation(record: dict[str, Any], fallback_key: GenerationKey | None
     return key, StoredGeneration(sha, completion, verdict, lt, lf, tokens, reasoning, token_ids)
 
 
+def trace_line_generation(record: Any, where: str, fallback_key: GenerationKey | None
+                          ) -> tuple[GenerationKey, StoredGeneration]:
+    """`record_generation` of one parsed line, as `rank1 store import` checks it; the error names
+    `where` (file:line)."""
+    try:
+        if not isinstance(record, dict):
+            raise ValueError("not a JSON object")
+        return record_generation(record, fallback_key)
+    except ValueError as exc:
+        raise OptionError(f"{where}: not a rank1 trace: {exc}") from None
+
+
 def import_files(files: list[str], path: str | None, *, model: str | None = None, backend: str = "vllm") -> ImportReport:
     """Check every line of every file first, then store them (nothing is stored from a bad file)."""
     fallback = None
@@ -146,13 +158,9 @@ def import_files(files: list[str], path: str | None, *, model: str | None = None
                 continue
             try:
                 record = json.loads(line)
-                if not isinstance(record, dict):
-                    raise ValueError("not a JSON object")
-                key, generation = record_generation(record, fallback)
             except json.JSONDecodeError as exc:
                 raise InputError(f"{name}:{lineno}: invalid JSON ({exc.msg} at column {exc.colno})") from None
-            except ValueError as exc:
-                raise OptionError(f"{name}:{lineno}: not a rank1 trace: {exc}") from None
+            key, generation = trace_line_generation(record, f"{name}:{lineno}", fallback)
             batches.setdefault(key, []).append(generation)
             lines += 1
     with _open(path) as store:
