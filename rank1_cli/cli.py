@@ -175,7 +175,7 @@ def rerank(
     dataset: DatasetOpt = None,
     corpus: CorpusOpt = None,
     queries: QueriesOpt = None,
-    traces: Annotated[Optional[str], typer.Option(help="JSONL of reasoning traces, one line per pair, written when the rerank completes. Default: OUTPUT with .traces.jsonl (none for stdout). An existing file there must be rank1 traces.")] = None,
+    traces: Annotated[Optional[str], typer.Option(help="JSONL of reasoning traces, one line per pair, written when the rerank completes. Default: OUTPUT with .traces.jsonl (none for stdout). An existing file there must be rank1 traces; its reasoning is imported into the store before it is replaced.")] = None,
     top_k: TopKOpt = 100,
     backend: BackendOpt = Backend.vllm,
     dtype: DtypeOpt = None,
@@ -212,7 +212,7 @@ def rerank(
     another first-stage run reuses every pair the two share."""
     from .collection import CollectionSource
     from .console import RichProgress, print_rerank_summary, setup_logging, stderr_console
-    from .outputs import check_outputs, check_traces_target
+    from .outputs import check_outputs, check_traces_target, keep_replaced_traces
     from .rerank import execute_rerank, make_scorer, prepare_rerank
     from .textio import check_writable, stdout_reserved
     from .traces import write_traces
@@ -238,6 +238,11 @@ def rerank(
     if dry_run:
         _print_plan(prepared, store, no_store, overwrite, plan_format)
         return
+    kept = keep_replaced_traces(traces, None if no_store else store_path(store),
+                                {(prepared.key, pair.prompt_sha256) for pair in prepared.pairs})
+    if kept is not None and kept.added and not quiet:
+        console.print(f"store: {kept.added} generations of the traces being replaced ({traces}) imported "
+                      f"({kept.already} there already)", markup=False, highlight=False)
     reasoning_store = _open_store(store, no_store)
     scorer = make_scorer(prepared, reasoning_store, recompute=overwrite)
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -142,6 +143,20 @@ def trace_line_generation(record: Any, where: str, fallback_key: GenerationKey |
         raise OptionError(f"{where}: not a rank1 trace: {exc}") from None
 
 
+def file_generations(file: str, fallback_key: GenerationKey | None
+                     ) -> Iterator[tuple[GenerationKey, StoredGeneration]]:
+    """Each line of a traces or export file, checked as `rank1 store import` checks it."""
+    name = display_name(file)
+    for lineno, line in iter_lines(file):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{name}:{lineno}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+        yield trace_line_generation(record, f"{name}:{lineno}", fallback_key)
+
+
 def import_files(files: list[str], path: str | None, *, model: str | None = None, backend: str = "vllm") -> ImportReport:
     """Check every line of every file first, then store them (nothing is stored from a bad file)."""
     fallback = None
@@ -152,15 +167,7 @@ def import_files(files: list[str], path: str | None, *, model: str | None = None
     batches: dict[GenerationKey, list[StoredGeneration]] = {}
     lines = 0
     for file in files:
-        name = display_name(file)
-        for lineno, line in iter_lines(file):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{name}:{lineno}: invalid JSON ({exc.msg} at column {exc.colno})") from None
-            key, generation = trace_line_generation(record, f"{name}:{lineno}", fallback)
+        for key, generation in file_generations(file, fallback):
             batches.setdefault(key, []).append(generation)
             lines += 1
     with _open(path) as store:
