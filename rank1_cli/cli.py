@@ -168,7 +168,7 @@ def rerank(
     dataset: DatasetOpt = None,
     corpus: CorpusOpt = None,
     queries: QueriesOpt = None,
-    traces: Annotated[Optional[str], typer.Option(help="JSONL of reasoning traces, one line per pair, written when the rerank completes. Default: OUTPUT with .traces.jsonl (none for stdout). An existing file there must be rank1 traces.")] = None,
+    traces: Annotated[Optional[str], typer.Option(help="JSONL of reasoning traces, one line per pair, written when the rerank completes. Default: OUTPUT with .traces.jsonl (none for stdout). An existing file there must be rank1 traces; its reasoning is imported into the store before it is replaced.")] = None,
     top_k: TopKOpt = 100,
     backend: BackendOpt = Backend.vllm,
     dtype: DtypeOpt = None,
@@ -208,8 +208,8 @@ def rerank(
     another first-stage run reuses every pair the two share."""
     from .collection import CollectionSource
     from .console import RichProgress, print_rerank_summary, setup_logging, stderr_console
-    from .outputs import check_outputs, check_traces_target
     from .early_exit import parse_early_exit
+    from .outputs import check_outputs, check_traces_target, keep_replaced_traces
     from .rerank import execute_rerank, make_scorer, prepare_rerank
     from .textio import check_writable, stdout_reserved
     from .traces import write_traces
@@ -239,6 +239,11 @@ def rerank(
         if dry_run:
             _print_plan(prepared, reasoning_store, overwrite, plan_format)
             return
+        kept = keep_replaced_traces(traces, None if no_store else store_path(store),
+                                    {(prepared.key, pair.prompt_sha256) for pair in prepared.pairs})
+        if kept is not None and kept.added and not quiet:
+            console.print(f"store: {kept.added} generations of the traces being replaced ({traces}) imported "
+                          f"({kept.already} there already)", markup=False, highlight=False)
         scorer = make_scorer(prepared, reasoning_store, recompute=overwrite)
         with stdout_reserved() as real_stdout:
             result = _with_engine(console, scorer, verbose,
@@ -411,13 +416,7 @@ def merge(
     from .store_admin import import_files
 
     sources = [traces_output] if traces_output else traces     # the merged traces hold every shard's
-    try:
-        report = import_files(sources, store)
-    except InputError as exc:     # traces of an older rank1-cli: the merge itself is done
-        message = exc.for_command_line() if isinstance(exc, OptionError) else str(exc)
-        console.print(f"rank1: warning: the shards' reasoning was not imported into the store: {message}. "
-                      "Use `rank1 store import --model ...`", markup=False, soft_wrap=True)
-        return
+    report = import_files(sources, store)       # merge_shards checked every line as the import does
     console.print(f"store: {report.added} new generations imported into {report.store} "
                   f"({report.already} were there already)", markup=False, highlight=False)
 

@@ -1,15 +1,20 @@
-"""Guards for the files rank1 writes: it never writes to a path it reads, and never replaces a
-file it did not write."""
+"""Guards for the files rank1 writes: it never writes to a path it reads, never replaces a file
+it did not write, and never loses the reasoning in a traces file it replaces."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .errors import InputError
+from .errors import InputError, OptionError
 from .textio import STDIO
 from .traces import is_traces_file
+
+if TYPE_CHECKING:
+    from .store import GenerationKey
+    from .store_admin import ImportReport
 
 
 def _same_file(a: str, b: str) -> bool:
@@ -48,3 +53,32 @@ def check_traces_target(path: str | None) -> None:
     if p.is_file() and not is_traces_file(p):
         raise InputError(f"{path}: exists and is not a rank1 traces file; it is left as it is. Choose another "
                          "path for the traces, or move that file away")
+
+
+def keep_replaced_traces(path: str | None, store: str | os.PathLike | None,
+                         rewritten: Collection[tuple[GenerationKey, str]]) -> ImportReport | None:
+    """Before a rerank replaces the rank1 traces at `path` (the only copy of their reasoning, maybe):
+    import them into `store` as `rank1 store import` does (generations stored already are kept as
+    they are). With no store, every generation there must be one the rerank writes again
+    (`rewritten`: (configuration, prompt sha256)). Else InputError, saying how to keep them."""
+    if path is None or path == STDIO or not Path(path).is_file():
+        return None
+    from .store_admin import file_generations, import_files
+
+    try:
+        if store is not None:
+            return import_files([path], str(store))
+        lost = sum((key, generation.prompt_sha256) not in rewritten
+                   for key, generation in file_generations(path, None))
+    except InputError as exc:
+        reason = exc.for_command_line() if isinstance(exc, OptionError) else str(exc)
+        raise InputError(f"{path} holds rank1 traces that this rerank would replace, and they cannot be imported "
+                         f"into a store ({reason}). To keep them: import them with `rank1 store import {path} "
+                         "--model M` (M: the model that made them) and move the file away, or name another "
+                         "--traces") from None
+    if lost:
+        raise InputError(f"{path} holds {lost} generations of rank1 traces that this rerank would replace and not "
+                         "write again; with --no-store they would be lost. To keep them: rerank with a store "
+                         f"(without --no-store: they are imported into it first), move {path} away, or name "
+                         "another --traces")
+    return None

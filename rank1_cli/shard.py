@@ -9,7 +9,7 @@ independent of the other queries, so any shard's output can be checked on its ow
 A sharded rerank reranks only its queries and records "shard": "I/N" in the settings of every
 trace line. `merge_shards` reads that back to check that the shards given are exactly 1..N of
 one split, each finished (no pending traces; its run written), none holding a query of another,
-all made with the same settings; it writes the queries' runs and traces together, the "shard"
+all made with the same settings, every traces line one `rank1 store import` accepts; it writes the queries' runs and traces together, the "shard"
 entry dropped, so the result is what one unsharded rerank would have written.
 """
 
@@ -27,8 +27,9 @@ from typing import Any
 from .errors import InputError, OptionError
 from .textio import atomic_writer, display_name, iter_lines
 from .store import PENDING
+from .store_admin import trace_line_generation
 from .traces import Trace, settings_difference
-from .trec import RUN_COLUMNS
+from .trec import RUN_COLUMNS, Run, read_run
 
 SHARD_KEY = "shard"
 _SHARD_RE = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
@@ -125,10 +126,12 @@ def _read_trace_file(path: str) -> list[Trace]:
         if not line.strip():
             continue
         try:
-            traces.append(Trace.from_dict(json.loads(line)))
-        except (json.JSONDecodeError, TypeError):
+            record = json.loads(line)
+        except json.JSONDecodeError:
             raise InputError(f"{path}:{lineno}: not a trace record (a torn line: the rerank of this shard "
                              "did not finish; run it again to finish it)") from None
+        trace_line_generation(record, f"{path}:{lineno}", None)   # what the store would refuse, refused here
+        traces.append(Trace.from_dict(record))
     return traces
 
 
@@ -180,6 +183,25 @@ def _check_assignment(shard: _Shard) -> None:
                              "split of the same run")
 
 
+def _check_complete(shard: _Shard, first_stage_run: Run, first_stage: str | os.PathLike) -> None:
+    """Every query of the shard has every document of the first stage that its rerank kept: the top k
+    (k: the deepest first-stage rank traced), and the rest too where the run kept the tail."""
+    top_k = max(t.first_stage_rank for t in shard.traces)
+    traced: dict[str, int] = {}
+    for trace in shard.traces:
+        traced[trace.qid] = traced.get(trace.qid, 0) + 1
+    kept_tail = any(len(lines) > traced.get(qid, 0) for qid, lines in shard.run_lines.items())
+    for qid, lines in shard.run_lines.items():
+        entries = first_stage_run[qid] if kept_tail else first_stage_run[qid][:top_k]
+        present = {line.split()[2] for line in lines}
+        lacking = sum(entry.docid not in present for entry in entries)
+        if lacking:
+            raise InputError(f"{shard.run_path}: query {qid} of shard {format_shard(shard.index, shard.count)} "
+                             f"lacks {lacking} of its {len(entries)} documents in {first_stage}: the run was cut "
+                             "short or made from another first-stage run (or with --missing skip); rerank that "
+                             "shard again")
+
+
 def merge_shards(run_paths: Sequence[str | os.PathLike], traces_paths: Sequence[str | os.PathLike],
                  out_run: str | os.PathLike, out_traces: str | os.PathLike | None, *,
                  first_stage: str | os.PathLike | None = None) -> MergeSummary:
@@ -187,7 +209,8 @@ def merge_shards(run_paths: Sequence[str | os.PathLike], traces_paths: Sequence[
 
     run_paths[i] and traces_paths[i] are one shard's output run and traces. Queries come out in
     shard order (1..N, each in its file's order), or in the order of `first_stage` (the run that
-    was reranked) when given; then every query of that run must also be in its shard's output.
+    was reranked) when given; then every query of that run must also be in its shard's output,
+    with every document of that run its rerank kept. Nothing is written unless every check passes.
     `out_traces` None writes no traces (they are still checked).
     """
     if not run_paths:
@@ -240,7 +263,8 @@ def merge_shards(run_paths: Sequence[str | os.PathLike], traces_paths: Sequence[
     missing = sorted(set(range(1, count + 1)) - by_index.keys())
     expected_queries: list[str] | None = None
     if first_stage is not None:
-        expected_queries = _first_stage_queries(first_stage)
+        first_stage_run = read_run(first_stage)
+        expected_queries = list(first_stage_run)
         absent = [qid for qid in expected_queries if qid not in owner]
         if absent:
             where = sorted({shard_of(q, count) for q in absent})
@@ -262,6 +286,9 @@ def merge_shards(run_paths: Sequence[str | os.PathLike], traces_paths: Sequence[
                          f"{'are' if len(missing) > 1 else 'is'} missing; merge needs the output of every shard")
     if len(shards) > count:
         raise InputError(f"merge got {len(shards)} shards but the split has {count}")
+    if first_stage is not None:
+        for shard in labelled:
+            _check_complete(shard, first_stage_run, first_stage)
 
     if expected_queries is not None:
         order = [qid for qid in expected_queries if qid in owner]
@@ -290,9 +317,3 @@ def merge_shards(run_paths: Sequence[str | os.PathLike], traces_paths: Sequence[
     return MergeSummary(shards=len(shards), queries=len(order), run_lines=lines, traces=written,
                         empty_shards=len(empty))
 
-
-def _first_stage_queries(path: str | os.PathLike) -> list[str]:
-    """The run's queries in file order (a TREC run or MTEB predictions JSON)."""
-    from .trec import read_run_scores
-
-    return list(read_run_scores(path))

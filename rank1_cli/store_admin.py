@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -138,6 +139,32 @@ def record_generation(record: dict[str, Any], fallback_key: GenerationKey | None
     return key, StoredGeneration(sha, completion, verdict, lt, lf, tokens, reasoning, token_ids)
 
 
+def trace_line_generation(record: Any, where: str, fallback_key: GenerationKey | None
+                          ) -> tuple[GenerationKey, StoredGeneration]:
+    """`record_generation` of one parsed line, as `rank1 store import` checks it; the error names
+    `where` (file:line)."""
+    try:
+        if not isinstance(record, dict):
+            raise ValueError("not a JSON object")
+        return record_generation(record, fallback_key)
+    except ValueError as exc:
+        raise OptionError(f"{where}: not a rank1 trace: {exc}") from None
+
+
+def file_generations(file: str, fallback_key: GenerationKey | None
+                     ) -> Iterator[tuple[GenerationKey, StoredGeneration]]:
+    """Each line of a traces or export file, checked as `rank1 store import` checks it."""
+    name = display_name(file)
+    for lineno, line in iter_lines(file):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{name}:{lineno}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+        yield trace_line_generation(record, f"{name}:{lineno}", fallback_key)
+
+
 def import_files(files: list[str], path: str | None, *, model: str | None = None, backend: str = "vllm") -> ImportReport:
     """Check the store, then every line of every file, then store them (nothing is stored from a
     bad file)."""
@@ -154,19 +181,7 @@ def _import_into(store: Store, files: list[str], fallback: GenerationKey | None)
     batches: dict[GenerationKey, list[StoredGeneration]] = {}
     lines = 0
     for file in files:
-        name = display_name(file)
-        for lineno, line in iter_lines(file):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                if not isinstance(record, dict):
-                    raise ValueError("not a JSON object")
-                key, generation = record_generation(record, fallback)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{name}:{lineno}: invalid JSON ({exc.msg} at column {exc.colno})") from None
-            except ValueError as exc:
-                raise OptionError(f"{name}:{lineno}: not a rank1 trace: {exc}") from None
+        for key, generation in file_generations(file, fallback):
             batches.setdefault(key, []).append(generation)
             lines += 1
     report = ImportReport(str(store.path), lines)

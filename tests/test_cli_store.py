@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from conftest import REPO, SAMPLE, TINY_MODEL
+from rank1_cli.store import StoredGeneration
 
 RUN = SAMPLE / "run.bm25.trec"
 OTHER_RUN = SAMPLE / "run.bm25-notitle.trec"
@@ -254,3 +255,59 @@ def test_every_store_command_says_a_file_is_no_store(tmp_path, notes, command):
     args = [arg.format(out=tmp_path / "out.jsonl", traces=tmp_path / "t.jsonl") for arg in command]
     not_a_store(cli("store", *args, "--store", notes), notes)
     assert not (tmp_path / "out.jsonl").exists()
+
+
+# --- a traces file being replaced: its reasoning is kept ----------------------------------------
+
+def tiny_rerank(*args):
+    """A rerank of a handful of pairs: the first two queries, top 1, a 16-token budget."""
+    command = [sys.executable, "-m", "rank1_cli.cli", "rerank", "--model", str(TINY_MODEL), *INPUTS,
+               "--backend", "transformers", "--device", "cpu", "--dtype", "float32", "--max-model-len", "1024",
+               "--max-reasoning-tokens", "16", "--top-k", "1", *map(str, args)]
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture
+def two_queries(tmp_path):
+    run = tmp_path / "two.trec"
+    run.write_text("".join(line for line in RUN.read_text().splitlines(keepends=True) if line.split()[0] in ("q01", "q02")))
+    return run
+
+
+def old_traces(tmp_path, **changes):
+    """Traces another rerank wrote (other pairs, another configuration): their only copy."""
+    from test_store import trace_line
+
+    traces = tmp_path / "t.jsonl"
+    traces.write_text("".join(trace_line(i, **changes) + "\n" for i in range(3)))
+    return traces
+
+
+def test_a_rerank_with_no_store_never_replaces_traces_whose_reasoning_it_would_lose(tmp_path, two_queries):
+    traces = old_traces(tmp_path)
+    before = traces.read_bytes()
+    proc = tiny_rerank(two_queries, "-o", tmp_path / "out.trec", "--traces", traces, "--no-store")
+    assert proc.returncode == 2 and proc.stdout == "", proc.stderr
+    assert " ".join(proc.stderr.split()) == (
+        f"rank1: error: {traces} holds 3 generations of rank1 traces that this rerank would replace and not write "
+        f"again; with --no-store they would be lost. To keep them: rerank with a store (without --no-store: they are "
+        f"imported into it first), move {traces} away, or name another --traces")
+    assert traces.read_bytes() == before and not (tmp_path / "out.trec").exists()
+
+
+def test_a_rerank_imports_the_traces_it_replaces_into_the_store(tmp_path, two_queries):
+    from test_store import KEY, sha
+    from rank1_cli.store import Store
+
+    traces, store = old_traces(tmp_path), tmp_path / "store.sqlite"
+    with Store(store) as opened:            # one of them is stored already: kept as it is, not doubled
+        opened.put_many(KEY, [StoredGeneration(sha(0), "fallback", None, None, None, 0, "mine")])
+    proc = tiny_rerank(two_queries, "-o", tmp_path / "out.trec", "--traces", traces, "--store", store)
+    assert proc.returncode == 0, proc.stderr
+    assert f"store: 2 generations of the traces being replaced ({traces}) imported (1 there already)" in \
+        " ".join(proc.stderr.split())
+    with Store(store) as opened:
+        kept = opened.get_many(KEY, [sha(i) for i in range(3)])
+        assert [kept[sha(i)].reasoning for i in range(3)] == ["mine", "reasoning 1.", "reasoning 2."]
+        assert opened.count() == 3 + 2
+    assert [json.loads(line)["qid"] for line in traces.read_text().splitlines()] == ["q01", "q02"]

@@ -433,3 +433,71 @@ def test_merge_counts_the_traces_even_when_it_writes_none(sharded, tmp_path):
     _, _, parts = sharded
     summary = merge_shards([p[0] for p in parts], [p[1] for p in parts], tmp_path / "m.trec", None)
     assert (summary.queries, summary.traces) == (25, 75)
+
+
+def test_merge_with_the_first_stage_refuses_a_shard_run_cut_short(sharded, tmp_path):
+    _, _, parts = sharded
+    lines = parts[1][0].read_text().splitlines(keepends=True)
+    last_qid = lines[-1].split()[0]
+    cut = _edited(tmp_path, parts[1][0], "cut.trec", lambda t: "".join(lines[:-10]))
+    run = str(SAMPLE / "run.bm25.trec")
+    with pytest.raises(InputError) as error:
+        merge_shards([parts[0][0], cut, parts[2][0]], [p[1] for p in parts], tmp_path / "m.trec",
+                     tmp_path / "m.traces.jsonl", first_stage=run)
+    assert str(error.value) == (f"{cut}: query {last_qid} of shard 2/3 lacks 10 of its 50 documents in {run}: the "
+                                "run was cut short or made from another first-stage run (or with --missing skip); "
+                                "rerank that shard again")
+    assert not (tmp_path / "m.trec").exists() and not (tmp_path / "m.traces.jsonl").exists()
+
+
+def test_merge_with_the_first_stage_refuses_a_shard_without_some_of_its_top_k(sharded, tmp_path):
+    # Shard 1 reranked without the tail, then its first query's third document and trace lost.
+    _, _, parts = sharded
+    head = tmp_path / "head.trec"
+    head.write_text("".join(l for l in parts[0][0].read_text().splitlines(keepends=True) if int(l.split()[3]) <= 3))
+    first_qid = head.read_text().split()[0]
+    dropped = [l for l in head.read_text().splitlines(keepends=True) if l.startswith(first_qid + " ")][2]
+    head.write_text(head.read_text().replace(dropped, ""))
+    docid = dropped.split()[2]
+    traces = _edited(tmp_path, parts[0][1], "t.jsonl", lambda t: "".join(
+        l for l in t.splitlines(keepends=True) if (json.loads(l)["qid"], json.loads(l)["docid"]) != (first_qid, docid)))
+    run = str(SAMPLE / "run.bm25.trec")
+    merge_shards([head, parts[1][0], parts[2][0]], [traces, parts[1][1], parts[2][1]], tmp_path / "ok.trec", None)
+    with pytest.raises(InputError) as error:
+        merge_shards([head, parts[1][0], parts[2][0]], [traces, parts[1][1], parts[2][1]], tmp_path / "m.trec",
+                     None, first_stage=run)
+    assert str(error.value).startswith(f"{head}: query {first_qid} of shard 1/3 lacks 1 of its 3 documents in {run}:")
+    assert not (tmp_path / "m.trec").exists()
+
+
+@pytest.mark.parametrize("change, why", [
+    ({"prompt_sha256": "abc"}, "prompt_sha256 must be 64 lowercase hex digits"),
+    ({"score": 0.25}, "score 0.25 does not follow from its logprobs"),
+    ({"completion": "done"}, "completion must be one of stop, forced, fallback, pending"),
+])
+def test_merge_refuses_a_traces_line_store_import_would_refuse(sharded, tmp_path, change, why):
+    _, _, parts = sharded
+    records = [json.loads(l) for l in parts[1][1].read_text().splitlines()]
+    records[3].update(change)
+    bad = tmp_path / "bad.traces.jsonl"
+    bad.write_text("".join(json.dumps(r) + "\n" for r in records))
+    with pytest.raises(InputError) as error:
+        merge_shards([p[0] for p in parts], [parts[0][1], bad, parts[2][1]], tmp_path / "m.trec",
+                     tmp_path / "m.traces.jsonl", first_stage=str(SAMPLE / "run.bm25.trec"))
+    assert str(error.value) == f"{bad}:4: not a rank1 trace: {why}"
+    assert not (tmp_path / "m.trec").exists() and not (tmp_path / "m.traces.jsonl").exists()
+
+
+def test_merge_through_the_cli_names_the_shards_bad_traces_line_and_writes_nothing(sharded, tmp_path):
+    _, _, parts = sharded
+    records = [json.loads(l) for l in parts[2][1].read_text().splitlines()]
+    records[1]["prompt_sha256"] = "abc"
+    bad = tmp_path / "bad.traces.jsonl"
+    bad.write_text("".join(json.dumps(r) + "\n" for r in records))
+    store = tmp_path / "store.sqlite"
+    proc = subprocess.run([*RANK1, "merge", *[str(r) for r, _ in parts], "--traces", str(parts[0][1]), "--traces",
+                           str(parts[1][1]), "--traces", str(bad), "-o", str(tmp_path / "m.trec"), "--store",
+                           str(store)], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert (proc.returncode, proc.stderr) == (2, f"rank1: error: {bad}:2: not a rank1 trace: prompt_sha256 must be "
+                                                 "64 lowercase hex digits\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.traces.jsonl"]
