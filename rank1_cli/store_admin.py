@@ -24,9 +24,16 @@ def _open(path: str | None, create: bool = True, write: bool = True) -> Store:
 
 
 def check_store(path: str | None) -> None:
-    """Open the store for writing (creating it if missing) and close it: for a command that writes
-    other files before the store, so that a store it cannot use stops it before anything is written."""
+    """Open the store for writing and close it: for a command that writes other files before the
+    store, so that a store it cannot use stops it before anything is written. A store made only for
+    the check is removed again, so a command refused later leaves no file behind."""
+    from .store import store_path
+
+    target = store_path(path)
+    existed = target.exists()
     _open(path).close()
+    if not existed:
+        target.unlink(missing_ok=True)
 
 
 def print_info(path: str | None, output_format: str, out: IO[str]) -> None:
