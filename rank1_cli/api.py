@@ -19,12 +19,71 @@ from typing import Any
 from . import prompts
 from .collection import CollectionSource
 from .engines import engine_options
+from .errors import QUOTE_LIMIT, InputError
 from .models import resolve_model
 from .rerank import RerankOptions, RerankResult, check_options, execute_rerank, prepare_rerank
 from .scorer import Judgement, ProgressReporter, fit_prompts, load_scoring_model
 from .store import Store, store_path
 
 DEFAULT_STORE = "default"
+PAIR_FIELDS = ("query", "passage", "instruction")
+PAIR_SHAPE = "each pair is (query, passage) or (query, passage, instruction) of strings, the instruction may be None"
+
+
+def _type_name(value: Any) -> str:
+    """'None', or the value's type with its article: "an int"."""
+    if value is None:
+        return "None"
+    name = type(value).__name__
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
+
+
+def _described(value: Any) -> str:
+    """_type_name and the value's repr, cut short: "an int (7)"."""
+    if value is None:
+        return "None"
+    text = repr(value)
+    return f"{_type_name(value)} ({text if len(text) <= QUOTE_LIMIT else text[:QUOTE_LIMIT] + '...'})"
+
+
+def checked_pairs(pairs: Any) -> list[tuple[str, str, str | None]]:
+    """The (query, passage, instruction) triples of `pairs`, or an InputError naming the pair and
+    field at fault: a string passed as the pairs would otherwise be read a character at a time."""
+    if isinstance(pairs, (str, bytes, Mapping)) or not isinstance(pairs, Iterable):
+        raise InputError(f"pairs is {_type_name(pairs)}, not a list of (query, passage) pairs: "
+                         "give [(query, passage), ...]")
+    checked = []
+    for i, pair in enumerate(pairs):
+        if isinstance(pair, (str, bytes)) or not isinstance(pair, Sequence):
+            raise InputError(f"pairs[{i}] is {_type_name(pair)}, not a (query, passage) pair"
+                             + ("; to score one pair, pass a list of one: [(query, passage)]"
+                                if isinstance(pair, str) else ""))
+        if len(pair) not in (2, 3):
+            raise InputError(f"pairs[{i}] has {len(pair)} item{'s' if len(pair) != 1 else ''}: {PAIR_SHAPE}")
+        for j, value in enumerate(pair):
+            if not isinstance(value, str) and not (j == 2 and value is None):
+                raise InputError(f"pairs[{i}][{j}] ({PAIR_FIELDS[j]}) is {_described(value)}: {PAIR_SHAPE}")
+        checked.append((pair[0], pair[1], pair[2] if len(pair) == 3 else None))
+    return checked
+
+
+def checked_documents(query: Any, documents: Any, instruction: Any) -> list[tuple[str | int, str]]:
+    """(docid, text) of a docid -> text mapping, or of a sequence of texts (ids are positions);
+    an InputError naming the query, instruction or document at fault."""
+    if not isinstance(query, str):
+        raise InputError(f"query is {_described(query)}: the query is a string")
+    if instruction is not None and not isinstance(instruction, str):
+        raise InputError(f"instruction is {_described(instruction)}: the instruction is a string or None")
+    if isinstance(documents, Mapping):
+        items = list(documents.items())
+    elif isinstance(documents, Sequence) and not isinstance(documents, (str, bytes)):
+        items = list(enumerate(documents))
+    else:
+        raise InputError(f"documents is {_type_name(documents)}, not a list of texts or a {{docid: text}} dict")
+    for docid, text in items:
+        if not isinstance(text, str):
+            raise InputError(f"documents[{docid!r}] is {_described(text)}: each document is a string")
+    return items
 
 
 class Rank1:
@@ -58,21 +117,20 @@ class Rank1:
         Each has .score (P(true) over {true, false}), .verdict, .reasoning, .completion
         ("stop", "forced" or "fallback"), .logprob_true/.logprob_false, .output_tokens and .origin.
         `prompt` (a dataset prompt name or file) replaces the model's own for these pairs.
+        A pair that is not strings in that shape raises InputError naming it, before any engine starts.
         """
+        checked = checked_pairs(pairs)
         template = prompts.resolve_template(prompt) if prompt else self.template
-        queries, passages = [], []
-        for pair in pairs:
-            query, passage, *rest = pair
-            queries.append(prompts.rank1_query(query, rest[0] if rest else None, template))
-            passages.append(passage)
+        queries = [prompts.rank1_query(query, instruction, template) for query, _, instruction in checked]
+        passages = [passage for _, passage, _ in checked]
         fitted = fit_prompts(self.scoring.tokenizer, queries, passages, self.scoring.budget.prompt_tokens)
         return self.scorer.judge([fit.prompt for fit in fitted], progress)
 
     def rerank(self, query: str, documents: Mapping[str, str] | Sequence[str], *,
                instruction: str | None = None) -> list[tuple[str | int, Judgement]]:
         """The documents (a docid -> text mapping, or a list: ids are positions) by descending
-        score; ties keep the given order."""
-        items = list(documents.items()) if isinstance(documents, Mapping) else list(enumerate(documents))
+        score; ties keep the given order. A text that is not a string raises InputError naming it."""
+        items = checked_documents(query, documents, instruction)
         judgements = self.score([(query, text, instruction) for _, text in items])
         order = sorted(range(len(items)), key=lambda i: -judgements[i].score)
         return [(items[i][0], judgements[i]) for i in order]
