@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from rank1_cli import Rank1
-from rank1_cli.errors import InputError
+from rank1_cli.errors import EngineFailure, InputError
 
 from conftest import REPO, SAMPLE, TINY_MODEL
 
@@ -123,3 +123,38 @@ def test_score_takes_pairs_as_lists_and_from_a_generator_and_rerank_a_tuple_of_t
     no_engine_yet.scorer._engine_factory = lambda: pytest.fail("no engine for an empty input")
     assert no_engine_yet.score(pair for pair in []) == []
     assert no_engine_yet.rerank("q", ()) == [] and no_engine_yet.rerank("q", {}) == []
+
+
+# --- what the libraries print ------------------------------------------------------------------
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_library_output_goes_to_the_engine_log_unless_verbose(capfd, verbose):
+    """transformers' warning about a passage longer than the model's maximum (rank1 cuts it to its
+    budget anyway) and its progress bar while loading the weights."""
+    with Rank1(str(TINY_MODEL), store=None, verbose=verbose, **{**SETTINGS, "max_reasoning_tokens": 4}) as rank1:
+        [judgement] = rank1.score([("what causes tides", "The moon pulls on the oceans. " * 6000)])
+        assert judgement.completion in ("stop", "forced")
+        log = rank1.engine_log
+        if not verbose:
+            assert "Loading weights" in log.read_text()
+    err = capfd.readouterr().err
+    assert "Token indices sequence length" not in err
+    if verbose:
+        assert log is None and "Loading weights" in err
+    else:
+        assert err == "" and not log.exists()
+
+
+def test_an_engine_failure_names_the_engine_log_and_keeps_it(monkeypatch, capfd):
+    def failing_engine(*args):
+        print("CUDA out of memory, in the engine's own words", file=sys.stderr)
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr("rank1_cli.api.load_engine", failing_engine)
+    rank1 = Rank1(str(TINY_MODEL), store=None, **SETTINGS)
+    with pytest.raises(EngineFailure, match=r"could not start: RuntimeError: out of memory The engine's own log: "):
+        rank1.score([("q", "p")])
+    rank1.close()
+    assert "CUDA out of memory, in the engine's own words" in rank1.engine_log.read_text()
+    assert capfd.readouterr().err == ""
+    rank1.engine_log.unlink()
