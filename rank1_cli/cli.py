@@ -14,7 +14,7 @@ from .engines import ENGINES
 from .store import STORE_ENV, StoreError, store_path
 from .compare import DEFAULT_ALPHA, FORMATS as COMPARE_FORMATS
 from .fusion import METHODS as FUSION_METHODS, NORMALISATIONS
-from .significance import CORRECTIONS, DEFAULT_ROUNDS, DEFAULT_SEED, TESTS
+from .significance import CORRECTIONS, DEFAULT_ROUNDS, DEFAULT_SEED, DEFAULT_WILCOXON_METHOD, TESTS, WILCOXON_METHODS
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
@@ -524,6 +524,7 @@ def _warnings_to_stderr_when_they_come() -> None:
 
 SignificanceTest = Enum("SignificanceTest", {name: name for name in TESTS}, type=str)
 Correction = Enum("Correction", {name: name for name in CORRECTIONS}, type=str)
+WilcoxonMethod = Enum("WilcoxonMethod", {name: name for name in WILCOXON_METHODS}, type=str)
 CompareFormat = Enum("CompareFormat", {name: name for name in COMPARE_FORMATS}, type=str)
 FusionMethod = Enum("FusionMethod", {name: name for name in FUSION_METHODS}, type=str)
 Normalisation = Enum("Normalisation", {name: name for name in NORMALISATIONS}, type=str)
@@ -544,6 +545,7 @@ def compare(
     alpha: Annotated[float, typer.Option(help="Significance level: a difference is marked significant when its corrected p-value is below it; the confidence interval of each mean difference is at 1 - alpha.")] = DEFAULT_ALPHA,
     rounds: Annotated[int, typer.Option(help="--test permutation: random sign-flip rounds (exact when 2^queries is at most this).")] = DEFAULT_ROUNDS,
     seed: Annotated[int, typer.Option(help="--test permutation: random seed, so a rerun gives the same p-values.")] = DEFAULT_SEED,
+    wilcoxon_method: Annotated[WilcoxonMethod, typer.Option(help=f"--test wilcoxon: how p is found. {_choices(WILCOXON_METHODS)}.")] = WilcoxonMethod(DEFAULT_WILCOXON_METHOD),
     relevance_level: Annotated[int, typer.Option("--relevance-level", "-l", help="Least grade counted relevant by binary measures (trec_eval -l).")] = 1,
     judged_only: Annotated[bool, typer.Option("--judged-only", "-J", help="Drop unjudged documents from the runs first (trec_eval -J).")] = False,
     keep_excluded: Annotated[bool, typer.Option("--keep-excluded", help=KEEP_EXCLUDED_HELP)] = False,
@@ -562,7 +564,8 @@ def compare(
     check_stdin_once(baseline, runs, qrels)
     comparison = compare_runs(baseline, runs, load_qrels(qrels), measure or ["nDCG@10"], test=test.value,
                               correction=correction.value, alpha=alpha, rounds=rounds, seed=seed,
-                              relevance_level=relevance_level, judged_only=judged_only, keep_excluded=keep_excluded)
+                              wilcoxon_method=wilcoxon_method.value, relevance_level=relevance_level,
+                              judged_only=judged_only, keep_excluded=keep_excluded)
     write_comparison(comparison, output_format.value, sys.stdout)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import IO
@@ -22,8 +23,8 @@ from typing import IO
 from .errors import InputError, OptionError
 from .evaluate import RunEvaluation, evaluate_run, excluded_note, short_names
 from .measures import Measure, parse_measures
-from .significance import CORRECTIONS, DEFAULT_ROUNDS, DEFAULT_SEED, TESTS, choose, confidence_interval, \
-    wins_ties_losses
+from .significance import CORRECTIONS, DEFAULT_ROUNDS, DEFAULT_SEED, DEFAULT_WILCOXON_METHOD, TESTS, \
+    WILCOXON_METHODS, choose, confidence_interval, wins_ties_losses
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ class ComparisonRow:
     baseline_mean: float
     delta: float  # mean - baseline_mean
     p_value: float
+    p_method: str  # how p_value was found: "exact", "normal approximation", "t distribution", ...
     p_adjusted: float  # after the correction over every (run, measure) of the comparison
     significant: bool  # p_adjusted < alpha
     wins: int  # queries where the run is above the baseline
@@ -64,6 +66,7 @@ class Comparison:
     alpha: float
     rounds: int
     seed: int
+    wilcoxon_method: str
     missing: dict[str, int]  # run (baseline too) -> queries of the qrels it lacks, counted as 0
     excluded: dict[str, int]  # run (baseline too) -> documents graded -100 removed from it
     keep_excluded: bool
@@ -93,9 +96,11 @@ def comparable_measures(measures: Sequence[Measure]) -> list[Measure]:
     return kept
 
 
-def check_options(test: str, correction: str, alpha: float, rounds: int) -> None:
+def check_options(test: str, correction: str, alpha: float, rounds: int,
+                  wilcoxon_method: str = DEFAULT_WILCOXON_METHOD) -> None:
     choose(TESTS, test, "test")
     choose(CORRECTIONS, correction, "correction")
+    choose(WILCOXON_METHODS, wilcoxon_method, "wilcoxon_method")
     if not 0 < alpha < 1:
         raise OptionError(f"{{alpha:{alpha}}} must lie strictly between 0 and 1")
     if rounds < 1:
@@ -113,14 +118,14 @@ def _check_runs(names: Sequence[str]) -> None:
 
 def compare_evaluations(baseline: RunEvaluation, runs: Sequence[RunEvaluation], *, test: str = "t",
                         correction: str = "holm", alpha: float = DEFAULT_ALPHA, rounds: int = DEFAULT_ROUNDS,
-                        seed: int = DEFAULT_SEED, missing: Mapping[str, int] | None = None,
-                        keep_excluded: bool = False) -> Comparison:
+                        seed: int = DEFAULT_SEED, wilcoxon_method: str = DEFAULT_WILCOXON_METHOD,
+                        missing: Mapping[str, int] | None = None, keep_excluded: bool = False) -> Comparison:
     """Compare evaluations made with `evaluate_run(..., complete=True)` on the same qrels and measures.
 
     The correction runs over every (run, measure) pair; `missing` (run name -> queries the run
     lacked) is only recorded for the output.
     """
-    check_options(test, correction, alpha, rounds)
+    check_options(test, correction, alpha, rounds, wilcoxon_method)
     names = [baseline.name, *(ev.name for ev in runs)]
     _check_runs(names)
     measures = comparable_measures(baseline.measures)
@@ -143,9 +148,10 @@ def compare_evaluations(baseline: RunEvaluation, runs: Sequence[RunEvaluation], 
     for ev in runs:
         for m in measures:
             run_values = per_query[ev.name][m.label]
-            p_values.append(chosen.p_value(run_values, base[m.label], rounds=rounds, seed=seed))
+            p_values.append(chosen.p_value(run_values, base[m.label], rounds=rounds, seed=seed,
+                                           wilcoxon_method=wilcoxon_method))
             cells.append((ev, m, run_values))
-    adjusted = CORRECTIONS[correction].function(p_values)
+    adjusted = CORRECTIONS[correction].function([p.value for p in p_values])
     rows = []
     for (ev, m, run_values), p, p_adj in zip(cells, p_values, adjusted):
         mean = float(ev.summary[m.name])
@@ -153,25 +159,27 @@ def compare_evaluations(baseline: RunEvaluation, runs: Sequence[RunEvaluation], 
         wins, ties, losses = wins_ties_losses(run_values, base[m.label])
         low, high = confidence_interval(run_values, base[m.label], 1 - alpha)
         rows.append(ComparisonRow(run=ev.name, measure=m.label, mean=mean, baseline_mean=baseline_mean,
-                                  delta=mean - baseline_mean, p_value=p, p_adjusted=p_adj, significant=p_adj < alpha,
+                                  delta=mean - baseline_mean, p_value=p.value, p_method=p.method, p_adjusted=p_adj,
+                                  significant=p_adj < alpha,
                                   wins=wins, ties=ties, losses=losses, ci_low=low, ci_high=high))
     return Comparison(
         baseline=baseline.name, runs=[ev.name for ev in runs], measures=[m.label for m in measures], queries=queries,
         baseline_means={m.label: float(baseline.summary[m.name]) for m in measures}, per_query=per_query,
         rows=rows, test=test, correction=correction, alpha=alpha, rounds=rounds, seed=seed,
-        missing={name: (missing or {}).get(name, 0) for name in names},
+        wilcoxon_method=wilcoxon_method, missing={name: (missing or {}).get(name, 0) for name in names},
         excluded={ev.name: ev.excluded for ev in (baseline, *runs)}, keep_excluded=keep_excluded)
 
 
 def compare_runs(baseline: str | os.PathLike, runs: Sequence[str | os.PathLike], qrels: Mapping[str, Mapping[str, int]],
                  measures: Sequence[str] = ("nDCG@10",), *, test: str = "t", correction: str = "holm",
                  alpha: float = DEFAULT_ALPHA, rounds: int = DEFAULT_ROUNDS, seed: int = DEFAULT_SEED,
-                 relevance_level: int = 1, judged_only: bool = False, keep_excluded: bool = False) -> Comparison:
+                 wilcoxon_method: str = DEFAULT_WILCOXON_METHOD, relevance_level: int = 1, judged_only: bool = False,
+                 keep_excluded: bool = False) -> Comparison:
     """Read and evaluate the baseline and each run (TREC runs or MTEB predictions JSON, '-' and .gz
     as in `rank1 eval`) against qrels (qid -> docid -> grade), then compare them.
 
     test: a name of `significance.TESTS` (t, wilcoxon, permutation; rounds and seed are the
-    permutation test's). correction: a name of `significance.CORRECTIONS` (holm, bonferroni, none),
+    permutation test's, wilcoxon_method, a name of `significance.WILCOXON_METHODS`, the Wilcoxon test's). correction: a name of `significance.CORRECTIONS` (holm, bonferroni, none),
     applied over every (run, measure). alpha: the level for `significant`, and 1 - alpha the
     confidence of the interval. Every query of the qrels counts; one missing from a run counts
     as 0. Documents graded -100 are removed first unless keep_excluded (see `evaluate.drop_excluded`).
@@ -181,7 +189,7 @@ def compare_runs(baseline: str | os.PathLike, runs: Sequence[str | os.PathLike],
 
     paths = [str(baseline), *map(str, runs)]
     check_stdin_once(paths)
-    check_options(test, correction, alpha, rounds)
+    check_options(test, correction, alpha, rounds, wilcoxon_method)
     _check_runs(paths)
     parsed = comparable_measures(parse_measures(measures))
     if not any(qrels.values()):
@@ -196,7 +204,8 @@ def compare_runs(baseline: str | os.PathLike, runs: Sequence[str | os.PathLike],
         evaluations.append(evaluation)
         del run
     return compare_evaluations(evaluations[0], evaluations[1:], test=test, correction=correction, alpha=alpha,
-                               rounds=rounds, seed=seed, missing=missing, keep_excluded=keep_excluded)
+                               rounds=rounds, seed=seed, wilcoxon_method=wilcoxon_method, missing=missing,
+                               keep_excluded=keep_excluded)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,10 +223,18 @@ def describe(comparison: Comparison) -> str:
     return f"{words}, alpha = {comparison.alpha:g}"
 
 
+def p_methods_note(comparison: Comparison) -> str:
+    """How the p-values were found, with counts: 'p-values: exact for 2, normal approximation for 1.'"""
+    counts = Counter(row.p_method for row in comparison.rows)
+    setting = f" (--wilcoxon-method {comparison.wilcoxon_method})" if comparison.test == "wilcoxon" else ""
+    return f"p-values: {', '.join(f'{method} for {n}' for method, n in counts.items())}{setting}."
+
+
 def notes(comparison: Comparison) -> list[str]:
-    """The lines under a comparison's table: queries, those missing from a run, -100 documents removed."""
+    """The lines under a comparison's table: queries, how the p-values were found, those missing
+    from a run, -100 documents removed."""
     names = short_names([comparison.baseline, *comparison.runs])
-    notes = [f"{len(comparison.queries)} queries; {MISSING_AS_ZERO}."]
+    notes = [f"{len(comparison.queries)} queries; {MISSING_AS_ZERO}.", p_methods_note(comparison)]
     lacking = [f"{name} {comparison.missing[run]}" for name, run in zip(names, [comparison.baseline, *comparison.runs])
                if comparison.missing[run]]
     if lacking:
@@ -265,7 +282,7 @@ def write_table(comparison: Comparison, out: IO[str]) -> None:
 
 
 TSV_COLUMNS = ("run", "measure", "mean", "baseline_mean", "delta", "p_value", "p_adjusted", "significant",
-               "wins", "ties", "losses", "ci_low", "ci_high")
+               "wins", "ties", "losses", "ci_low", "ci_high", "p_method")
 
 
 def write_tsv(comparison: Comparison, out: IO[str]) -> None:
@@ -276,7 +293,8 @@ def write_tsv(comparison: Comparison, out: IO[str]) -> None:
                   + "\n")
 
 
-JSON_FIELDS = ("mean", "delta", "p_value", "p_adjusted", "significant", "wins", "ties", "losses", "ci_low", "ci_high")
+JSON_FIELDS = ("mean", "delta", "p_value", "p_method", "p_adjusted", "significant", "wins", "ties", "losses", "ci_low",
+               "ci_high")
 
 
 def to_json(comparison: Comparison, *, per_query: bool = False) -> dict:
@@ -296,7 +314,7 @@ def to_json(comparison: Comparison, *, per_query: bool = False) -> dict:
         baseline["per_query"] = comparison.per_query[comparison.baseline]
     return {"test": comparison.test, "correction": comparison.correction, "alpha": comparison.alpha,
             "confidence": comparison.confidence, "rounds": comparison.rounds, "seed": comparison.seed,
-            "queries": len(comparison.queries), "missing_queries_count_as": 0,
+            "wilcoxon_method": comparison.wilcoxon_method, "queries": len(comparison.queries), "missing_queries_count_as": 0,
             "keep_excluded": comparison.keep_excluded, "baseline": baseline, "runs": runs}
 
 
@@ -366,8 +384,8 @@ FORMATS: dict[str, OutputFormat] = {f.name: f for f in (
     OutputFormat("table", "for people, a row per run and measure with mean, delta, its CI, corrected p, wins/ties/losses",
                  write_table),
     OutputFormat("tsv", "a header line, then a row per run and measure (full precision)", write_tsv),
-    OutputFormat("json", "for scripts, per run and measure mean, delta, p_value, p_adjusted, significant, wins, "
-                         "ties, losses, ci_low, ci_high", write_json),
+    OutputFormat("json", "for scripts, per run and measure mean, delta, p_value, p_method, p_adjusted, significant, "
+                         "wins, ties, losses, ci_low, ci_high", write_json),
     OutputFormat("markdown", "paper-ready, a row per run and a column per measure, † marks significance", write_markdown),
     OutputFormat("latex", "paper-ready booktabs tabular, $^\\dagger$ marks significance", write_latex),
 )}

@@ -115,18 +115,19 @@ def fit_prompts(tokenizer, queries: Sequence[str], passages: Sequence[str], budg
     unique = list(index)
     built = [prompts.build_prompt(q, p) for q, p in unique]
     lengths: list[int] = []
+    # verbose=False: no warning that a text is longer than the model's maximum; it is cut here
     for start in range(0, len(built), TOKENIZE_CHUNK):  # in chunks: all token ids at once cost GBs
-        lengths.extend(len(ids) for ids in tokenizer(built[start:start + TOKENIZE_CHUNK])["input_ids"])
+        lengths.extend(len(ids) for ids in tokenizer(built[start:start + TOKENIZE_CHUNK], verbose=False)["input_ids"])
     fitted = []
     for prompt, length, (query, passage) in zip(built, lengths, unique):
         if length <= budget:
             fitted.append(FittedPrompt(prompt, False, length))
             continue
-        passage_ids = tokenizer(passage, add_special_tokens=False)["input_ids"]
+        passage_ids = tokenizer(passage, add_special_tokens=False, verbose=False)["input_ids"]
         keep = max(0, len(passage_ids) - (length - budget))
         while True:
             cut = prompts.build_prompt(query, tokenizer.decode(passage_ids[:keep]))
-            cut_length = len(tokenizer(cut)["input_ids"])
+            cut_length = len(tokenizer(cut, verbose=False)["input_ids"])
             if cut_length <= budget or keep == 0:
                 break
             keep = max(0, keep - 8)

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from rank1_cli import Rank1
-from rank1_cli.errors import InputError
+from rank1_cli.errors import EngineFailure, InputError
 
 from conftest import REPO, SAMPLE, TINY_MODEL
 
@@ -88,3 +88,92 @@ def test_a_store_that_is_no_store_is_refused_before_the_model_loads(tmp_path):
     (tmp_path / "notes.txt").write_text("my notes\n")
     with pytest.raises(InputError, match=f"^{tmp_path / 'notes.txt'}: not a rank1 store"):
         Rank1(str(unloadable), store=tmp_path / "notes.txt", **SETTINGS)
+
+
+# --- what the API refuses, before any engine starts -------------------------------------------
+
+@pytest.fixture(scope="module")
+def no_engine_yet():
+    rank1 = Rank1(str(TINY_MODEL), store=None, **SETTINGS)
+    yield rank1
+    rank1.close()
+
+
+@pytest.mark.parametrize("pairs, message", [
+    ("what causes tides", "pairs is a str, not a list of (query, passage) pairs: give [(query, passage), ...]"),
+    (("what causes tides", "The moon."), "pairs[0] is a str, not a (query, passage) pair; to score one pair, "
+                                         "pass a list of one: [(query, passage)]"),
+    ({"what causes tides": "The moon."}, "pairs is a dict, not a list of (query, passage) pairs"),
+    (None, "pairs is None, not a list of (query, passage) pairs"),
+    ([("q", "p"), ("q", "p"), ("q", "p"), ("q", None)],
+     r"pairs[3][1] (passage) is None: each pair is (query, passage) or (query, passage, instruction) of strings"),
+    ([(None, "p")], "pairs[0][0] (query) is None"),
+    ([("q", 7)], "pairs[0][1] (passage) is an int (7)"),
+    ([("q", "p", 3.5)], "pairs[0][2] (instruction) is a float (3.5): each pair"),
+    ([("q",)], "pairs[0] has 1 item: each pair is (query, passage) or (query, passage, instruction)"),
+    ([("q", "p", None, "x")], "pairs[0] has 4 items"),
+    ([("q", "p"), 5], "pairs[1] is an int, not a (query, passage) pair"),
+])
+def test_score_names_the_pair_and_field_at_fault_before_the_engine_starts(no_engine_yet, pairs, message):
+    with pytest.raises(InputError) as raised:
+        no_engine_yet.score(pairs)
+    assert message in str(raised.value)
+    assert no_engine_yet.scorer._engine is None
+
+
+@pytest.mark.parametrize("query, documents, instruction, message", [
+    ("q", "Vaccines train the immune system.", None,
+     "documents is a str, not a list of texts or a {docid: text} dict"),
+    ("q", None, None, "documents is None, not a list of texts or a {docid: text} dict"),
+    ("q", ["a", None, "c"], None, "documents[1] is None: each document is a string"),
+    ("q", {"d1": "a", "d2": b"bytes"}, None, "documents['d2'] is a bytes (b'bytes'): each document is a string"),
+    (None, ["a"], None, "query is None: the query is a string"),
+    ("q", ["a"], 3, "instruction is an int (3): the instruction is a string or None"),
+])
+def test_rerank_names_the_document_at_fault_before_the_engine_starts(no_engine_yet, query, documents, instruction,
+                                                                      message):
+    with pytest.raises(InputError) as raised:
+        no_engine_yet.rerank(query, documents, instruction=instruction)
+    assert message in str(raised.value)
+    assert no_engine_yet.scorer._engine is None
+
+
+def test_score_takes_pairs_as_lists_and_from_a_generator_and_rerank_a_tuple_of_texts(no_engine_yet):
+    no_engine_yet.scorer._engine_factory = lambda: pytest.fail("no engine for an empty input")
+    assert no_engine_yet.score(pair for pair in []) == []
+    assert no_engine_yet.rerank("q", ()) == [] and no_engine_yet.rerank("q", {}) == []
+
+
+# --- what the libraries print ------------------------------------------------------------------
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_library_output_goes_to_the_engine_log_unless_verbose(capfd, verbose):
+    """transformers' warning about a passage longer than the model's maximum (rank1 cuts it to its
+    budget anyway) and its progress bar while loading the weights."""
+    with Rank1(str(TINY_MODEL), store=None, verbose=verbose, **{**SETTINGS, "max_reasoning_tokens": 4}) as rank1:
+        [judgement] = rank1.score([("what causes tides", "The moon pulls on the oceans. " * 6000)])
+        assert judgement.completion in ("stop", "forced")
+        log = rank1.engine_log
+        if not verbose:
+            assert "Loading weights" in log.read_text()
+    err = capfd.readouterr().err
+    assert "Token indices sequence length" not in err
+    if verbose:
+        assert log is None and "Loading weights" in err
+    else:
+        assert err == "" and not log.exists()
+
+
+def test_an_engine_failure_names_the_engine_log_and_keeps_it(monkeypatch, capfd):
+    def failing_engine(*args):
+        print("CUDA out of memory, in the engine's own words", file=sys.stderr)
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr("rank1_cli.api.load_engine", failing_engine)
+    rank1 = Rank1(str(TINY_MODEL), store=None, **SETTINGS)
+    with pytest.raises(EngineFailure, match=r"could not start: RuntimeError: out of memory The engine's own log: "):
+        rank1.score([("q", "p")])
+    rank1.close()
+    assert "CUDA out of memory, in the engine's own words" in rank1.engine_log.read_text()
+    assert capfd.readouterr().err == ""
+    rank1.engine_log.unlink()

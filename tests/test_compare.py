@@ -68,7 +68,7 @@ SCIPY = {
 def test_p_values_are_scipys_on_the_evaluators_per_query_values(test, qrels):
     assert set(SCIPY) == set(TESTS)
     comparison = compare_runs(BM25, [NOTITLE], qrels, ["AP", "nDCG@10", "P@5"], test=test, correction="none",
-                              rounds=2000, seed=7)
+                              rounds=2000, seed=7, wilcoxon_method="scipy")
     for measure in comparison.measures:
         base = evaluate_run(read_run_scores(BM25), qrels, [measure], complete=True)
         run = evaluate_run(read_run_scores(NOTITLE), qrels, [measure], complete=True)
@@ -94,8 +94,8 @@ def test_permutation_test_is_exact_when_every_sign_flip_fits_in_the_rounds():
     d = np.array([0.3, -0.1, 0.25, 0.4, 0.05])
     flips = [np.mean(d * signs) for signs in itertools.product((1, -1), repeat=len(d))]
     expected = np.mean(np.abs(flips) >= abs(d.mean()) - 1e-12)
-    assert permutation_test(d, np.zeros(5), rounds=32, seed=1) == pytest.approx(expected)
-    assert permutation_test(d, np.zeros(5), rounds=32, seed=2) == pytest.approx(expected)
+    assert permutation_test(d, np.zeros(5), rounds=32, seed=1) == (pytest.approx(expected), "exact")
+    assert permutation_test(d, np.zeros(5), rounds=32, seed=2) == (pytest.approx(expected), "exact")
 
 
 def test_holm_and_bonferroni_by_hand():
@@ -183,6 +183,7 @@ def test_a_run_of_other_topics_is_warned_about_without_an_option_compare_lacks(c
     ({"correction": "bh"}, "correction='bh' is not one of holm, bonferroni, none"),
     ({"alpha": 0.0}, "alpha='0.0' must lie strictly between 0 and 1"),
     ({"rounds": 0}, "rounds='0' must be at least 1"),
+    ({"wilcoxon_method": "normal"}, "wilcoxon_method='normal' is not one of auto, exact, approx, scipy"),
 ])
 def test_bad_options_are_named(qrels, kwargs, message):
     with pytest.raises(OptionError, match=re.escape(message)):
@@ -193,6 +194,50 @@ def test_one_judged_query_is_too_few(tmp_path):
     run = write(tmp_path / "a.run", ["q1 Q0 d 1 1 a"])
     with pytest.raises(InputError, match="a paired test needs at least 2"):
         compare_runs(run, [write(tmp_path / "b.run", ["q1 Q0 d 1 1 b"])], {"q1": {"d": 1}}, ["P@1"])
+
+
+@pytest.fixture
+def few_differ(tmp_path):
+    """15 queries, one relevant document each, at rank 2 in the baseline; the run has it at rank 1
+    on q0 and q1 (RR +0.5) and at rank 3 on q2 (RR -1/6): 3 differences, 2 of them tied, 12 zeros."""
+    qrels = {f"q{i}": {"r": 1} for i in range(15)}
+    base = write(tmp_path / "base.run", [f"q{i} Q0 {d} {k} {4 - k} b" for i in range(15)
+                                         for k, d in ((1, "n1"), (2, "r"), (3, "n2"))])
+    order = {0: ("r", "n1", "n2"), 1: ("r", "n1", "n2"), 2: ("n1", "n2", "r")}
+    run = write(tmp_path / "run.run", [f"q{i} Q0 {d} {k + 1} {3 - k} r" for i in range(15)
+                                       for k, d in enumerate(order.get(i, ("n1", "r", "n2")))])
+    write(tmp_path / "qrels.txt", [f"{q} 0 r 1" for q in qrels])
+    return base, run, qrels
+
+
+def test_wilcoxon_is_exact_for_few_differing_queries_and_says_so(few_differ):
+    base, run, qrels = few_differ
+    rows = {method: compare_runs(base, [run], qrels, ["RR"], test="wilcoxon", wilcoxon_method=method).rows[0]
+            for method in ("auto", "exact", "approx", "scipy")}
+    assert (rows["auto"].wins, rows["auto"].ties, rows["auto"].losses) == (2, 12, 1)
+    # the 8 sign flips of ranks 2.5, 2.5, 1: positive-rank sums 0, 1, 2.5, 2.5, 3.5, 3.5, 5, 6 around 3;
+    # the observed 5 and 0, 1, 6 are at least as far from 3
+    assert (rows["auto"].p_value, rows["auto"].p_method) == (pytest.approx(0.5, abs=1e-12), "exact")
+    assert (rows["exact"].p_value, rows["exact"].p_method) == (pytest.approx(0.5, abs=1e-12), "exact")
+    assert rows["approx"].p_method == "normal approximation" and rows["scipy"].p_method == "scipy default"
+    assert rows["approx"].p_value == rows["scipy"].p_value == pytest.approx(0.2763029, abs=1e-6)
+
+
+def test_cli_compare_names_the_wilcoxon_method(few_differ):
+    base, run, _ = few_differ
+    path = base.replace("base.run", "qrels.txt")
+    proc = rank1("compare", base, run, "--qrels", path, "-m", "RR", "--test", "wilcoxon", "-f", "json")
+    assert proc.returncode == 0, proc.stderr
+    payload = json.loads(proc.stdout)
+    assert payload["wilcoxon_method"] == "auto"
+    assert payload["runs"][0]["measures"]["RR"]["p_value"] == pytest.approx(0.5)
+    assert payload["runs"][0]["measures"]["RR"]["p_method"] == "exact"
+    proc = rank1("compare", base, run, "--qrels", path, "-m", "RR", "--test", "wilcoxon", "--wilcoxon-method", "scipy")
+    assert proc.returncode == 0, proc.stderr
+    table = " ".join(proc.stdout.split())
+    assert "0.2763" in table and "p-values: scipy default for 1 (--wilcoxon-method scipy)." in table
+    proc = rank1("compare", base, run, "--qrels", path, "--wilcoxon-method", "normal")
+    assert proc.returncode == 2 and "'normal' is not one of" in proc.stderr
 
 
 # --- output formats ------------------------------------------------------------------------------
@@ -241,10 +286,11 @@ def test_table_and_tsv(clear_win):
     table = " ".join(render(comparison, "table").split())
     assert "base.run" in table and "(baseline)" in table and "+0.8000*" in table and "8/2/0" in table
     assert "paired randomisation test (999 rounds, seed 3), Holm-corrected over 1 comparison " in table
+    assert "p-values: random sign flips for 1." in table
     assert "a query missing from a run counts as 0" in table and "better.run 1" in table
     lines = render(comparison, "tsv").splitlines()
     assert lines[0].split("\t") == ["run", "measure", "mean", "baseline_mean", "delta", "p_value", "p_adjusted",
-                                    "significant", "wins", "ties", "losses", "ci_low", "ci_high"]
+                                    "significant", "wins", "ties", "losses", "ci_low", "ci_high", "p_method"]
     cells = dict(zip(lines[0].split("\t"), lines[1].split("\t")))
     assert cells["run"] == run and cells["significant"] == "true" and float(cells["mean"]) == 0.8
     assert set(FORMATS) == {"table", "tsv", "json", "markdown", "latex"}
@@ -334,7 +380,8 @@ def test_agrees_with_pyterrier_experiment(qrels, tmp_path):
                                eval_metrics=list(names.values()), baseline=0, test=test, correction="holm")
         for ours_name, theirs_name in names.items():
             # PyTerrier corrects per measure (over the runs): compare one measure at a time
-            ours = compare_runs(BM25, [NOTITLE, reversed_run], qrels, [ours_name], test=test, correction="holm")
+            ours = compare_runs(BM25, [NOTITLE, reversed_run], qrels, [ours_name], test=test, correction="holm",
+                                wilcoxon_method="scipy")
             for i, run in ((1, NOTITLE), (2, reversed_run)):
                 row = ours.row(run, ours_name)
                 assert row.mean == pytest.approx(theirs[theirs_name][i], abs=1e-12)
@@ -360,7 +407,7 @@ def test_cli_compare_formats_and_errors(tmp_path):
     proc = rank1("compare", BM25, tmp_path / "nope.run", "--qrels", SAMPLE / "qrels.txt")
     assert proc.returncode == 2 and "nope.run" in proc.stderr and "Traceback" not in proc.stderr
     proc = rank1("compare", "--help")
-    for option in ("--qrels", "--measure", "--test", "--correction", "--alpha", "--rounds", "--seed",
+    for option in ("--qrels", "--measure", "--test", "--correction", "--alpha", "--rounds", "--seed", "--wilcoxon-method",
                    "--keep-excluded", "--format", *TESTS, *CORRECTIONS, *FORMATS, "counts as 0"):
         assert option in proc.stdout, option
 
