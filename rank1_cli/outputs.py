@@ -40,6 +40,17 @@ def check_outputs(outputs: Iterable[tuple[str, str | None]], inputs: Iterable[tu
                 raise InputError(f"{path}: named both as the {what} and as the {other}; give them different paths")
 
 
+def default_traces(output: str) -> str | None:
+    """The traces file that goes with run file `output` (None for stdout): its name with
+    .traces.jsonl in place of its last suffix and a .gz."""
+    if output == STDIO:
+        return None
+    path = Path(output)
+    stem = path.name[:-3] if path.name.endswith(".gz") else path.name
+    stem = stem.rsplit(".", 1)[0] if "." in stem else stem
+    return str(path.with_name(stem + ".traces.jsonl"))
+
+
 def check_traces_target(path: str | None) -> None:
     """A traces output may replace an earlier traces file, never any other file."""
     if path is None or path == STDIO:
