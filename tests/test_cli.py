@@ -94,6 +94,12 @@ def test_rerank_writes_its_traces_beside_the_output_under_the_derived_name(outpu
     assert notes.read_text() == "my notes\n" and not (tmp_path / output).exists()
 
 
+@pytest.mark.parametrize("command", [["merge", "."], ["report", ".", "--baseline", "b.trec", "--qrels", "q.txt", "-o", "r.html"]])
+def test_a_folder_given_as_the_run_is_one_line_not_a_traceback(command):
+    proc, _ = rank1(*command)
+    assert (proc.returncode, proc.stderr) == (2, "rank1: error: .: a folder, not a run file; give the traces with --traces\n")
+
+
 def test_unknown_dataset_id(files, tmp_path):
     proc, _ = rank1("rerank", files("run", GOOD), "--model", TINY_MODEL, "--dataset", "beir/scifakt/test",
                     "-o", tmp_path / "o.trec")
