@@ -166,7 +166,7 @@ def rerank(
     dataset: DatasetOpt = None,
     corpus: CorpusOpt = None,
     queries: QueriesOpt = None,
-    traces: Annotated[Optional[str], typer.Option(help="JSONL of reasoning traces, one line per pair, written when the rerank completes. Default: OUTPUT with .traces.jsonl (none for stdout). An existing file there must be rank1 traces.")] = None,
+    traces: Annotated[Optional[str], typer.Option(help="JSONL of reasoning traces, one line per pair, written when the rerank completes. Default: OUTPUT with .traces.jsonl in place of .gz and .trec (or .run, .txt, .tsv, .res; any other suffix is kept), none for stdout. An existing file there must be rank1 traces.")] = None,
     top_k: TopKOpt = 100,
     backend: BackendOpt = Backend.vllm,
     dtype: DtypeOpt = None,

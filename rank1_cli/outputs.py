@@ -40,15 +40,25 @@ def check_outputs(outputs: Iterable[tuple[str, str | None]], inputs: Iterable[tu
                 raise InputError(f"{path}: named both as the {what} and as the {other}; give them different paths")
 
 
+RUN_SUFFIXES = (".trec", ".run", ".txt", ".tsv", ".res")
+
+
 def default_traces(output: str) -> str | None:
     """The traces file that goes with run file `output` (None for stdout): its name with
-    .traces.jsonl in place of its last suffix and a .gz."""
+    .traces.jsonl in place of a .gz and a run suffix (RUN_SUFFIXES).
+
+    Any other suffix is kept: it may be all that tells two runs apart (rank1.trec.1, rank1.trec.2
+    of a job array; rank1.dl19, rank1.dl20), and they must not share one traces file."""
     if output == STDIO:
         return None
     path = Path(output)
-    stem = path.name[:-3] if path.name.endswith(".gz") else path.name
-    stem = stem.rsplit(".", 1)[0] if "." in stem else stem
-    return str(path.with_name(stem + ".traces.jsonl"))
+    if path.name in ("", ".", ".."):
+        raise InputError(f"{output}: a folder, not a run file; give the traces with --traces")
+    name = path.name.removesuffix(".gz")
+    stem, _, suffix = name.rpartition(".")
+    if stem and f".{suffix.lower()}" in RUN_SUFFIXES:
+        name = stem
+    return str(path.with_name(name + ".traces.jsonl"))
 
 
 def check_traces_target(path: str | None) -> None:
