@@ -180,6 +180,12 @@ def test_sweep_usage_errors_name_the_option(tmp_path):
     (tmp_path / "file").write_text("")
     out = subprocess.run([*SWEEP, "--budgets", "8", "-o", str(tmp_path / "file")], capture_output=True, text=True)
     assert out.returncode == 2 and "is not a folder" in out.stderr
+    # '-' means stdout to every other command: a sweep's files cannot go there, and no folder named '-' is made.
+    out = subprocess.run([*SWEEP, "--budgets", "8", "-o", "-", "--dry-run"], capture_output=True, text=True, cwd=tmp_path)
+    assert (out.returncode, out.stderr) == (2, "rank1: error: --output-dir -: a sweep writes a run and traces per "
+                                               "budget into a folder, not to stdout (its table goes to stdout "
+                                               "anyway)\n")
+    assert not (tmp_path / "-").exists()
 
 
 def test_sweep_dry_run_plans_the_largest_budget(tmp_path):
