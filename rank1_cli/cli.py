@@ -306,7 +306,7 @@ def sweep(
     from .outputs import check_outputs
     from .rerank import make_scorer, prepare_rerank
     from .store import Store
-    from .sweep import format_tsv, output_files, parse_budgets, sweep as sweep_budgets, write_sweep
+    from .sweep import check_output_dir, format_tsv, output_files, parse_budgets, sweep as sweep_budgets, write_sweep
     from .textio import stdout_reserved
     from .trec import check_tag
 
@@ -314,8 +314,7 @@ def sweep(
     setup_logging(console, quiet=quiet, verbose=verbose)
     chosen = parse_budgets(budgets)
     check_tag(tag)
-    if Path(output_dir).exists() and not Path(output_dir).is_dir():
-        raise InputError(f"--output-dir {output_dir}: exists and is not a folder")
+    check_output_dir(output_dir)
     inputs = _input_files(run, corpus, queries, instructions, prompt, store, no_store) + [("qrels", qrels)]
     check_outputs(output_files(output_dir, chosen), inputs)
     _check_store_choice(store, no_store)
