@@ -296,15 +296,17 @@ def test_merge_imports_every_shards_reasoning_into_the_store(sharded, tmp_path):
         assert opened.count() == 75
 
 
-def test_merge_finds_each_shards_traces_and_names_its_own_by_the_runs_names(sharded, tmp_path):
+@pytest.mark.parametrize("run_name, traces_name", [("rank1.{i}.trec", "rank1.{i}.traces.jsonl"),
+                                                   ("rank1.trec.{i}", "rank1.trec.{i}.traces.jsonl")])
+def test_merge_finds_each_shards_traces_and_names_its_own_by_the_runs_names(run_name, traces_name, sharded, tmp_path):
     _, (whole_run, whole_traces), parts = sharded
     shards, merged = tmp_path / "shards.v2", tmp_path / "merged runs"
     shards.mkdir()
     merged.mkdir()
-    for i, (run, traces) in enumerate(parts, 1):      # `-o shards.v2/rank1.$I.trec` in a job array
-        (shards / f"rank1.{i}.trec").write_bytes(run.read_bytes())
-        (shards / f"rank1.{i}.traces.jsonl").write_bytes(traces.read_bytes())
-    proc = subprocess.run([*RANK1, "merge", *(str(shards / f"rank1.{i}.trec") for i in (1, 2, 3)),
+    for i, (run, traces) in enumerate(parts, 1):      # what `-o shards.v2/RUN_NAME` in a job array wrote
+        (shards / run_name.format(i=i)).write_bytes(run.read_bytes())
+        (shards / traces_name.format(i=i)).write_bytes(traces.read_bytes())
+    proc = subprocess.run([*RANK1, "merge", *(str(shards / run_name.format(i=i)) for i in (1, 2, 3)),
                            "--first-stage", str(SAMPLE / "run.bm25.trec"), "-o", str(merged / "rünk1.dl19.trec.gz"),
                            "--no-store"], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
