@@ -48,15 +48,6 @@ class OutputFormat(str, Enum):
     json = "json"
 
 
-def _default_traces(output: str) -> str | None:
-    if output == "-":
-        return None
-    path = Path(output)
-    stem = path.name[:-3] if path.name.endswith(".gz") else path.name
-    stem = stem.rsplit(".", 1)[0] if "." in stem else stem
-    return str(path.with_name(stem + ".traces.jsonl"))
-
-
 # Options shared by `rerank` and `sweep`: declared once, here.
 RunArg = Annotated[str, typer.Argument(help="First-stage TREC run to rerank ('-' for stdin, .gz ok).")]
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="rank1 alias (see `rank1 models`), Hugging Face id, or local model folder.")]
@@ -168,7 +159,7 @@ def rerank(
     dataset: DatasetOpt = None,
     corpus: CorpusOpt = None,
     queries: QueriesOpt = None,
-    traces: Annotated[Optional[str], typer.Option(help="JSONL of reasoning traces, one line per pair, written when the rerank completes. Default: OUTPUT with .traces.jsonl (none for stdout). An existing file there must be rank1 traces; its reasoning is imported into the store before it is replaced.")] = None,
+    traces: Annotated[Optional[str], typer.Option(help="JSONL of reasoning traces, one line per pair, written when the rerank completes. Default: OUTPUT with .traces.jsonl in place of .gz and .trec (or .run, .txt, .tsv, .res; any other suffix is kept), none for stdout. An existing file there must be rank1 traces; its reasoning is imported into the store before it is replaced.")] = None,
     top_k: TopKOpt = 100,
     backend: BackendOpt = Backend.vllm,
     dtype: DtypeOpt = None,
@@ -209,7 +200,7 @@ def rerank(
     from .collection import CollectionSource
     from .console import RichProgress, print_rerank_summary, setup_logging, stderr_console
     from .early_exit import parse_early_exit
-    from .outputs import check_outputs, check_traces_target, keep_replaced_traces
+    from .outputs import check_outputs, check_traces_target, default_traces, keep_replaced_traces
     from .rerank import execute_rerank, make_scorer, prepare_rerank
     from .textio import check_writable, stdout_reserved
     from .traces import write_traces
@@ -219,7 +210,7 @@ def rerank(
     setup_logging(console, quiet=quiet, verbose=verbose)
     check_writable(output)
     check_tag(tag)
-    traces = traces or _default_traces(output)
+    traces = traces or default_traces(output)
     if traces:
         check_writable(traces)
     inputs = _input_files(run, corpus, queries, instructions, prompt, store, no_store)
@@ -323,7 +314,8 @@ def sweep(
     from .outputs import check_outputs
     from .rerank import make_scorer, prepare_rerank
     from .store import Store
-    from .sweep import format_tsv, output_files, parse_budgets, sweep as sweep_budgets, write_sweep, write_table
+    from .sweep import (check_output_dir, format_tsv, output_files, parse_budgets, sweep as sweep_budgets,
+                        write_sweep, write_table)
     from .textio import stdout_reserved
     from .trec import check_tag
 
@@ -331,8 +323,7 @@ def sweep(
     setup_logging(console, quiet=quiet, verbose=verbose)
     chosen = parse_budgets(budgets)
     check_tag(tag)
-    if Path(output_dir).exists() and not Path(output_dir).is_dir():
-        raise InputError(f"--output-dir {output_dir}: exists and is not a folder")
+    check_output_dir(output_dir)
     inputs = _input_files(run, corpus, queries, instructions, prompt, store, no_store) + [("qrels", qrels)]
     check_outputs(output_files(output_dir, chosen), inputs)
     _check_store_choice(store, no_store)
@@ -382,17 +373,17 @@ def merge(
     after checking that every shard is there, finished, made with the same settings, and that no
     query is in two shards."""
     from .console import setup_logging, stderr_console
-    from .outputs import check_outputs, check_traces_target
+    from .outputs import check_outputs, check_traces_target, default_traces
     from .shard import merge_shards
     from .store_admin import check_store
     from .textio import check_stdin_once, check_writable
 
     console = stderr_console()
     setup_logging(console)
-    traces = traces or [_default_traces(run) for run in runs]
+    traces = traces or [default_traces(run) for run in runs]
     if len(traces) != len(runs) or None in traces:
         raise InputError(f"give one --traces per run, in the order of the runs ({len(runs)} runs, {len(traces)} traces)")
-    traces_output = traces_output or _default_traces(output)
+    traces_output = traces_output or default_traces(output)
     check_writable(output)
     if traces_output:
         check_writable(traces_output)
@@ -625,12 +616,12 @@ def report(
 
     The reasoning embedded is bounded by --top, --max-disagreements and --reasoning-chars, so the
     file stays small on large runs (every reranked document's numbers are embedded)."""
-    from .outputs import check_outputs
+    from .outputs import check_outputs, default_traces
     from .report import DEFAULT_MEASURES, ReportLimits, write_report
     from .textio import check_stdin_once, check_writable
 
     _warnings_to_stderr_when_they_come()
-    traces = traces or _default_traces(run)
+    traces = traces or default_traces(run)
     if traces is None:
         raise InputError("the run is read from stdin: give its traces with --traces")
     limits = ReportLimits(top=top, max_disagreements=max_disagreements, reasoning_chars=reasoning_chars)

@@ -45,6 +45,27 @@ def check_outputs(outputs: Iterable[tuple[str, str | None]], inputs: Iterable[tu
                 raise InputError(f"{path}: named both as the {what} and as the {other}; give them different paths")
 
 
+RUN_SUFFIXES = (".trec", ".run", ".txt", ".tsv", ".res")
+
+
+def default_traces(output: str) -> str | None:
+    """The traces file that goes with run file `output` (None for stdout): its name with
+    .traces.jsonl in place of a .gz and a run suffix (RUN_SUFFIXES).
+
+    Any other suffix is kept: it may be all that tells two runs apart (rank1.trec.1, rank1.trec.2
+    of a job array; rank1.dl19, rank1.dl20), and they must not share one traces file."""
+    if output == STDIO:
+        return None
+    path = Path(output)
+    if path.name in ("", ".", ".."):
+        raise InputError(f"{output}: a folder, not a run file; give the traces with --traces")
+    name = path.name.removesuffix(".gz")
+    stem, _, suffix = name.rpartition(".")
+    if stem and f".{suffix.lower()}" in RUN_SUFFIXES:
+        name = stem
+    return str(path.with_name(name + ".traces.jsonl"))
+
+
 def check_traces_target(path: str | None) -> None:
     """A traces output may replace an earlier traces file, never any other file."""
     if path is None or path == STDIO:

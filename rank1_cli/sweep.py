@@ -29,10 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from .errors import OptionError
+from .errors import InputError, OptionError
 from .rerank import PreparedRerank, RerankResult, at_budget, execute_rerank
 from .scorer import MIN_PROMPT_TOKENS, REPAIR_MARGIN, ProgressReporter, Scorer, model_context, unreasoned
 from .store import PENDING, StoredGeneration
+from .textio import STDIO
 from . import prompts
 
 log = logging.getLogger(__name__)
@@ -171,6 +172,15 @@ def sweep(prepared: PreparedRerank, budgets: Sequence[int], scorer: Scorer,
 
 TABLE_COLUMNS = ("budget", "pairs", "mean_reasoning_tokens", "share_finished", "forced", "fallback", "derived",
                  "cut", "generated")
+
+
+def check_output_dir(out_dir: str | Path) -> None:
+    """A sweep writes several files: `out_dir` must be a folder (made if missing), not stdout."""
+    if str(out_dir) == STDIO:
+        raise OptionError("{output_dir:-}: a sweep writes a run and traces per budget into a folder, not to stdout "
+                          "(its table goes to stdout anyway)")
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise InputError(f"{out_dir}: exists and is not a folder; a sweep writes its files into a folder")
 
 
 def run_file(out_dir: Path, budget: int) -> Path:

@@ -78,6 +78,28 @@ def test_bad_rerank_input_is_a_clear_error_before_the_model_loads(case, files, t
     assert seconds < 5, f"{case} took {seconds:.1f}s to report"
 
 
+@pytest.mark.parametrize("output, traces", [("rank1.3.trec", "rank1.3.traces.jsonl"),
+                                             ("runs.v2/bm25 dl19.trec.gz", "runs.v2/bm25 dl19.traces.jsonl"),
+                                             ("résultats/rünk1.trec", "résultats/rünk1.traces.jsonl")])
+def test_rerank_writes_its_traces_beside_the_output_under_the_derived_name(output, traces, files, tmp_path):
+    # A notes file where the default traces go: rerank must refuse that very path (--dry-run: no model, whatever
+    # goes wrong).
+    (tmp_path / output).parent.mkdir(exist_ok=True)
+    notes = tmp_path / traces
+    notes.write_text("my notes\n")
+    proc, _ = rank1("rerank", files("run", GOOD), "--model", TINY_MODEL, "-o", tmp_path / output, *CORPUS, "--dry-run")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr == f"rank1: error: {notes}: exists and is not a rank1 traces file; it is left as it is. " \
+                          "Choose another path for the traces, or move that file away\n"
+    assert notes.read_text() == "my notes\n" and not (tmp_path / output).exists()
+
+
+@pytest.mark.parametrize("command", [["merge", "."], ["report", ".", "--baseline", "b.trec", "--qrels", "q.txt", "-o", "r.html"]])
+def test_a_folder_given_as_the_run_is_one_line_not_a_traceback(command):
+    proc, _ = rank1(*command)
+    assert (proc.returncode, proc.stderr) == (2, "rank1: error: .: a folder, not a run file; give the traces with --traces\n")
+
+
 def test_unknown_dataset_id(files, tmp_path):
     proc, _ = rank1("rerank", files("run", GOOD), "--model", TINY_MODEL, "--dataset", "beir/scifakt/test",
                     "-o", tmp_path / "o.trec")

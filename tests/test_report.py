@@ -232,6 +232,19 @@ def test_bad_inputs_are_one_clear_line_and_exit_2(case, tmp_path):
     assert (files.traces.read_bytes() if files.traces.exists() else None) == before
 
 
+def test_the_report_looks_for_the_traces_rerank_wrote_beside_the_run(tmp_path):
+    files = generate(tmp_path, queries=4, docs=5, reasoning_chars=20)
+    runs = tmp_path / "runs.v2"
+    runs.mkdir()
+    files.run.rename(runs / "rank1.3.trec")
+    files.traces.unlink()
+    proc = rank1("report", runs / "rank1.3.trec", "--baseline", files.baseline, "--qrels", files.qrels,
+                 "-o", tmp_path / "report.html")
+    # Without --traces the report reads those rerank -o runs.v2/rank1.3.trec wrote: here, none.
+    assert (proc.returncode, proc.stderr) == (2, f"rank1: error: {runs / 'rank1.3.traces.jsonl'}: no such file\n")
+    assert not (tmp_path / "report.html").exists()
+
+
 def test_help_explains_every_option():
     proc = rank1("report", "--help")
     assert proc.returncode == 0

@@ -5,6 +5,7 @@ a deterministic stand-in engine, so a merged sharded rerank must equal the unsha
 byte; test_openai_engine.py does the same through real vLLM servers.
 """
 
+import gzip
 import hashlib
 import json
 import os
@@ -293,6 +294,25 @@ def test_merge_imports_every_shards_reasoning_into_the_store(sharded, tmp_path):
     assert "store: 75 new generations imported" in proc.stderr
     with Store(store) as opened:
         assert opened.count() == 75
+
+
+@pytest.mark.parametrize("run_name, traces_name", [("rank1.{i}.trec", "rank1.{i}.traces.jsonl"),
+                                                   ("rank1.trec.{i}", "rank1.trec.{i}.traces.jsonl")])
+def test_merge_finds_each_shards_traces_and_names_its_own_by_the_runs_names(run_name, traces_name, sharded, tmp_path):
+    _, (whole_run, whole_traces), parts = sharded
+    shards, merged = tmp_path / "shards.v2", tmp_path / "merged runs"
+    shards.mkdir()
+    merged.mkdir()
+    for i, (run, traces) in enumerate(parts, 1):      # what `-o shards.v2/RUN_NAME` in a job array wrote
+        (shards / run_name.format(i=i)).write_bytes(run.read_bytes())
+        (shards / traces_name.format(i=i)).write_bytes(traces.read_bytes())
+    proc = subprocess.run([*RANK1, "merge", *(str(shards / run_name.format(i=i)) for i in (1, 2, 3)),
+                           "--first-stage", str(SAMPLE / "run.bm25.trec"), "-o", str(merged / "rünk1.dl19.trec.gz"),
+                           "--no-store"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in merged.iterdir()) == ["rünk1.dl19.traces.jsonl", "rünk1.dl19.trec.gz"]
+    assert gzip.decompress((merged / "rünk1.dl19.trec.gz").read_bytes()) == whole_run.read_bytes()
+    assert (merged / "rünk1.dl19.traces.jsonl").read_bytes() == whole_traces.read_bytes()
 
 
 def test_merge_takes_the_first_stage_run_as_mteb_predictions_too(sharded, tmp_path):

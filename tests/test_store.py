@@ -7,11 +7,12 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
 from rank1_cli.errors import InputError
-from rank1_cli.store import (GenerationKey, Store, StoredGeneration, StoreError, default_store_path,
+from rank1_cli.store import (SCHEMA, GenerationKey, Store, StoredGeneration, StoreError, default_store_path,
                              network_filesystem)
 from rank1_cli.store_admin import import_files, record_generation
 
@@ -208,6 +209,40 @@ def test_two_processes_writing_one_store_lose_nothing(tmp_path):
         with sqlite3.connect(path) as db:
             assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
             assert db.execute("SELECT COUNT(*) FROM generations").fetchone() == (5000,)
+
+
+OPENER = textwrap.dedent("""
+    import sys
+    from rank1_cli.store import GenerationKey, Store, StoredGeneration
+    path, i = sys.argv[1], int(sys.argv[2])
+    print("opening", flush=True)
+    with Store(path) as store:
+        store.put_many(GenerationKey("m", "rev", "vllm", "auto", 64, 4096),
+                       [StoredGeneration(f"{i:064x}", "stop", "true", -0.1, -2.0, 3, "r", (1, 2, 3))])
+""")
+
+
+def test_two_processes_opening_a_new_store_while_it_is_locked_both_open_it_and_write(tmp_path):
+    # A third connection holds the write lock of the new, empty file while both open it: switching
+    # it to WAL then answers "locked" at once (SQLite's deadlock rule, no busy wait), every time.
+    path = tmp_path / "new.sqlite"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    openers = [subprocess.Popen([sys.executable, "-c", OPENER, str(path), str(i)], cwd=REPO, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in (1, 2)]
+    try:
+        assert [opener.stdout.readline() for opener in openers] == ["opening\n"] * 2
+        time.sleep(0.3)                                   # both are in Store(path) now, the lock still held
+    finally:
+        holder.execute("COMMIT")
+        holder.close()
+    assert [opener.wait(timeout=30) for opener in openers] == [0, 0], [o.stderr.read() for o in openers]
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert db.execute("SELECT key, value FROM meta").fetchall() == [("schema", SCHEMA)]
+        assert db.execute("SELECT COUNT(*) FROM configs").fetchone() == (1,)
+        assert sorted(row[0].hex() for row in db.execute("SELECT prompt_sha256 FROM generations")) == \
+            [f"{i:064x}" for i in (1, 2)]
 
 
 def test_a_full_disk_is_a_clear_error_and_the_store_stays_usable(tmp_path):

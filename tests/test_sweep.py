@@ -8,11 +8,12 @@ import pytest
 
 from rank1_cli.collection import CollectionSource
 from rank1_cli.errors import OptionError
-from rank1_cli.rerank import RerankOptions, prepare_rerank, rerank_with_engine
+from rank1_cli.rerank import RerankOptions, RerankResult, RerankStats, prepare_rerank, rerank_with_engine
 from rank1_cli.scorer import Scorer
 from rank1_cli.store import PENDING, Store, StoredGeneration
 from rank1_cli import prompts
-from rank1_cli.sweep import at_budget, cut_at, parse_budgets, sweep, write_sweep, write_table
+from rank1_cli.sweep import (BudgetRun, at_budget, cut_at, output_files, parse_budgets, sweep, write_sweep,
+                             write_table)
 
 from conftest import RANK1, SAMPLE, TINY_MODEL, table_column
 
@@ -77,6 +78,21 @@ def test_a_smaller_budget_fits_truncated_passages_again(tiny_tokenizer):
         else:
             assert after == before
     assert small.pairs == sample_job(top_k=3, reasoning=100, max_model_len=680).pairs
+
+
+@pytest.mark.parametrize("folder", ["sweep", "runs.v2/sweep.dl19", "my runs/sweep 1", "résultats/ß.d"])
+def test_a_sweep_writes_the_files_it_checks_tagged_by_budget(folder, tmp_path):
+    ranking = {"q1": [("d1", 0.9), ("d2", 0.1)]}
+    runs = [BudgetRun(budget, RerankResult(ranking, {}, RerankStats())) for budget in (64, 8)]
+    out = tmp_path / folder
+    write_sweep(runs, out, "rank1.v2")
+    written = {str(p) for p in out.iterdir()}
+    assert written == {path for _, path in output_files(out, (8, 64))}      # what check_outputs guards
+    assert written == {str(out / name) for name in ("budget-8.trec", "budget-8.traces.jsonl", "budget-64.trec",
+                                                     "budget-64.traces.jsonl", "sweep.tsv", "sweep.json")}
+    for budget in (8, 64):
+        assert {line.split()[5] for line in (out / f"budget-{budget}.trec").read_text().splitlines()} == {
+            f"rank1.v2-{budget}"}
 
 
 def test_the_largest_budget_must_be_the_prepared_one(tmp_path):
@@ -229,6 +245,12 @@ def test_sweep_usage_errors_name_the_option(tmp_path):
     (tmp_path / "file").write_text("")
     out = subprocess.run([*SWEEP, "--budgets", "8", "-o", str(tmp_path / "file")], capture_output=True, text=True)
     assert out.returncode == 2 and "is not a folder" in out.stderr
+    # '-' means stdout to every other command: a sweep's files cannot go there, and no folder named '-' is made.
+    out = subprocess.run([*SWEEP, "--budgets", "8", "-o", "-", "--dry-run"], capture_output=True, text=True, cwd=tmp_path)
+    assert (out.returncode, out.stderr) == (2, "rank1: error: --output-dir -: a sweep writes a run and traces per "
+                                               "budget into a folder, not to stdout (its table goes to stdout "
+                                               "anyway)\n")
+    assert not (tmp_path / "-").exists()
 
 
 def test_sweep_dry_run_plans_the_largest_budget(tmp_path):
