@@ -4,9 +4,11 @@
     .venv/bin/python bench/engine_start.py                         # 3 starts of this tree's code
     .venv/bin/python bench/engine_start.py --before /work/main --rounds 3
     .venv/bin/python bench/engine_start.py --once --log            # one start, vLLM's INFO log on stderr
+    .venv/bin/python bench/engine_start.py --before /work/main --cold  # each start with empty compile caches
 
-Each start is its own process (nothing stays warm in memory between starts; vLLM's on-disk caches
-do, as they would for a user): the tests' engine (`load_engine("vllm", EngineConfig(tiny-rank1,
+Each start is its own process (nothing stays warm in memory between starts; vLLM's and torch's
+on-disk caches do, as they would for a user, unless `--cold` gives each start empty ones, as on a
+new machine or a CI runner): the tests' engine (`load_engine("vllm", EngineConfig(tiny-rank1,
 float32, max_model_len 4096), gpu_memory_utilization 0.1)`), then 10 sample_data pairs reasoned
 at 64 tokens (`generate`) and the verdict forced after each one's reasoning (`force_verdict`).
 Timed: imports, the engine start, generate, force_verdict, close, and the whole process.
@@ -85,10 +87,12 @@ def one_start(out: Path) -> None:
     }))
 
 
-def run_child(tree: Path, log: bool) -> dict:
+def run_child(tree: Path, log: bool, cold: bool) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "out.json"
         env = dict(os.environ, PYTHONPATH=str(tree), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+        if cold:
+            env.update(VLLM_CACHE_ROOT=str(Path(tmp) / "vllm-cache"), TORCHINDUCTOR_CACHE_DIR=str(Path(tmp) / "inductor"))
         if log:
             env["VLLM_LOGGING_LEVEL"] = "INFO"
         load_before = os.getloadavg()[0]
@@ -120,6 +124,7 @@ def main() -> None:
     parser.add_argument("--before", type=Path, help="another tree (its rank1_cli) to alternate with this one")
     parser.add_argument("--once", action="store_true", help="one start of this tree, its outputs printed")
     parser.add_argument("--log", action="store_true", help="vLLM's INFO log on stderr")
+    parser.add_argument("--cold", action="store_true", help="every start with empty vLLM and inductor caches")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -133,7 +138,7 @@ def main() -> None:
     reference = None
     for r in range(rounds):
         for name, tree in trees.items():
-            result = run_child(tree, args.log)
+            result = run_child(tree, args.log, args.cold)
             reference = reference or result["outputs"]
             result["versus_first_run"] = differences(reference, result["outputs"])
             runs[name].append(result)
