@@ -7,6 +7,7 @@ import pytest
 from rank1_cli import prompts
 from rank1_cli.collection import CollectionSource
 from rank1_cli.engines import GenerationSettings
+from rank1_cli.engines.vllm_engine import engine_environment
 from rank1_cli.rerank import RerankOptions, prepare_rerank, rerank_with_engine
 from rank1_cli.scoring import VerdictTokens
 from rank1_cli.traces import read_traces, write_traces
@@ -14,8 +15,14 @@ from rank1_cli.trec import read_run
 
 from conftest import SAMPLE, TINY_MODEL
 
-pytestmark = pytest.mark.engine
 
+def test_on_cpu_vllm_starts_without_the_aot_compile_it_cannot_load_back():
+    assert engine_environment(on_cpu=True, environ={}) == {"VLLM_USE_AOT_COMPILE": "0"}
+
+
+def test_on_gpu_or_when_the_user_chose_vllm_compiles_as_it_would():
+    assert engine_environment(on_cpu=False, environ={}) == {}
+    assert engine_environment(on_cpu=True, environ={"VLLM_USE_AOT_COMPILE": "1"}) == {}
 
 
 def sample_job(top_k=5, reasoning=64, **options):
