@@ -140,7 +140,7 @@ def test_rerank_builds_the_same_prompt_bytes_from_query_and_document_records():
     from rank1_cli.scorer import Budget
     from rank1_cli.trec import RunEntry
 
-    def tokenizer(texts, add_special_tokens=True):  # one token per character: nothing is cut
+    def tokenizer(texts, add_special_tokens=True, verbose=True):  # one token per character: nothing is cut
         return {"input_ids": [list(text) for text in texts]}
 
     run, queries, documents = {}, {}, {}
