@@ -32,7 +32,8 @@ from .engines import Engine, engine_module, engine_options
 from .early_exit import DEFAULT_CONFIDENCE, check_early_exit, judge_with_early_exit
 from .errors import InputError, OptionError
 from .models import ResolvedModel, resolve_model
-from .scorer import Budget, ProgressReporter, Scorer, ScoringModel, check_lengths, fit_prompts, load_scoring_model
+from .scorer import (Budget, ProgressReporter, Scorer, ScoringModel, ScoringStats, check_lengths, fit_prompts,
+                     load_scoring_model)
 from .scoring import VerdictTokens
 from .store import GenerationKey, Store
 from .traces import TRACE_FORMAT, Trace
@@ -365,7 +366,7 @@ def execute_rerank(prepared: PreparedRerank, scorer: Scorer, progress: ProgressR
     else:
         judgements, budgets = scorer.judge(prompt_list, progress), None
     traces = _traces(prepared, prepared.pairs, judgements, budgets)
-    stats = _stats(prepared, traces, [(scorer.stats, before)])
+    stats = _stats(prepared, traces, scorer.stats, before)
     if budgets is not None:
         stats.exits = {b: budgets.count(b) for b in prepared.options.early_exit}
     return _result(prepared, traces, stats, started, {})
@@ -385,7 +386,7 @@ def _execute_cascade(prepared: PreparedRerank, scorer: Scorer, progress: Progres
     to_reason = [pair for pair in prepared.pairs if pair.key in chosen]
     reasoned = _traces(prepared, to_reason, scorer.judge([pair.prompt for pair in to_reason], progress))
     traces = {key: reasoned.get(key, trace) for key, trace in screened.items()}
-    stats = _stats(prepared, traces, [(scorer.stats, before), (screener.stats, type(screener.stats)())])
+    stats = _stats(prepared, traces, scorer.stats, before)
     stats.reasoned = len(reasoned)
     return _result(prepared, traces, stats, started, {key: 1 for key in traces if key not in reasoned})
 
@@ -402,8 +403,10 @@ def _traces(prepared: PreparedRerank, pairs: list[Pair], judgements,
             for i, (pair, judgement) in enumerate(zip(pairs, judgements))}
 
 
-def _stats(prepared: PreparedRerank, traces: dict[tuple[str, str], Trace], scorers) -> RerankStats:
-    """The rerank's counts from its traces; engine work from each scorer's stats since `before`."""
+def _stats(prepared: PreparedRerank, traces: dict[tuple[str, str], Trace], now: ScoringStats,
+           before: ScoringStats) -> RerankStats:
+    """The rerank's counts from its traces; engine work from the scorer's stats since `before` (a
+    scorer's siblings, the other budgets of a policy, share its stats)."""
     stats = RerankStats(prepared.key.max_reasoning_tokens, pairs=len(traces), queries=prepared.queries)
     for trace in traces.values():
         stats.from_store += trace.origin == "store"
@@ -411,9 +414,8 @@ def _stats(prepared: PreparedRerank, traces: dict[tuple[str, str], Trace], score
         stats.forced += trace.completion == "forced"
         stats.fallback += trace.completion == "fallback"
         stats.truncated += trace.truncated
-    for now, before in scorers:
-        for name in ("generated", "output_tokens", "engine_seconds", "repair_seconds", "load_seconds"):
-            setattr(stats, name, getattr(stats, name) + getattr(now, name) - getattr(before, name))
+    for name in ("generated", "output_tokens", "engine_seconds", "repair_seconds", "load_seconds"):
+        setattr(stats, name, getattr(now, name) - getattr(before, name))
     return stats
 
 

@@ -268,9 +268,12 @@ class Scorer:
 
     def sibling(self, key: GenerationKey, *, recompute: bool = False) -> "Scorer":
         """A scorer for other settings of the same model (another reasoning budget) that shares this
-        one's engine, started on the first need of either. Close this scorer, not the sibling."""
-        return Scorer(key, self.tokens, self._start_engine, store=self.store, chunk_size=self.chunk_size,
-                      recompute=recompute)
+        one's engine, started on the first need of either, and its stats, so that the work of every
+        budget a policy or a sweep uses is counted. Close this scorer, not the sibling."""
+        sibling = Scorer(key, self.tokens, self._start_engine, store=self.store, chunk_size=self.chunk_size,
+                         recompute=recompute)
+        sibling.stats = self.stats
+        return sibling
 
     def judge(self, prompt_list: Sequence[str], progress: ProgressReporter | None = None) -> list[Judgement]:
         """One judgement per prompt (identical prompts are judged once)."""

@@ -108,6 +108,8 @@ def test_every_pair_equals_a_fixed_budget_rerank_at_its_exit_budget(transformers
         assert sum(exits.values()) == 50 and all(exits[b] > 0 for b in (8, 16, 48)), exits
         fixed = {b: rerank_with_engine(sample_job(b), transformers_engine) for b in (8, 16, 48)}
         assert result.stats.output_tokens < fixed[48].stats.output_tokens
+        # every stage's tokens are counted (reasoning goes on, so each pair's length is its cost)
+        assert result.stats.output_tokens >= sum(t.output_tokens for t in result.traces.values())
         for key, trace in result.traces.items():
             budget = trace.settings["max_reasoning_tokens"]
             assert trace.settings["early_exit"] == [8, 16, 48] and trace.settings["confidence"] == 0.9
