@@ -11,6 +11,7 @@ import typer
 
 from .errors import EngineFailure, InputError, OptionError
 from .engines import ENGINES
+from .engines.vllm_engine import SPECULATIVE_METHODS
 from .store import STORE_ENV, StoreError, store_path
 from .compare import DEFAULT_ALPHA, FORMATS as COMPARE_FORMATS
 from .fusion import METHODS as FUSION_METHODS, NORMALISATIONS
@@ -25,6 +26,7 @@ app = typer.Typer(
 
 Backend = Enum("Backend", {name: name for name in ENGINES}, type=str)
 BACKEND_HELP = "; ".join(f"{e.name}: {e.help}" for e in ENGINES.values())
+Speculative = Enum("Speculative", {name: name for name in SPECULATIVE_METHODS}, type=str)
 
 
 class Missing(str, Enum):
@@ -61,6 +63,7 @@ MaxModelLenOpt = Annotated[int, typer.Option(help="Context length for prompt plu
 TensorParallelOpt = Annotated[Optional[int], typer.Option(help="vllm backend: GPUs per model replica (tensor parallelism). Default 1.")]
 DataParallelOpt = Annotated[Optional[int], typer.Option(help="vllm backend: model replicas on this node, each in its own process on its own --tensor-parallel GPUs (on CPU: its own cores); the pairs are shared out as they finish. Default 1.")]
 GpuMemoryOpt = Annotated[Optional[float], typer.Option(help="vllm backend: share of GPU memory vLLM may take (default 0.9; 0.3 of RAM on CPU).")]
+SpeculativeOpt = Annotated[Optional[Speculative], typer.Option(help="vllm backend: exact speculative decoding, the same tokens and scores (ngram: drafts from the prompt, which rank1's reasoning quotes). Expected faster on GPUs; slower on CPUs. Default: none.")]
 BaseUrlOpt = Annotated[Optional[list[str]], typer.Option("--base-url", help="openai backend: address of a vLLM server (http://HOST:PORT), repeatable; the servers share the pairs, and one that fails is dropped with its pairs moved to the others.")]
 ApiKeyEnvOpt = Annotated[Optional[str], typer.Option(help="openai backend: environment variable holding the servers' API key (sent as a Bearer token, never shown). Default OPENAI_API_KEY.")]
 ConcurrencyOpt = Annotated[Optional[int], typer.Option(help="openai backend: requests in flight per server. Default 32.")]
@@ -85,7 +88,8 @@ VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Also show the
 
 # The engine options of rerank and sweep: command-line parameter -> the engines' option name.
 ENGINE_PARAMETERS = {"tensor_parallel": "tensor_parallel", "data_parallel": "data_parallel",
-                     "gpu_memory_utilization": "gpu_memory_utilization", "base_url": "base_urls",
+                     "gpu_memory_utilization": "gpu_memory_utilization", "speculative": "speculative",
+                     "base_url": "base_urls",
                      "api_key_env": "api_key_env", "concurrency": "concurrency", "served_model": "served_model",
                      "batch_size": "batch_size", "device": "device"}
 
@@ -102,6 +106,8 @@ def _rerank_options(backend: Backend, engine_given: dict, **fields):
     given = {name: value for name, value in engine_given.items() if value is not None}
     if given.get("base_urls"):
         given["base_urls"] = tuple(given["base_urls"])
+    if given.get("speculative"):
+        given["speculative"] = given["speculative"].value
     return RerankOptions(backend=backend.value, engine_options=engine_options(backend.value, **given), **fields)
 
 
@@ -171,6 +177,7 @@ def rerank(
     tensor_parallel: TensorParallelOpt = None,
     data_parallel: DataParallelOpt = None,
     gpu_memory_utilization: GpuMemoryOpt = None,
+    speculative: SpeculativeOpt = None,
     base_url: BaseUrlOpt = None,
     api_key_env: ApiKeyEnvOpt = None,
     concurrency: ConcurrencyOpt = None,
@@ -283,6 +290,7 @@ def sweep(
     tensor_parallel: TensorParallelOpt = None,
     data_parallel: DataParallelOpt = None,
     gpu_memory_utilization: GpuMemoryOpt = None,
+    speculative: SpeculativeOpt = None,
     base_url: BaseUrlOpt = None,
     api_key_env: ApiKeyEnvOpt = None,
     concurrency: ConcurrencyOpt = None,

@@ -108,3 +108,32 @@ def test_transformers_engine_agrees_with_vllm(vllm_engine, capsys):
         print(f"\nagreement over {len(gaps)} pairs: {within:.1%} within 1e-3, max gap {gaps[-1]:.2e}, "
               f"median {gaps[len(gaps) // 2]:.2e}, identical reasoning {same_text:.1%}")
     assert within >= 0.95
+
+
+def test_speculative_options_are_checked():
+    from rank1_cli.engines import engine_options
+    from rank1_cli.errors import OptionError
+
+    assert engine_options("vllm", speculative="ngram").speculative == "ngram"
+    with pytest.raises(OptionError, match=r"speculative must be one of ngram, found 'eagle'"):
+        engine_options("vllm", speculative="eagle")
+
+
+def test_ngram_speculative_decoding_gives_the_same_tokens_and_scores(vllm_engine):
+    """Exact speculative decoding: every drafted token is verified by the model, so greedy
+    decoding writes the same reasoning; the verdict logprobs agree within 1e-4."""
+    from rank1_cli.engines import EngineConfig, engine_options, load_engine
+
+    speculative = load_engine("vllm", EngineConfig(model=str(TINY_MODEL), dtype="float32", max_model_len=4096),
+                              engine_options("vllm", gpu_memory_utilization=0.1, speculative="ngram"))
+    try:
+        drafted = rerank_with_engine(sample_job(top_k=2), speculative)
+    finally:
+        speculative.close()
+    plain = rerank_with_engine(sample_job(top_k=2), vllm_engine)
+    assert drafted.traces.keys() == plain.traces.keys() and len(plain.traces) == 50
+    for key, trace in plain.traces.items():
+        other = drafted.traces[key]
+        assert (other.reasoning, other.completion, other.verdict, other.output_tokens) == \
+               (trace.reasoning, trace.completion, trace.verdict, trace.output_tokens), key
+        assert other.score == pytest.approx(trace.score, abs=1e-4)
