@@ -52,7 +52,7 @@ BAD_RERANKS = {
                                                       "--base-url", "http://127.0.0.1:9"],
                                            r"the openai engine has no option --data-parallel; its options: --api-key-env, --base-url, --concurrency, --served-model"),
     "device with the vllm backend": (lambda f: [f("run", GOOD), "--device", "cuda:1"],
-                                     r"the vllm engine has no option --device; its options: --data-parallel, --gpu-memory-utilization, --tensor-parallel"),
+                                     r"the vllm engine has no option --device; its options: --data-parallel, --gpu-memory-utilization, --speculative, --tensor-parallel"),
     "nonsense dtype": (lambda f: [f("run", GOOD), "--dtype", "nonsense"], r"--dtype must be one of auto, float16, bfloat16, float32, found 'nonsense'"),
     "tiny context": (lambda f: [f("run", GOOD), "--max-model-len", "1"], r"--max-model-len must be at least 265 tokens"),
     "more replicas than cores": (lambda f: [f("run", GOOD), "--data-parallel", "4096"],
