@@ -208,7 +208,7 @@ def rerank(
     from .console import RichProgress, print_rerank_summary, setup_logging, stderr_console
     from .early_exit import parse_early_exit
     from .outputs import check_outputs, check_traces_target, default_traces, keep_replaced_traces
-    from .rerank import execute_rerank, make_scorer, prepare_rerank
+    from .rerank import execute_rerank, make_scorer, prepare_rerank, traced_generations
     from .textio import check_writable, stdout_reserved
     from .traces import write_traces
     from .trec import check_tag, write_run
@@ -237,8 +237,7 @@ def rerank(
         if dry_run:
             _print_plan(prepared, reasoning_store, overwrite, plan_format)
             return
-        kept = keep_replaced_traces(traces, None if no_store else store_path(store),
-                                    {(prepared.key, pair.prompt_sha256) for pair in prepared.pairs})
+        kept = keep_replaced_traces(traces, None if no_store else store_path(store), traced_generations(prepared))
         if kept is not None and kept.added and not quiet:
             console.print(f"store: {kept.added} generations of the traces being replaced ({traces}) imported "
                           f"({kept.already} there already)", markup=False, highlight=False)

@@ -342,6 +342,17 @@ def at_budget(prepared: PreparedRerank, budget: int) -> PreparedRerank:
     return dataclasses.replace(prepared, pairs=pairs, options=options, scoring=scoring, settings=settings)
 
 
+def traced_generations(prepared: PreparedRerank) -> set[tuple[GenerationKey, str]]:
+    """(configuration, prompt sha256) of every judgement the rerank writes into its traces: of a
+    cascade's two stages, of every budget of an early exit."""
+    if prepared.options.reason_top:
+        screen = at_budget(prepared, 0)
+        return ({(prepared.key, pair.prompt_sha256) for pair in prepared.pairs}
+                | {(screen.key, pair.prompt_sha256) for pair in screen.pairs})
+    keys = [dataclasses.replace(prepared.key, max_reasoning_tokens=b) for b in prepared.options.early_exit or ()]
+    return {(key, pair.prompt_sha256) for key in keys or [prepared.key] for pair in prepared.pairs}
+
+
 # --- execute -------------------------------------------------------------------------------
 
 def make_scorer(prepared: PreparedRerank, store: Store | None, *, recompute: bool = False) -> Scorer:

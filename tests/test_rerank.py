@@ -431,3 +431,19 @@ def test_cascade_options_are_checked_before_any_model_loads(tmp_path):
         prepared(tmp_path, RUN, reason_top=0)
     with pytest.raises(InputError, match=r"reason_top needs a reasoning budget: with max_reasoning_tokens='0'"):
         prepared(tmp_path, RUN, reason_top=2, max_reasoning_tokens=0)
+
+
+def test_the_generations_a_policy_traces_are_those_of_each_of_its_budgets(tmp_path):
+    """What a rerun with --no-store may replace in its own traces file: a cascade's budget-0 and
+    full-budget judgements, an early exit's at every budget."""
+    from rank1_cli.rerank import traced_generations
+
+    def at(job, budget):
+        return dataclasses.replace(job.key, max_reasoning_tokens=budget)
+    fixed = prepared(tmp_path, RUN)
+    shas = {pair.prompt_sha256 for pair in fixed.pairs}
+    assert traced_generations(fixed) == {(fixed.key, sha) for sha in shas}
+    cascade = prepared(tmp_path, RUN, reason_top=1)
+    assert traced_generations(cascade) == {(at(cascade, b), sha) for b in (0, 64) for sha in shas}
+    early = prepared(tmp_path, RUN, early_exit=(16, 64))
+    assert traced_generations(early) == {(at(early, b), sha) for b in (16, 64) for sha in shas}
