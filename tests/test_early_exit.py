@@ -148,3 +148,109 @@ def test_with_vllm_every_pair_is_within_1e4_of_a_fixed_budget_rerank_at_its_exit
         assert (trace.completion, trace.output_tokens) == (same.completion, same.output_tokens), key
         close += abs(trace.score - same.score) <= 1e-4
     assert close >= 0.99 * len(result.traces)
+
+
+# --- the stages, with a scripted model (fast; mutation testing reaches judge_with_early_exit here) ---------
+
+class CharTokenizer:
+    """One token per character: ids are code points, so a cut at b tokens is a cut at b characters."""
+
+    def __call__(self, text, **_):
+        return {"input_ids": [ord(c) for c in text]}
+
+    def decode(self, ids, **_):
+        return "".join(map(chr, ids))
+
+
+STOP = "</think> true"
+
+
+class ScriptedReasoner:
+    """Greedy 'reasoning' that is a fixed text per prompt, to be generated one character per token,
+    ending with the stop string ("stop"), at EOS ("eos") or never (None); a verdict forced after n
+    characters of it has P(true) = confidence(n). Continuations (token ids) go on where they stopped."""
+
+    name = "scripted"
+
+    def __init__(self, scripts, tokens):
+        self.scripts, self.tokens = scripts, tokens       # prompt -> (text, end, confidence)
+        self.calls: list[tuple[str, int, int]] = []       # (text or ids, characters before, max_tokens)
+
+    def _split(self, prompt):
+        text = prompt if isinstance(prompt, str) else "".join(map(chr, prompt))
+        original = max((p for p in self.scripts if text.startswith(p)), key=len)
+        return original, text[len(original):]
+
+    def generate(self, prompts, settings):
+        for i, prompt in enumerate(prompts):
+            original, before = self._split(prompt)
+            text, end, _ = self.scripts[original]
+            whole = text + (STOP if end == "stop" else "")
+            assert whole.startswith(before)
+            new = whole[len(before):][:settings.max_tokens]
+            self.calls.append(("ids" if not isinstance(prompt, str) else "text", len(before), settings.max_tokens))
+            if STOP in new:
+                cut = new.index(STOP) + len(STOP)
+                yield i, Generation(new[:new.index(STOP)], cut, "stop", STOP,
+                                    {self.tokens.true_id: -0.1, self.tokens.false_id: -2.5}, tuple(map(ord, new[:cut])))
+            else:
+                finished = end == "eos" and len(before) + len(new) == len(whole)
+                yield i, Generation(new, len(new), "stop" if finished else "length", None, None, tuple(map(ord, new)))
+
+    def force_verdict(self, prompts, true_id, false_id):
+        from rank1_cli.engines import VerdictLogprobs
+        import math
+
+        out = []
+        for prompt in prompts:
+            original = max((p for p in self.scripts if prompt.startswith(p)), key=len)
+            reasoning = prompt[len(original) + 1:-len("\n</think>")]
+            p = self.scripts[original][2](len(reasoning))
+            out.append(VerdictLogprobs(math.log(p), math.log(1 - p)))
+        return out
+
+    def close(self):
+        pass
+
+
+def test_each_stage_exits_the_sure_the_finished_and_the_ended_and_goes_on_from_token_ids(tmp_path):
+    from rank1_cli.early_exit import judge_with_early_exit
+    from rank1_cli.scorer import Scorer
+    from rank1_cli.store import GenerationKey
+
+    key = GenerationKey("m", "blake2b:x", "scripted", "float32", 40, 1024)
+    tokens = VerdictTokens(1, 2)
+    scripts = {
+        "P-finishes": ("abc", "stop", lambda n: 0.5),                     # its own verdict within 16
+        "P-sure-at-24": ("x" * 60, None, lambda n: 0.97 if n >= 24 else 0.6),   # forced at 16 (0.6), sure at 24
+        "P-never-sure": ("y" * 60, None, lambda n: 0.7),                  # forced at 16, 24, then judged at 40
+        "P-eos-at-20": ("z" * 20, "eos", lambda n: 0.6),                  # goes on at 16, ends at 20: decided at 24
+        "P-stop-prefix": ("a" * 14, "stop", lambda n: 0.6),               # "...a</" at 16: its stop unseen
+    }
+    engine = ScriptedReasoner(scripts, tokens)
+    with Store(tmp_path / "s.sqlite") as store:
+        scorer = Scorer(key, tokens, lambda: engine, store=store)
+        prompt_list = list(scripts)
+        judged, budgets = judge_with_early_exit(scorer, prompt_list, (16, 24, 40), 0.95, CharTokenizer())
+        outcome = {p: (j.completion, j.output_tokens, j.reasoning, b) for p, j, b in zip(prompt_list, judged, budgets)}
+        assert outcome == {
+            "P-finishes": ("stop", 16, "abc", 16),
+            "P-sure-at-24": ("forced", 24, "x" * 24, 24),
+            "P-never-sure": ("forced", 40, "y" * 40, 40),
+            "P-eos-at-20": ("forced", 20, "z" * 20, 24),
+            "P-stop-prefix": ("stop", 27, "a" * 14, 40),
+        }
+        assert [j.score for j in judged[1:3]] == pytest.approx([0.97, 0.7])
+        # stage 1 from the text; then continuations of what 16 cut (8 more tokens each), except the stop
+        # prefix, generated afresh at 24 ("...a</think> t": again) and at 40
+        assert sorted(engine.calls) == sorted([("text", 0, 16)] * 5 + [("ids", 16, 8)] * 3 + [("text", 0, 24)]
+                                              + [("ids", 24, 16)] + [("text", 0, 40)])
+        assert scorer.stats.output_tokens == 5 * 16 + (8 + 8 + 4 + 24) + (16 + 27)
+        # every stage's judgements are stored under its budget: a second run generates nothing
+        for budget, count in ((16, 5), (24, 4), (40, 2)):
+            assert store.count(dataclasses.replace(key, max_reasoning_tokens=budget)) == count
+        engine.calls.clear()
+        again, again_budgets = judge_with_early_exit(Scorer(key, tokens, lambda: engine, store=store), prompt_list,
+                                                     (16, 24, 40), 0.95, CharTokenizer())
+        assert engine.calls == [] and again_budgets == budgets
+        assert [j.score for j in again] == [j.score for j in judged] and {j.origin for j in again} == {"store"}
