@@ -123,3 +123,39 @@ def test_no_two_outputs_of_a_job_array_share_a_default_traces_file(pattern):
 def test_a_folder_has_no_default_traces_and_says_so(output):
     with pytest.raises(InputError, match=f"^{re.escape(output)}: a folder, not a run file; give the traces with --traces$"):
         default_traces(output)
+
+
+# --- never writing to a file it reads, never replacing a file it did not write -------------------
+
+def test_an_output_naming_an_input_or_another_output_is_refused_whoever_spells_it(tmp_path, monkeypatch):
+    from rank1_cli.outputs import check_outputs
+
+    run = tmp_path / "run.trec"
+    run.write_text("q1 Q0 d1 1 1 bm25\n")
+    (tmp_path / "link.trec").symlink_to(run)
+    monkeypatch.chdir(tmp_path)
+    for spelling in (str(run), "run.trec", "./sub/../run.trec", "link.trec"):
+        with pytest.raises(InputError) as error:
+            check_outputs([("output run", spelling)], [("corpus", None), ("first-stage run", str(run))])
+        assert str(error.value) == (f"{spelling}: the output run would overwrite the first-stage run, which this "
+                                    "command reads; rank1 never writes to a file it reads, so choose another path")
+    with pytest.raises(InputError) as error:
+        check_outputs([("output run", "new.trec"), ("traces", "-"), ("traces", "./new.trec")], [])
+    assert str(error.value) == "new.trec: named both as the output run and as the traces; give them different paths"
+    check_outputs([("output run", "-"), ("traces", None), ("traces", "new.traces.jsonl")],
+                  [("first-stage run", "-"), ("queries", str(run))])           # stdin/stdout and None: skipped
+
+
+def test_a_traces_output_replaces_only_rank1_traces(tmp_path):
+    from rank1_cli.outputs import check_traces_target
+
+    notes = tmp_path / "notes.jsonl"
+    notes.write_text('{"my": "notes"}\n')
+    with pytest.raises(InputError) as error:
+        check_traces_target(str(notes))
+    assert str(error.value) == (f"{notes}: exists and is not a rank1 traces file; it is left as it is. Choose another "
+                                "path for the traces, or move that file away")
+    traces = tmp_path / "old.traces.jsonl"
+    traces.write_text(trace_line(0) + "\n")
+    for fine in (None, "-", str(traces), str(tmp_path / "new.traces.jsonl")):
+        check_traces_target(fine)
