@@ -56,8 +56,9 @@ def check_early_exit(budgets: Sequence[int], max_reasoning_tokens: int, confiden
 
 
 def confident(judgement: Judgement, confidence: float) -> bool:
-    """The verdict's probability, P(true) or P(false) renormalised over the two, reaches `confidence`."""
-    return judgement.completion != "fallback" and max(judgement.score, 1.0 - judgement.score) >= confidence
+    """The verdict's probability, P(true) or P(false) renormalised over the two, reaches `confidence`
+    (above 0.5, so a fallback's 0.5 never does)."""
+    return max(judgement.score, 1.0 - judgement.score) >= confidence
 
 
 def ends_in_a_stop_prefix(text: str) -> bool:

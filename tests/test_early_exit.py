@@ -23,6 +23,7 @@ from conftest import SAMPLE, TINY_MODEL
     ("16,16,64", r"budgets must increase from at least 1 token, found 16,16,64"),
     ("0,16,64", r"budgets must increase from at least 1 token, found 0,16,64"),
     ("16,32", r"the last early_exit budget \(32\) must be max_reasoning_tokens \(64\)"),
+    ("8,16,32", r"the last early_exit budget \(32\) must be max_reasoning_tokens \(64\)"),
 ])
 def test_early_exit_budgets_are_checked(text, message):
     with pytest.raises(OptionError, match=message):
@@ -37,6 +38,8 @@ def test_confidence_and_unreadable_budgets_are_refused():
                                           r"found '16;64'"):
         parse_early_exit("16;64")
     assert parse_early_exit("16, 32,64") == (16, 32, 64)
+    check_early_exit((1, 64), 64, 0.51)           # one token is a budget; any confidence above 0.5
+    check_early_exit((1, 2, 64), 64, 0.99)
 
 
 def judgement(score, completion="forced"):
