@@ -202,8 +202,9 @@ def test_budget_0_swept_equals_a_budget_0_rerank_and_is_reused(vllm_engine, tmp_
             assert (trace.completion, trace.output_tokens, trace.reasoning) == ("forced", 0, "")
             close += abs(derived.score - trace.score) <= 1e-4
         assert close >= 0.99 * len(real.traces)
-        again = rerank_with_engine(sample_job(top_k=5, reasoning=0), vllm_engine, store)
-        assert again.stats.from_store == len(again.pairs) and again.stats.generated == 0
+        zero = sample_job(top_k=5, reasoning=0)
+        again = rerank_with_engine(zero, vllm_engine, store)
+        assert again.stats.from_store == len(zero.pairs) and again.stats.generated == 0
 
 
 @pytest.mark.engine
