@@ -237,7 +237,7 @@ def rerank(
         if dry_run:
             _print_plan(prepared, reasoning_store, overwrite, plan_format)
             return
-        kept = keep_replaced_traces(traces, None if no_store else store_path(store), traced_generations(prepared))
+        kept = keep_replaced_traces(traces, reasoning_store, lambda: traced_generations(prepared))
         if kept is not None and kept.added and not quiet:
             console.print(f"store: {kept.added} generations of the traces being replaced ({traces}) imported "
                           f"({kept.already} there already)", markup=False, highlight=False)

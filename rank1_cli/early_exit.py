@@ -96,6 +96,7 @@ def judge_with_early_exit(scorer: Scorer, prompt_list: Sequence[str], budgets: S
               for b in budgets[:-1]] + [scorer]
     decided: dict[str, tuple[Judgement, int]] = {}
     carried: dict[str, StoredGeneration] = {}       # reasoning cut at the previous budget, to go on
+    prompt_ids: dict[str, tuple[int, ...]] = {}     # as the engine tokenizes the prompt text
     undecided = list(by_sha)
     previous = 0
     progress.start(len(by_sha), 0, f"reasoning with {scorer.key.model}")
@@ -104,11 +105,15 @@ def judge_with_early_exit(scorer: Scorer, prompt_list: Sequence[str], budgets: S
             known = stage.stored(undecided, with_token_ids=True)
             missing = [sha for sha in undecided if sha not in known]
             goes_on = [sha for sha in missing if sha in carried and continuable(carried[sha], previous)]
-            fresh = [sha for sha in missing if sha not in set(goes_on)]
+            continuing = set(goes_on)
+            fresh = [sha for sha in missing if sha not in continuing]
             made = stage.generate([by_sha[sha] for sha in fresh], fresh, progress) if fresh else {}
+            for sha in goes_on:                               # tokenized once, however many stages it goes on
+                if sha not in prompt_ids:
+                    prompt_ids[sha] = tuple(tokenizer(by_sha[sha])["input_ids"])
             if goes_on:
                 made.update(stage.generate(
-                    [tuple(tokenizer(by_sha[sha])["input_ids"]) + tuple(carried[sha].token_ids) for sha in goes_on],
+                    [prompt_ids[sha] + tuple(carried[sha].token_ids) for sha in goes_on],
                     goes_on, progress, max_tokens=budget - previous,
                     record=lambda sha, generation: continued(carried[sha], generation, stage.tokens, tokenizer)))
             records = {**known, **made}

@@ -4,7 +4,7 @@ it did not write, and never loses the reasoning in a traces file it replaces."""
 from __future__ import annotations
 
 import os
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,7 +13,7 @@ from .textio import STDIO
 from .traces import is_traces_file
 
 if TYPE_CHECKING:
-    from .store import GenerationKey
+    from .store import GenerationKey, Store
     from .store_admin import ImportReport
 
 
@@ -76,14 +76,34 @@ def check_traces_target(path: str | None) -> None:
                          "path for the traces, or move that file away")
 
 
-def keep_replaced_traces(path: str | None, store: str | os.PathLike | None,
-                         rewritten: Collection[tuple[GenerationKey, str]]) -> ImportReport | None:
+def keep_replaced_traces(path: str | None, store: Store | None,
+                         rewritten: Callable[[], Collection[tuple[GenerationKey, str]]]) -> ImportReport | None:
     """Before a rerank replaces the rank1 traces at `path` (the only copy of their reasoning, maybe):
-    import them into `store` as `rank1 store import` does (generations stored already are kept as
-    they are). With no store, every generation there must be one the rerank writes again
-    (`rewritten`: (configuration, prompt sha256)). Else InputError, saying how to keep them."""
+    import them into the open `store` as `rank1 store import` does (generations stored already are
+    kept as they are). With no store, every generation there must be one the rerank writes again
+    (`rewritten()`: (configuration, prompt sha256), asked only then). Else InputError, saying how
+    to keep them."""
     if path is None or path == STDIO or not Path(path).is_file():
         return None
+    from .store_admin import file_generations, import_into
+
+    try:
+        if store is not None:
+            return import_into(store, [path])
+        written = rewritten()
+        lost = sum((key, generation.prompt_sha256) not in written for key, generation in file_generations(path, None))
+    except InputError as exc:
+        reason = exc.for_command_line() if isinstance(exc, OptionError) else str(exc)
+        raise InputError(f"{path} holds rank1 traces that this rerank would replace, and they cannot be imported "
+                         f"into a store ({reason}). To keep them: import them with `rank1 store import {path} "
+                         "--model M` (M: the model that made them) and move the file away, or name another "
+                         "--traces") from None
+    if lost:
+        raise InputError(f"{path} holds {lost} generations of rank1 traces that this rerank would replace and not "
+                         "write again; with --no-store they would be lost. To keep them: rerank with a store "
+                         f"(without --no-store: they are imported into it first), move {path} away, or name "
+                         "another --traces")
+    return None
     from .store_admin import file_generations, import_files
 
     try:

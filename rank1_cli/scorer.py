@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 
 from . import prompts
 from .engines import default_dtype, load_engine
-from .engines.base import Engine, EngineConfig, Generation, GenerationSettings
+from .engines.base import Engine, EngineConfig, Generation, GenerationSettings, Prompt
 from .errors import EngineFailure, InputError, OptionError
 from .models import ResolvedModel, model_revision
 from .scoring import (FALLBACK_SCORE, VerdictTokens, relevance_score, repair_prompt, verdict_from_stop,
@@ -281,9 +281,7 @@ class Scorer:
         shas = {prompt: prompts.prompt_sha256(prompt) for prompt in prompt_list}
         by_sha = {sha: prompt for prompt, sha in shas.items()}
         self.stats.prompts += len(by_sha)
-        known: dict[str, StoredGeneration] = {}
-        if self.store is not None and not self.recompute:
-            known = self.store.get_many(self.key, by_sha)
+        known = self.stored(list(by_sha))
         done = {sha: judgement_of(g, "store") for sha, g in known.items() if g.completion != PENDING}
         self.stats.from_store += len(done)
         pending = {sha: g for sha, g in known.items() if g.completion == PENDING}
@@ -294,11 +292,11 @@ class Scorer:
             if missing and self.key.max_reasoning_tokens == 0:
                 pending.update({sha: unreasoned(sha) for sha in missing})
             elif missing:
-                made = self._generate([by_sha[sha] for sha in missing], missing, progress)
+                made = self.generate([by_sha[sha] for sha in missing], missing, progress)
                 done.update({sha: judgement_of(g, "engine") for sha, g in made.items() if g.completion != PENDING})
                 pending.update({sha: g for sha, g in made.items() if g.completion == PENDING})
             if pending:
-                repaired = self._repair(pending, by_sha)
+                repaired = self.repair(pending, by_sha)
                 origin = {sha: "store" if sha in known else "engine" for sha in pending}
                 done.update({sha: judgement_of(g, origin[sha]) for sha, g in repaired.items()})
                 progress.advance(len(repaired))
@@ -323,21 +321,12 @@ class Scorer:
             return {}
         return self.store.get_many(self.key, shas, with_token_ids=with_token_ids)
 
-    def generate(self, prompt_list: Sequence[str | Sequence[int]], shas: list[str], progress: ProgressReporter, *,
+    def generate(self, prompt_list: Sequence[Prompt], shas: list[str], progress: ProgressReporter, *,
                  max_tokens: int | None = None,
                  record: Callable[[str, Generation], StoredGeneration] | None = None) -> dict[str, StoredGeneration]:
         """Generate for every prompt (text, or token ids: a continuation) and store each record as it
         comes: finished, or pending its repair. `max_tokens` defaults to the reasoning budget;
         `record` turns (prompt hash, generation) into the stored record (default: as generated)."""
-        return self._generate(list(prompt_list), shas, progress, max_tokens=max_tokens, record=record)
-
-    def repair(self, pending: dict[str, StoredGeneration], by_sha: dict[str, str]) -> dict[str, StoredGeneration]:
-        """Force a verdict for every unfinished reasoning in one batched pass; store and return them."""
-        return self._repair(pending, by_sha)
-
-    def _generate(self, prompt_list: list, shas: list[str], progress: ProgressReporter, *,
-                  max_tokens: int | None = None,
-                  record: Callable[[str, Generation], StoredGeneration] | None = None) -> dict[str, StoredGeneration]:
         settings = GenerationSettings(max_tokens=max_tokens or self.key.max_reasoning_tokens,
                                       stop=prompts.STOP_STRINGS, logprobs=20)
         record = record or (lambda sha, generation: stored_from_generation(sha, generation, self.tokens))
@@ -395,8 +384,9 @@ class Scorer:
         finally:
             self.stats.load_seconds += time.perf_counter() - started
 
-    def _repair(self, pending: dict[str, StoredGeneration], by_sha: dict[str, str]) -> dict[str, StoredGeneration]:
-        """Force a verdict for every unfinished reasoning, in one batched pass (as the reference does)."""
+    def repair(self, pending: dict[str, StoredGeneration], by_sha: dict[str, str]) -> dict[str, StoredGeneration]:
+        """Force a verdict for every unfinished reasoning in one batched pass (as the reference does);
+        store and return them."""
         started = time.perf_counter()
         order = list(pending)
         repair_prompts = [repair_prompt(by_sha[sha], pending[sha].reasoning) for sha in order]

@@ -181,10 +181,11 @@ def import_files(files: list[str], path: str | None, *, model: str | None = None
         fallback = None
         if resolved is not None:
             fallback = GenerationKey(resolved.spec, model_revision(resolved, store), backend, "", 0, 0)
-        return _import_into(store, files, fallback)
+        return import_into(store, files, fallback)
 
 
-def _import_into(store: Store, files: list[str], fallback: GenerationKey | None) -> ImportReport:
+def import_into(store: Store, files: list[str], fallback: GenerationKey | None = None) -> ImportReport:
+    """Every line of `files` into an open store, checked first (nothing is stored from a bad file)."""
     batches: dict[GenerationKey, list[StoredGeneration]] = {}
     lines = 0
     for file in files:

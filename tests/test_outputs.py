@@ -3,6 +3,7 @@ the CLI: test_cli_store.py); the traces path derived from a run's name (rerank's
 merge's and report's), over names with several dots, .gz, folders with dots, spaces and
 non-ASCII letters."""
 
+import contextlib
 import re
 
 import pytest
@@ -24,7 +25,8 @@ def test_the_replaced_traces_go_into_the_store_and_what_is_there_stays(tmp_path)
     path, store = traces_file(tmp_path), tmp_path / "s.sqlite"
     with Store(store) as opened:
         opened.put_many(KEY, [StoredGeneration(sha(1), "fallback", None, None, None, 0, "mine")])
-    report = keep_replaced_traces(str(path), store, set())
+    with Store(store) as opened:
+        report = keep_replaced_traces(str(path), opened, lambda: pytest.fail("asked only without a store"))
     assert (report.lines, report.added, report.already) == (3, 2, 1)
     with Store(store) as opened:
         assert opened.count() == 3
@@ -34,9 +36,9 @@ def test_the_replaced_traces_go_into_the_store_and_what_is_there_stays(tmp_path)
 
 def test_without_a_store_traces_the_rerank_writes_again_may_be_replaced(tmp_path):
     path = traces_file(tmp_path)
-    assert keep_replaced_traces(str(path), None, {(KEY, sha(i)) for i in range(3)}) is None
+    assert keep_replaced_traces(str(path), None, lambda: {(KEY, sha(i)) for i in range(3)}) is None
     with pytest.raises(InputError) as error:
-        keep_replaced_traces(str(path), None, {(KEY, sha(0)), (KEY, sha(1))})
+        keep_replaced_traces(str(path), None, lambda: {(KEY, sha(0)), (KEY, sha(1))})
     assert str(error.value) == (
         f"{path} holds 1 generations of rank1 traces that this rerank would replace and not write again; with "
         f"--no-store they would be lost. To keep them: rerank with a store (without --no-store: they are imported "
@@ -47,8 +49,9 @@ def test_without_a_store_traces_the_rerank_writes_again_may_be_replaced(tmp_path
 def test_traces_no_store_can_take_are_never_replaced(tmp_path, store):
     old = {k: v for k, v in SETTINGS.items() if k not in ("model_revision", "engine")}
     path = traces_file(tmp_path, settings=old)
-    with pytest.raises(InputError) as error:
-        keep_replaced_traces(str(path), tmp_path / "s.sqlite" if store else None, {(KEY, sha(i)) for i in range(3)})
+    with pytest.raises(InputError) as error, contextlib.ExitStack() as stack:
+        opened = stack.enter_context(Store(tmp_path / "s.sqlite")) if store else None
+        keep_replaced_traces(str(path), opened, lambda: {(KEY, sha(i)) for i in range(3)})
     assert str(error.value) == (
         f"{path} holds rank1 traces that this rerank would replace, and they cannot be imported into a store "
         f"({path}:1: not a rank1 trace: the settings do not say which model revision and engine made it (traces of "
@@ -63,9 +66,11 @@ def test_traces_no_store_can_take_are_never_replaced(tmp_path, store):
 
 
 def test_nothing_to_keep_without_a_traces_file(tmp_path):
-    assert keep_replaced_traces(None, tmp_path / "s.sqlite", set()) is None
-    assert keep_replaced_traces("-", tmp_path / "s.sqlite", set()) is None
-    assert keep_replaced_traces(str(tmp_path / "new.jsonl"), tmp_path / "s.sqlite", set()) is None
+    def unasked():
+        pytest.fail("no traces file: nothing to ask")
+    assert keep_replaced_traces(None, None, unasked) is None
+    assert keep_replaced_traces("-", None, unasked) is None
+    assert keep_replaced_traces(str(tmp_path / "new.jsonl"), None, unasked) is None
     assert not (tmp_path / "s.sqlite").exists()
 
 
