@@ -10,8 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from .errors import EngineFailure, InputError, OptionError
-from .engines import ENGINES
-from .engines.vllm_engine import SPECULATIVE_METHODS
+from .engines import ENGINES, VLLM_SPECULATIVE_METHODS
 from .store import STORE_ENV, StoreError, store_path
 from .compare import DEFAULT_ALPHA, FORMATS as COMPARE_FORMATS
 from .fusion import METHODS as FUSION_METHODS, NORMALISATIONS
@@ -26,7 +25,7 @@ app = typer.Typer(
 
 Backend = Enum("Backend", {name: name for name in ENGINES}, type=str)
 BACKEND_HELP = "; ".join(f"{e.name}: {e.help}" for e in ENGINES.values())
-Speculative = Enum("Speculative", {name: name for name in SPECULATIVE_METHODS}, type=str)
+Speculative = Enum("Speculative", {name: name for name in VLLM_SPECULATIVE_METHODS}, type=str)
 
 
 class Missing(str, Enum):

@@ -32,6 +32,16 @@ ENGINES: dict[str, EngineEntry] = {entry.name: entry for entry in (
 )}
 
 
+# The vllm engine's speculative decoding, kept here so that the command line lists the choices
+# without importing the engine. Exact: the model verifies every drafted token. n-gram prompt lookup
+# drafts from the prompt itself, which rank1's reasoning quotes: a gain is expected on GPUs, where
+# decoding is bound by memory bandwidth; on a CPU the verification costs more than it saves
+# (bench/results/speculative.json).
+VLLM_SPECULATIVE_METHODS = {
+    "ngram": {"method": "ngram", "num_speculative_tokens": 4, "prompt_lookup_max": 4, "prompt_lookup_min": 2},
+}
+
+
 def engine_module(name: str) -> ModuleType:
     if name not in ENGINES:
         raise OptionError(f"{{backend}} {name[:100]!r}: unknown; choose one of {', '.join(ENGINES)}")
@@ -82,5 +92,5 @@ def paper_dtype() -> str:
     return "float16" if visible_gpus() else "auto"
 
 
-__all__ = ["ENGINES", "Engine", "EngineConfig", "Generation", "GenerationSettings", "Prompt", "VerdictLogprobs",
+__all__ = ["ENGINES", "VLLM_SPECULATIVE_METHODS", "Engine", "EngineConfig", "Generation", "GenerationSettings", "Prompt", "VerdictLogprobs",
            "default_dtype", "engine_module", "engine_options", "load_engine", "paper_dtype"]

@@ -7,6 +7,7 @@ import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
+from . import VLLM_SPECULATIVE_METHODS
 from ..errors import OptionError
 from .base import EngineConfig, Generation, GenerationSettings, Prompt, VerdictLogprobs
 
@@ -18,15 +19,6 @@ os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "1")
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 
 
-# Speculative decoding that keeps greedy outputs exact (the target model verifies every drafted
-# token). n-gram prompt lookup drafts from the prompt itself, which rank1's reasoning quotes: a
-# gain is expected on GPUs, where decoding is bound by memory bandwidth; on a CPU the verification
-# costs more than it saves (bench/results/speculative.json).
-SPECULATIVE_METHODS = {
-    "ngram": {"method": "ngram", "num_speculative_tokens": 4, "prompt_lookup_max": 4, "prompt_lookup_min": 2},
-}
-
-
 @dataclass(frozen=True, slots=True)
 class Options:
     """The vllm engine's own settings."""
@@ -34,11 +26,11 @@ class Options:
     tensor_parallel: int = 1              # GPUs per model replica
     data_parallel: int = 1                # model replicas on this node, each in its own process
     gpu_memory_utilization: float = 0.0   # 0: 0.9 of GPU memory (the paper), 0.3 of RAM on CPU
-    speculative: str | None = None        # exact speculative decoding: a name of SPECULATIVE_METHODS
+    speculative: str | None = None        # exact speculative decoding: a name of VLLM_SPECULATIVE_METHODS
 
     def __post_init__(self) -> None:
-        if self.speculative is not None and self.speculative not in SPECULATIVE_METHODS:
-            raise OptionError(f"{{speculative}} must be one of {', '.join(SPECULATIVE_METHODS)}, found "
+        if self.speculative is not None and self.speculative not in VLLM_SPECULATIVE_METHODS:
+            raise OptionError(f"{{speculative}} must be one of {', '.join(VLLM_SPECULATIVE_METHODS)}, found "
                               f"{str(self.speculative)[:100]!r}")
         if self.tensor_parallel < 1:
             raise OptionError(f"{{tensor_parallel}} must be at least 1, found {self.tensor_parallel}")
@@ -107,7 +99,7 @@ class VllmEngine:
             gpu_memory_utilization=memory,
             enable_prefix_caching=config.enable_prefix_caching,
             seed=config.seed,
-            **({"speculative_config": dict(SPECULATIVE_METHODS[options.speculative])} if options.speculative else {}),
+            **({"speculative_config": dict(VLLM_SPECULATIVE_METHODS[options.speculative])} if options.speculative else {}),
         )
         self._next_request = 0
 
