@@ -33,6 +33,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from throughput import rotated  # noqa: E402  (bench/ is the script's folder)
 SAMPLE = REPO / "sample_data"
 
 
@@ -81,11 +82,10 @@ def main() -> None:
     try:
         for round_ in range(args.rounds):
             for budget in budgets:
-                named = list(policies(budget).items())
-                named = named[round_ % len(named):] + named[:round_ % len(named)]      # rotate the order
-                fixed_ranking = None
+                options_of = policies(budget)
                 results = {}
-                for name, options in named:
+                for name in rotated(list(options_of), round_):
+                    options = options_of[name]
                     prepared = prepare_rerank(str(SAMPLE / "run.bm25.trec"), source,
                                               RerankOptions(model=str(SAMPLE / "tiny-rank1"), top_k=args.top_k,
                                                             dtype="float32", max_model_len=4096, **options))
@@ -111,9 +111,9 @@ def main() -> None:
 
     summary = []
     for budget in budgets:
+        fixed = {r["round"]: r for r in rows if r["budget"] == budget and r["policy"] == "fixed"}
         for name in policies(budget):
             mine = [r for r in rows if r["budget"] == budget and r["policy"] == name]
-            fixed = {r["round"]: r for r in rows if r["budget"] == budget and r["policy"] == "fixed"}
             summary.append({
                 "budget": budget, "policy": name,
                 **{f"median_{k}": statistics.median(r[k] for r in mine)

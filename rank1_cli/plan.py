@@ -9,6 +9,7 @@ the same model, the plan estimates them from what those runs measured (and says 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import asdict, dataclass
 
 from .rerank import PreparedRerank, at_budget
@@ -70,10 +71,7 @@ def plan_rerank(prepared: PreparedRerank, store: Store | None, *, recompute: boo
     With `budgets` (a sweep's), the sweep's own checks come first."""
     if budgets:
         check_budgets(prepared, budgets)
-    prompt_tokens: dict[str, int] = {}
-    for pair in prepared.pairs:
-        prompt_tokens.setdefault(pair.prompt_sha256, pair.prompt_tokens)
-    completions = store.completions(prepared.key, prompt_tokens) if store is not None and not recompute else {}
+    prompt_tokens, completions = _stored_completions(prepared, store, recompute)
     pending = sum(c == PENDING for c in completions.values())
     missing = [sha for sha in prompt_tokens if sha not in completions]
     rate = store.rate(prepared.key) if store is not None else None
@@ -81,13 +79,12 @@ def plan_rerank(prepared: PreparedRerank, store: Store | None, *, recompute: boo
     estimate = _estimate(len(missing), rate, key.max_reasoning_tokens)
     cascade = None
     if prepared.options.reason_top:
-        screen = plan_rerank(at_budget(prepared, 0), store, recompute=recompute)
-        per_query: dict[str, int] = {}
-        for pair in prepared.pairs:
-            per_query[pair.qid] = per_query.get(pair.qid, 0) + 1
+        screen_prompts, screen_stored = _stored_completions(at_budget(prepared, 0), store, recompute)
+        per_query = Counter(pair.qid for pair in prepared.pairs)
         reasoned = sum(min(prepared.options.reason_top, n) for n in per_query.values())
         tokens = round(reasoned * estimate.mean_output_tokens) if estimate else None
-        cascade = CascadePlan(prepared.options.reason_top, screen.to_generate, reasoned, tokens)
+        cascade = CascadePlan(prepared.options.reason_top, len(screen_prompts.keys() - screen_stored.keys()), reasoned,
+                              tokens)
     return RerankPlan(
         model=prepared.model.spec, engine=key.engine, max_reasoning_tokens=key.max_reasoning_tokens,
         max_model_len=key.max_model_len, queries=prepared.queries, pairs=len(prepared.pairs),
@@ -97,6 +94,16 @@ def plan_rerank(prepared: PreparedRerank, store: Store | None, *, recompute: boo
         truncated=sum(pair.truncated for pair in prepared.pairs), store=str(store.path) if store else None,
         estimate=estimate, budgets=budgets, cascade=cascade, early_exit=prepared.options.early_exit,
         confidence=prepared.options.confidence if prepared.options.early_exit else None)
+
+
+def _stored_completions(prepared: PreparedRerank, store: Store | None,
+                        recompute: bool) -> tuple[dict[str, int], dict[str, str]]:
+    """Each distinct prompt's token count, and the completion the store holds for those it has."""
+    prompt_tokens: dict[str, int] = {}
+    for pair in prepared.pairs:
+        prompt_tokens.setdefault(pair.prompt_sha256, pair.prompt_tokens)
+    completions = store.completions(prepared.key, prompt_tokens) if store is not None and not recompute else {}
+    return prompt_tokens, completions
 
 
 def _estimate(to_generate: int, rate: MeasuredRate | None, max_reasoning_tokens: int) -> Estimate | None:
