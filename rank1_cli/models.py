@@ -168,12 +168,13 @@ def folder_fingerprint(folder: Path, store: Store | None = None) -> str:
     inode, so a later run reads no file that has not changed since (any write to a file changes
     its ctime); without a store every file is read.
     """
-    stamps = [FileStamp.of(entry) for entry in fingerprinted_files(folder)]
-    known = store.file_digests(stamps) if store is not None else {}
-    made = {stamp: file_digest(Path(stamp.path)) for stamp in stamps if stamp not in known}
+    files = {FileStamp.of(entry): entry for entry in fingerprinted_files(folder)}
+    known = store.file_digests(files) if store is not None else {}
+    made = {stamp: file_digest(entry) for stamp, entry in files.items() if stamp not in known}
     if store is not None:
         store.remember_file_digests(made)
+    digests = known | made
     digest = hashlib.blake2b(digest_size=32)
-    for stamp in stamps:
-        digest.update(f"{Path(stamp.path).name}\0{stamp.size}\0{known.get(stamp) or made[stamp]}\n".encode())
+    for stamp, entry in files.items():
+        digest.update(f"{entry.name}\0{stamp.size}\0{digests[stamp]}\n".encode())
     return digest.hexdigest()

@@ -552,7 +552,7 @@ class Store:
             try:
                 self._db.execute("VACUUM")      # give the space back; the deletion stands without it
             except sqlite3.Error as exc:
-                logging.getLogger(__name__).warning("%s: the space of the deleted generations was not reclaimed "
+                log.warning("%s: the space of the deleted generations was not reclaimed "
                                                     "(%s); it is reused by later writes", self.path, exc)
         return removed
 

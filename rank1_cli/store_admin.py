@@ -27,8 +27,6 @@ def check_store(path: str | None) -> None:
     """Open the store for writing and close it: for a command that writes other files before the
     store, so that a store it cannot use stops it before anything is written. A store made only for
     the check is removed again, so a command refused later leaves no file behind."""
-    from .store import store_path
-
     target = store_path(path)
     existed = target.exists()
     _open(path).close()
