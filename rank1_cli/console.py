@@ -128,7 +128,7 @@ def print_rerank_summary(console: Console, stats, traces_path: str | None, store
         *([f"cascade: reasoned on {stats.reasoned} of {stats.pairs} pairs (each query's best by its budget-0 score); "
            f"the other {stats.pairs - stats.reasoned} keep their budget-0 judgement, ranked below"]
           if stats.reasoned is not None else []),
-        *([f"early exit: " + ", ".join(f"{n} pairs at {b}" for b, n in stats.exits.items())
+        *(["early exit: " + ", ".join(f"{n} pairs at {b}" for b, n in stats.exits.items())
            + " reasoning tokens (each judged as a rerank at that budget judges it)"] if stats.exits else []),
         f"store: {stats.from_store} pairs from {store_path}" if store_path
         else "store: none (nothing reused or kept for a rerun)",

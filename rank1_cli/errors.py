@@ -43,3 +43,8 @@ def quote(value: object, limit: int = QUOTE_LIMIT) -> str:
     if len(text) <= limit:
         return repr(text)
     return f"{text[:limit]!r}... ({len(text)} characters)"
+
+
+def quote_some(ids, n: int = 3) -> str:
+    """The first `n` ids, quoted, and ", ..." when there are more: for a message."""
+    return ", ".join(quote(i) for i in ids[:n]) + (", ..." if len(ids) > n else "")

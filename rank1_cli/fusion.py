@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
-from .errors import OptionError, quote
+from .errors import OptionError, quote_some
 from .evaluate import trec_order
 
 log = logging.getLogger(__name__)
@@ -164,17 +164,13 @@ def check_options(method: str, runs: int, *, weights: Sequence[float] | None = N
     return chosen, list(weights), {option: value for option, value in given.items() if value is not None}
 
 
-def _some(ids: Sequence[str], n: int = 3) -> str:
-    return ", ".join(quote(i) for i in ids[:n]) + (", ..." if len(ids) > n else "")
-
-
 def _warn_unshared_queries(runs: Sequence[Scores]) -> None:
     """One warning when some query is not in every run: it is fused from the runs that have it."""
     queries = list(dict.fromkeys(qid for run in runs for qid in run))
     unshared = [qid for qid in queries if not all(qid in run for run in runs)]
     if not unshared:
         return
-    lacks = "; ".join(f"run #{i} lacks {len(absent)}: {_some(absent)}"
+    lacks = "; ".join(f"run #{i} lacks {len(absent)}: {quote_some(absent)}"
                       for i, run in enumerate(runs, start=1) if (absent := [q for q in unshared if q not in run]))
     if len(unshared) == len(queries):
         log.warning("the runs have no query in common (%s); the fused run is their union, each query fused from the "

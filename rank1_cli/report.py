@@ -25,7 +25,7 @@ from typing import Any
 
 from .compare import (DEFAULT_ALPHA, Comparison, check_options, compare_evaluations, comparable_measures, describe,
                       format_p, notes)
-from .errors import InputError, OptionError, quote
+from .errors import InputError, OptionError, quote, quote_some
 from .evaluate import evaluate_run, trec_order
 from .measures import Measure, parse_measures
 from .significance import DEFAULT_ROUNDS, DEFAULT_SEED
@@ -139,11 +139,6 @@ class Report:
 # The join
 
 
-def _some(ids: Sequence[str]) -> str:
-    """The first three ids, quoted, for a message."""
-    return ", ".join(quote(i) for i in ids[:3]) + (", ..." if len(ids) > 3 else "")
-
-
 def _checked_options(measures: Sequence[str], relevance_level: int, test: str, correction: str, alpha: float,
                      rounds: int) -> list[Measure]:
     """The measures to compare, once every option is known to be valid."""
@@ -167,11 +162,11 @@ def _check_traces(run: Run, baseline: Run, traces: Sequence[Trace], names: Names
     stray = [key for key in by_pair if key not in in_run]
     if stray:
         raise InputError(f"{names.traces}: {len(stray)} traced pairs are not in the run {names.run} "
-                         f"({_some([f'{q}/{d}' for q, d in stray])}); give the traces written with that run")
+                         f"({quote_some([f'{q}/{d}' for q, d in stray])}); give the traces written with that run")
     untraced = [qid for qid in run if not any((qid, e.docid) in by_pair for e in run[qid])]
     if untraced:
         raise InputError(f"{names.traces}: {len(untraced)} queries of the run {names.run} have no traces "
-                         f"({_some(untraced)}); give the traces written with that run")
+                         f"({quote_some(untraced)}); give the traces written with that run")
     _check_order(run, by_pair, names)
     positions = {(qid, e.docid): i for qid, entries in baseline.items() for i, e in enumerate(entries, start=1)}
     moved = [(key, t.first_stage_rank, positions.get(key)) for key, t in by_pair.items()
@@ -229,7 +224,7 @@ def build_report(run: Run, baseline: Run, qrels: Qrels, traces: Sequence[Trace],
     not_in_baseline = [qid for qid in run if qid not in baseline]
     if not_in_baseline:
         raise InputError(f"{names.baseline}: {len(not_in_baseline)} queries of the run {names.run} are not in it "
-                         f"({_some(not_in_baseline)}); give the run that was reranked as the baseline")
+                         f"({quote_some(not_in_baseline)}); give the run that was reranked as the baseline")
     by_pair = _check_traces(run, baseline, traces, names)
     if not any(qrels.get(qid) for qid in run):
         raise InputError(f"{names.qrels}: judges no query of the run {names.run}; give the qrels of its topics")
