@@ -3,11 +3,14 @@
 import dataclasses
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
@@ -132,20 +135,53 @@ def test_a_store_that_cannot_be_written_fails_when_opened_not_at_the_first_commi
         assert store.count() == 6
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes whatever the permissions say")
-def test_a_read_only_store_or_folder_is_named(tmp_path):
-    path = filled_store(tmp_path / "s.sqlite")
-    path.chmod(0o444)
-    with pytest.raises(InputError, match=f"^{path}: the store file is not writable; make it writable"):
-        Store(path)
-    path.chmod(0o644)
-    tmp_path.chmod(0o555)
-    try:
-        with pytest.raises(InputError, match=rf"^{path}: the folder {tmp_path} is not writable, and the store writes "
-                                             r"its journal \(s.sqlite-wal\) there"):
+def as_unprivileged(check, folder):
+    """Run `check(folder)` as it runs for a user: root writes whatever the permissions say, so as
+    root (here, and in CI) it runs in a child process that has dropped to the user nobody, who owns
+    `folder`. The child's failure fails the test."""
+    if os.geteuid() != 0:
+        return check(folder)
+    os.chown(folder, 65534, 65534)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                         # the child: report, then exit without pytest's teardown
+        os.close(read)
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            check(folder)
+            os.write(write, b"ok")
+        except BaseException as exc:                      # noqa: BLE001 - every failure goes back to the parent
+            os.write(write, f"{type(exc).__name__}: {exc}".encode()[:8000])
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as answer:
+        said = answer.read().decode()
+    os.waitpid(pid, 0)
+    assert said == "ok", said
+
+
+def test_a_read_only_store_or_folder_is_named():
+    folder = Path(tempfile.mkdtemp(prefix="rank1-read-only-"))     # in /tmp, which nobody may enter
+
+    def check(tmp_path):
+        path = filled_store(tmp_path / "s.sqlite")
+        path.chmod(0o444)
+        with pytest.raises(InputError, match=f"^{path}: the store file is not writable; make it writable"):
             Store(path)
+        path.chmod(0o644)
+        tmp_path.chmod(0o555)
+        try:
+            with pytest.raises(InputError, match=rf"^{path}: the folder {tmp_path} is not writable, and the store "
+                                                 r"writes its journal \(s.sqlite-wal\) there"):
+                Store(path)
+        finally:
+            tmp_path.chmod(0o755)
+    try:
+        as_unprivileged(check, folder)
     finally:
-        tmp_path.chmod(0o755)
+        shutil.rmtree(folder)
 
 
 MOUNTS = """\
