@@ -18,7 +18,7 @@ import sys
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from . import prompts
 from .collection import CollectionSource
@@ -92,35 +92,34 @@ def checked_documents(query: Any, documents: Any, instruction: Any) -> list[tupl
 
 
 @contextlib.contextmanager
-def _output_to(log: Path | None) -> Iterator[None]:
+def _output_to(log: TextIO | None) -> Iterator[None]:
     """What the engine libraries print (transformers, vLLM, torch, their C code and worker
-    processes) appended to `log` while the block runs (None: left as it goes), as `rank1 rerank`
-    sends it to its engine log: file descriptors 1 and 2, and Python's sys.stdout and sys.stderr,
-    which need not write to them (Jupyter, pytest)."""
+    processes) appended to the open file `log` while the block runs (None: left as it goes), as
+    `rank1 rerank` sends it to its engine log: file descriptors 1 and 2, and Python's sys.stdout
+    and sys.stderr, which need not write to them (Jupyter, pytest)."""
     if log is None:
         yield
         return
     sys.stdout.flush()
     sys.stderr.flush()
     saved = {1: os.dup(1), 2: os.dup(2)}
-    with open(log, "a", encoding="utf-8", errors="replace") as text:
-        os.dup2(text.fileno(), 1)
-        os.dup2(text.fileno(), 2)
-        try:
-            with contextlib.redirect_stdout(text), contextlib.redirect_stderr(text):
-                yield
-        finally:
-            text.flush()
-            for target, copy in saved.items():
-                os.dup2(copy, target)
-                os.close(copy)
+    os.dup2(log.fileno(), 1)
+    os.dup2(log.fileno(), 2)
+    try:
+        with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+            yield
+    finally:
+        log.flush()
+        for target, copy in saved.items():
+            os.dup2(copy, target)
+            os.close(copy)
 
 
 class _EngineOutputToLog:
     """An engine whose every call prints to `log`; between the generations it yields, the caller's
     own output (a progress bar) goes where it always goes."""
 
-    def __init__(self, engine: Engine, log: Path) -> None:
+    def __init__(self, engine: Engine, log: TextIO) -> None:
         self._engine = engine
         self._log = log
         self.name = engine.name
@@ -173,13 +172,14 @@ class Rank1:
         # The store is checked before the tokenizer loads: a store that cannot be written fails first.
         self.store = None if store is None else Store(store_path(None if store == DEFAULT_STORE else store))
         self.engine_log: Path | None = None
+        self._log_file: TextIO | None = None       # the engine log, opened once for every call that writes it
         self._keep_engine_log = False
         if not verbose:
             fd, name = tempfile.mkstemp(prefix="rank1-engine-", suffix=".log")
-            os.close(fd)
             self.engine_log = Path(name)
+            self._log_file = os.fdopen(fd, "a", encoding="utf-8", errors="replace")
         try:
-            with _output_to(self.engine_log):
+            with _output_to(self._log_file):
                 self.scoring = load_scoring_model(resolved, backend, self.options.engine_options, dtype=dtype,
                                                   max_model_len=max_model_len,
                                                   max_reasoning_tokens=max_reasoning_tokens, store=self.store)
@@ -192,9 +192,9 @@ class Rank1:
                              chunk_size=chunk_size, recompute=recompute)
 
     def _start_engine(self) -> Engine:
-        with _output_to(self.engine_log):
+        with _output_to(self._log_file):
             engine = load_engine(self.scoring.backend, self.scoring.engine_config, self.scoring.engine_options)
-        return engine if self.engine_log is None else _EngineOutputToLog(engine, self.engine_log)
+        return engine if self._log_file is None else _EngineOutputToLog(engine, self._log_file)
 
     @contextlib.contextmanager
     def _engine_log_named(self) -> Iterator[None]:
@@ -208,6 +208,8 @@ class Rank1:
             raise EngineFailure(f"{exc} The engine's own log: {self.engine_log}") from exc
 
     def _remove_engine_log(self) -> None:
+        if self._log_file is not None:
+            self._log_file.close()
         if self.engine_log is not None and not self._keep_engine_log:
             with contextlib.suppress(OSError):
                 self.engine_log.unlink()
