@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 
 LOCK   := constraints/cpu.txt
 
-.PHONY: install browser lock test mutation demo bench-quick bench clean
+.PHONY: install browser lock test docs mutation demo bench-quick bench clean
 
 install: $(STAMP)
 
@@ -48,11 +48,17 @@ browser:
 test: install browser
 	$(PY) -m pytest -q -p no:cacheprovider
 
+# The documentation site (docs/, mkdocs.yml) into site/, offline; strict: a broken link or anchor
+# fails. The CLI reference page is generated from the command line itself. tests/test_docs.py
+# builds it the same way, so `make test` fails on a broken page too.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
+
 # Mutation testing (mutmut): small bugs planted one at a time in the modules listed under
 # [tool.mutmut] in pyproject.toml, each run against the fast tests that call the mutated function.
 # Results are kept in mutants/ (a rerun tests only what changed); `$(VENV)/bin/mutmut browse` or
 # `mutmut show NAME` to read a survivor. MUTATION_CHILDREN: parallel workers (default: every core).
-# MUTANTS: only these mutants (mutmut's name patterns, e.g. MUTANTS='rank1_cli.significance*').
+# MUTANTS: only these mutants (mutmut's name patterns, e.g. MUTANTS='rank1_cli.evaluation.significance*').
 MUTATION_CHILDREN ?= $(shell nproc 2>/dev/null || echo 2)
 MUTANTS ?=
 mutation: install
@@ -78,4 +84,4 @@ bench: install
 	$(PY) bench/throughput.py --workload large
 
 clean:
-	rm -rf $(OUT) .pytest_cache $(LOCK_VENV) mutants
+	rm -rf $(OUT) .pytest_cache $(LOCK_VENV) mutants site

@@ -39,7 +39,7 @@ BUDGET = 64
 
 def sample_prompts() -> list[str]:
     """The first PAIRS (query, top document) pairs of sample_data's BM25 run, as rank1 prompts."""
-    from rank1_cli.prompts import build_prompt, passage_text
+    from rank1_cli.reasoning.prompts import build_prompt, passage_text
 
     queries = dict(line.rstrip("\n").split("\t", 1) for line in (SAMPLE / "queries.tsv").open())
     docs = {}
@@ -60,8 +60,8 @@ def one_start(out: Path) -> None:
     started = time.perf_counter()
     from rank1_cli.engines import EngineConfig, engine_options, load_engine
     from rank1_cli.engines.base import GenerationSettings
-    from rank1_cli.prompts import STOP_STRINGS
-    from rank1_cli.scoring import VerdictTokens, repair_prompt
+    from rank1_cli.reasoning.prompts import STOP_STRINGS
+    from rank1_cli.reasoning.scoring import VerdictTokens, repair_prompt
 
     prompts = sample_prompts()
     imported = time.perf_counter()

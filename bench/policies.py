@@ -34,6 +34,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from throughput import rotated  # noqa: E402  (bench/ is the script's folder)
+
 SAMPLE = REPO / "sample_data"
 
 
@@ -67,11 +68,11 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    from rank1_cli.collection import CollectionSource, read_qrels_file
     from rank1_cli.engines import EngineConfig, engine_options, load_engine
-    from rank1_cli.evaluate import evaluate_run
-    from rank1_cli.rerank import RerankOptions, prepare_rerank, rerank_with_engine
-    from rank1_cli.store import Store
+    from rank1_cli.evaluation.trec_eval import evaluate_run
+    from rank1_cli.io.collection import CollectionSource, read_qrels_file
+    from rank1_cli.reasoning.store import Store
+    from rank1_cli.workflows.rerank import RerankOptions, prepare_rerank, rerank_with_engine
 
     budgets = [int(b) for b in args.budgets.split(",")]
     qrels = read_qrels_file(str(SAMPLE / "qrels.txt"))

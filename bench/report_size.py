@@ -4,7 +4,7 @@
     python bench/report_size.py                                   # 200 queries x 100 docs, ~1,500-char reasoning
     python bench/report_size.py --queries 1000 --docs 100 --keep /tmp/report100k
 
-`generate` writes a first-stage run, a reranked run, its traces (rank1_cli.traces' own writer, so
+`generate` writes a first-stage run, a reranked run, its traces (rank1_cli.io.traces' own writer, so
 the format is real) and qrels; the tests use it too. Deterministic for a seed. Printed: the time to
 generate the inputs, the time of `write_report` (reading, joining, rendering, writing) and the
 HTML's size, with the part that is the inline chart scripts.
@@ -24,8 +24,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from rank1_cli.traces import TRACE_FORMAT, Trace, write_traces  # noqa: E402
-from rank1_cli.trec import write_run  # noqa: E402
+from rank1_cli.io.traces import TRACE_FORMAT, Trace, write_traces  # noqa: E402
+from rank1_cli.io.trec import write_run  # noqa: E402
 
 SEED = 20261124
 WORDS = ("the passage mentions query terms but the context differs so it is probably not what the user "
@@ -113,7 +113,7 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="write the inputs and report.html here (default: a temporary folder)")
     args = parser.parse_args()
 
-    from rank1_cli.report import write_report
+    from rank1_cli.workflows.report import write_report
 
     with tempfile.TemporaryDirectory(prefix="rank1-report-bench-") as scratch:
         folder = args.keep or Path(scratch)

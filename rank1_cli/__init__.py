@@ -1,6 +1,17 @@
 """rank1-cli: reasoning reranking with the rank1 models, from the command line or Python.
 
     from rank1_cli import Rank1      # see rank1_cli.api
+
+The packages, top to bottom (each imports only those below it; `lint-imports` checks it):
+
+- front ends: `cli` (the `rank1` command), `api` (`Rank1`), `mteb` (`Rank1MTEB`), `pyterrier`
+  (`Rank1Reranker`)
+- `workflows`: what the commands do (rerank, sweep, plan, shard and merge, report)
+- `reasoning`: the rank1 facts and the scoring core (prompts, scoring, models, the store, the scorer)
+- `engines` (vLLM, transformers, OpenAI-compatible servers) and `evaluation` (trec_eval's measures,
+  significance, comparison, fusion)
+- `io`: the files rank1 reads and writes
+- `console`, `signals`, `errors`: what every layer may use
 """
 
 __version__ = "0.1.0"

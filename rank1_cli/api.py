@@ -20,15 +20,16 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from . import prompts
-from .collection import CollectionSource
-from .early_exit import DEFAULT_CONFIDENCE
 from .engines import Engine, Generation, GenerationSettings, Prompt, VerdictLogprobs, engine_options, load_engine
 from .errors import QUOTE_LIMIT, EngineFailure, InputError
-from .models import resolve_model
-from .rerank import RerankOptions, RerankResult, check_options, execute_rerank, prepare_rerank
-from .scorer import Judgement, ProgressReporter, Scorer, fit_prompts, load_scoring_model
-from .store import Store, store_path
+from .io.collection import CollectionSource
+from .reasoning import prompts
+from .reasoning.early_exit import DEFAULT_CONFIDENCE
+from .reasoning.fitting import fit_prompts
+from .reasoning.models import resolve_model
+from .reasoning.scorer import Judgement, ProgressReporter, Scorer, load_scoring_model
+from .reasoning.store import Store, store_path
+from .workflows.rerank import RerankOptions, RerankResult, check_options, execute_rerank, prepare_rerank
 
 DEFAULT_STORE = "default"
 PAIR_FIELDS = ("query", "passage", "instruction")
@@ -246,7 +247,7 @@ class Rank1:
                    early_exit: Sequence[int] | None = None, confidence: float = DEFAULT_CONFIDENCE,
                    progress: ProgressReporter | None = None) -> RerankResult:
         """What `rank1 rerank` does with a TREC run, with this model: `.ranking` (qid -> [(docid,
-        score)] in the new order; write it with `rank1_cli.trec.write_run`) and `.traces`.
+        score)] in the new order; write it with `rank1_cli.io.trec.write_run`) and `.traces`.
         `reason_top`: the cascade of `rank1 rerank --reason-top`; `early_exit` (budgets ending at
         the model's reasoning budget) and `confidence`: `rank1 rerank --early-exit`."""
         options = dataclasses.replace(self.options, top_k=top_k, keep_tail=keep_tail, missing=missing,

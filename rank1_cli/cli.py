@@ -9,12 +9,21 @@ from typing import Annotated, Optional
 
 import typer
 
-from .errors import EngineFailure, InputError, OptionError
 from .engines import ENGINES, VLLM_SPECULATIVE_METHODS
-from .store import STORE_ENV, StoreError, store_path
-from .compare import DEFAULT_ALPHA, FORMATS as COMPARE_FORMATS
-from .fusion import METHODS as FUSION_METHODS, NORMALISATIONS
-from .significance import CORRECTIONS, DEFAULT_ROUNDS, DEFAULT_SEED, DEFAULT_WILCOXON_METHOD, TESTS, WILCOXON_METHODS
+from .errors import EngineFailure, InputError, OptionError
+from .evaluation.compare import DEFAULT_ALPHA
+from .evaluation.compare import FORMATS as COMPARE_FORMATS
+from .evaluation.fusion import METHODS as FUSION_METHODS
+from .evaluation.fusion import NORMALISATIONS
+from .evaluation.significance import (
+    CORRECTIONS,
+    DEFAULT_ROUNDS,
+    DEFAULT_SEED,
+    DEFAULT_WILCOXON_METHOD,
+    TESTS,
+    WILCOXON_METHODS,
+)
+from .reasoning.store import STORE_ENV, StoreError, store_path
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
@@ -100,7 +109,7 @@ def _engine_given(parameters: dict) -> dict:
 def _rerank_options(backend: Backend, engine_given: dict, **fields):
     """RerankOptions from the command line; engine options only for those given."""
     from .engines import engine_options
-    from .rerank import RerankOptions
+    from .workflows.rerank import RerankOptions
 
     given = {name: value for name, value in engine_given.items() if value is not None}
     if given.get("base_urls"):
@@ -112,7 +121,7 @@ def _rerank_options(backend: Backend, engine_given: dict, **fields):
 
 def _input_files(run: str, corpus, queries, instructions, prompt, store: str | None, no_store: bool) -> list:
     """The files a rerank reads (outputs may name none of them)."""
-    from .textio import check_stdin_once
+    from .io.text import check_stdin_once
 
     check_stdin_once(run, corpus, queries, instructions, prompt)
     inputs = [("first-stage run", run), ("corpus", corpus), ("queries", queries), ("instructions", instructions),
@@ -125,7 +134,7 @@ def _input_files(run: str, corpus, queries, instructions, prompt, store: str | N
 def _print_plan(prepared, reasoning_store, overwrite: bool, plan_format: StoreFormat,
                 budgets: tuple[int, ...] = ()) -> None:
     """--dry-run: the plan on stdout."""
-    from .plan import format_plan, plan_rerank
+    from .workflows.plan import format_plan, plan_rerank
 
     plan = plan_rerank(prepared, reasoning_store, recompute=overwrite, budgets=budgets)
     sys.stdout.write(plan.to_json() + "\n" if plan_format is StoreFormat.json else format_plan(plan))
@@ -203,14 +212,15 @@ def rerank(
     Pairs already in the reasoning store (from this run or any earlier one with the same model and
     settings) are not generated again: a rerun after a crash or Ctrl-C resumes, and reranking
     another first-stage run reuses every pair the two share."""
-    from .collection import CollectionSource
     from .console import RichProgress, print_rerank_summary, setup_logging, stderr_console
-    from .early_exit import parse_early_exit
-    from .outputs import check_outputs, check_traces_target, default_traces, keep_replaced_traces
-    from .rerank import execute_rerank, make_scorer, prepare_rerank, traced_generations
-    from .textio import check_writable, stdout_reserved
-    from .traces import write_traces
-    from .trec import check_tag, write_run
+    from .io.collection import CollectionSource
+    from .io.outputs import check_outputs, check_traces_target, default_traces
+    from .io.text import check_writable, stdout_reserved
+    from .io.traces import write_traces
+    from .io.trec import check_tag, write_run
+    from .reasoning.early_exit import parse_early_exit
+    from .reasoning.store_admin import keep_replaced_traces
+    from .workflows.rerank import execute_rerank, make_scorer, prepare_rerank, traced_generations
 
     console = stderr_console()
     setup_logging(console, quiet=quiet, verbose=verbose)
@@ -262,7 +272,7 @@ def _check_store_choice(path: str | None, no_store: bool) -> None:
 def _open_store(path: str | None, no_store: bool, create: bool = True):
     """The store, checked for writing before anything else is; None with --no-store, or when it
     does not exist and is not to be created (a --dry-run)."""
-    from .store import Store
+    from .reasoning.store import Store
 
     if no_store or not create and not store_path(path).exists():
         return None
@@ -315,15 +325,15 @@ def sweep(
     import json
     import tempfile
 
-    from .collection import CollectionSource, load_qrels
     from .console import RichProgress, setup_logging, stderr_console
-    from .outputs import check_outputs
-    from .rerank import make_scorer, prepare_rerank
-    from .store import Store
-    from .sweep import (check_output_dir, format_tsv, output_files, parse_budgets, sweep as sweep_budgets,
-                        write_sweep, write_table)
-    from .textio import stdout_reserved
-    from .trec import check_tag
+    from .io.collection import CollectionSource, load_qrels
+    from .io.outputs import check_outputs
+    from .io.text import stdout_reserved
+    from .io.trec import check_tag
+    from .reasoning.store import Store
+    from .workflows.rerank import make_scorer, prepare_rerank
+    from .workflows.sweep import check_output_dir, format_tsv, output_files, parse_budgets, write_sweep, write_table
+    from .workflows.sweep import sweep as sweep_budgets
 
     console = stderr_console()
     setup_logging(console, quiet=quiet, verbose=verbose)
@@ -379,10 +389,10 @@ def merge(
     after checking that every shard is there, finished, made with the same settings, and that no
     query is in two shards."""
     from .console import setup_logging, stderr_console
-    from .outputs import check_outputs, check_traces_target, default_traces
-    from .shard import merge_shards
-    from .store_admin import check_store
-    from .textio import check_stdin_once, check_writable
+    from .io.outputs import check_outputs, check_traces_target, default_traces
+    from .io.text import check_stdin_once, check_writable
+    from .reasoning.store_admin import check_store
+    from .workflows.shard import merge_shards
 
     console = stderr_console()
     setup_logging(console)
@@ -410,7 +420,7 @@ def merge(
                   markup=False, highlight=False)
     if no_store:
         return
-    from .store_admin import import_files
+    from .reasoning.store_admin import import_files
 
     sources = [traces_output] if traces_output else traces     # the merged traces hold every shard's
     report = import_files(sources, store)       # merge_shards checked every line as the import does
@@ -426,7 +436,7 @@ StorePath = Annotated[Optional[str], typer.Option("--store", help=f"The store fi
 @store_app.command("info")
 def store_info(store: StorePath = None, output_format: Annotated[StoreFormat, typer.Option("--format", "-f", help="table (for people) or json.")] = StoreFormat.table) -> None:
     """Size of the store, and how many generations it holds per model and settings."""
-    from .store_admin import print_info
+    from .reasoning.store_admin import print_info
 
     print_info(store, output_format.value, sys.stdout)
 
@@ -441,7 +451,7 @@ def store_import(
     """Load traces into the store (each line checked: prompt hash, settings, verdict), so their
     pairs are never generated again; lines already stored are kept as they are."""
     from .console import setup_logging, stderr_console
-    from .store_admin import import_files
+    from .reasoning.store_admin import import_files
 
     console = stderr_console()
     setup_logging(console)
@@ -456,9 +466,8 @@ def store_export(
     store: StorePath = None,
 ) -> None:
     """Write every stored generation as JSONL, for another machine's `rank1 store import`."""
-    from .store_admin import export_store
-
-    from .outputs import check_outputs
+    from .io.outputs import check_outputs
+    from .reasoning.store_admin import export_store
 
     check_outputs([("export", output)], [("store", str(store_path(store)))])
     count = export_store(store, output)
@@ -471,7 +480,7 @@ def store_prune(
     store: StorePath = None,
 ) -> None:
     """Delete a model's generations from the store and reclaim the space."""
-    from .store_admin import prune_store
+    from .reasoning.store_admin import prune_store
 
     removed = prune_store(store, model)
     print(f"deleted {removed} generations of {model}", file=sys.stderr)
@@ -490,9 +499,9 @@ def evaluate(
     output_format: Annotated[OutputFormat, typer.Option("--format", "-f", help="table (for people), tsv (exactly trec_eval's layout), json (for scripts).")] = OutputFormat.table,
 ) -> None:
     """Evaluate runs against qrels with trec_eval's own numbers (pytrec_eval)."""
-    from .collection import load_qrels
-    from .evaluate import run_eval
-    from .textio import check_stdin_once
+    from .evaluation.trec_eval import run_eval
+    from .io.collection import load_qrels
+    from .io.text import check_stdin_once
 
     _warnings_to_stderr_when_they_come()
     check_stdin_once(runs, qrels)
@@ -553,9 +562,9 @@ def compare(
 
     Every query of the qrels counts, and a query missing from a run counts as 0 (trec_eval -c),
     so that the tests pair the same queries."""
-    from .collection import load_qrels
-    from .compare import compare_runs, write_comparison
-    from .textio import check_stdin_once
+    from .evaluation.compare import compare_runs, write_comparison
+    from .io.collection import load_qrels
+    from .io.text import check_stdin_once
 
     _warnings_to_stderr_when_they_come()
     check_stdin_once(baseline, runs, qrels)
@@ -579,10 +588,11 @@ def fuse(
     """Fuse runs into one: reciprocal rank fusion, or interpolation of per-query normalised scores
     (rank1's probabilities bunch near 0 and 1; fusing them with the first stage is the usual remedy).
     Equal fused scores are ordered by the first run's ranking."""
-    from .fusion import check_options, fuse as fuse_runs, parse_weights
-    from .outputs import check_outputs
-    from .textio import check_stdin_once, check_writable
-    from .trec import check_tag, read_run_scores, write_run
+    from .evaluation.fusion import check_options, parse_weights
+    from .evaluation.fusion import fuse as fuse_runs
+    from .io.outputs import check_outputs
+    from .io.text import check_stdin_once, check_writable
+    from .io.trec import check_tag, read_run_scores, write_run
 
     _warnings_to_stderr_when_they_come()
     check_writable(output)
@@ -622,9 +632,9 @@ def report(
 
     The reasoning embedded is bounded by --top, --max-disagreements and --reasoning-chars, so the
     file stays small on large runs (every reranked document's numbers are embedded)."""
-    from .outputs import check_outputs, default_traces
-    from .report import DEFAULT_MEASURES, ReportLimits, write_report
-    from .textio import check_stdin_once, check_writable
+    from .io.outputs import check_outputs, default_traces
+    from .io.text import check_stdin_once, check_writable
+    from .workflows.report import DEFAULT_MEASURES, ReportLimits, write_report
 
     _warnings_to_stderr_when_they_come()
     traces = traces or default_traces(run)
@@ -649,7 +659,7 @@ def models() -> None:
     from rich.table import Table
 
     from .console import print_table
-    from .models import MODELS
+    from .reasoning.models import MODELS
 
     table = Table("alias", "Hugging Face id", "base", "params", "weights", "context")
     for info in MODELS.values():

@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 from mteb.models import ModelMeta
 
-from . import prompts
 from .api import Rank1
-from .models import MODELS
+from .reasoning import prompts
+from .reasoning.models import MODELS
 
 
 class Rank1MTEB:

@@ -1,7 +1,7 @@
 import os
-import tempfile
-import sys as _sys
 import sys
+import sys as _sys
+import tempfile
 from pathlib import Path
 
 import pytest

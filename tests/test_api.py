@@ -5,11 +5,10 @@ import subprocess
 import sys
 
 import pytest
+from conftest import REPO, SAMPLE, TINY_MODEL
 
 from rank1_cli import Rank1
 from rank1_cli.errors import EngineFailure, InputError
-
-from conftest import REPO, SAMPLE, TINY_MODEL
 
 SETTINGS = dict(backend="transformers", dtype="float32", max_model_len=1024, max_reasoning_tokens=48, device="cpu")
 

@@ -6,11 +6,10 @@ import math
 import sys
 
 import pytest
-
 from conftest import REPO
 
-from rank1_cli.collection import read_corpus_docs, read_queries_file
-from rank1_cli.trec import read_run
+from rank1_cli.io.collection import read_corpus_docs, read_queries_file
+from rank1_cli.io.trec import read_run
 
 BENCH = REPO / "bench"
 

@@ -3,20 +3,10 @@
 import json
 import os
 import subprocess
-import time
 
 import pytest
-
+from commands import CORPUS, rank1
 from conftest import RANK1, REPO, SAMPLE, TINY_MODEL
-
-CORPUS = ["--corpus", str(SAMPLE / "corpus.jsonl"), "--queries", str(SAMPLE / "queries.tsv")]
-
-
-def rank1(*args, stdin=None, timeout=120, env=None):
-    started = time.perf_counter()
-    proc = subprocess.run([*RANK1, *map(str, args)], input=stdin, capture_output=True, text=True, timeout=timeout,
-                          cwd=REPO, env=env)
-    return proc, time.perf_counter() - started
 
 
 @pytest.fixture
@@ -251,8 +241,8 @@ def eval_inputs(tmp_path_factory):
 
 
 def library_tsv(run, qrels, measures, per_query=False, **options):
-    from rank1_cli.evaluate import evaluate_run, format_tsv
-    from rank1_cli.trec import read_qrels_file, read_run_scores
+    from rank1_cli.evaluation.trec_eval import evaluate_run, format_tsv
+    from rank1_cli.io.trec import read_qrels_file, read_run_scores
 
     return format_tsv(evaluate_run(read_run_scores(run), read_qrels_file(qrels), measures, **options),
                       per_query=per_query)

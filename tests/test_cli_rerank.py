@@ -5,27 +5,14 @@ import json
 import os
 import shlex
 import signal
-import sqlite3
 import subprocess
 import sys
-import time
 
 import pytest
-
-from conftest import REPO, SAMPLE, TINY_MODEL
+from commands import PAIRS, rerank_command, stored, wait_for_store
+from conftest import REPO, SAMPLE
 
 pytestmark = pytest.mark.engine
-
-TOP_K = 20
-PAIRS = 25 * TOP_K
-
-
-def rerank_command(output, traces, store, *extra):
-    return [sys.executable, "-m", "rank1_cli.cli", "rerank", str(SAMPLE / "run.bm25.trec"), "--model", str(TINY_MODEL),
-            "--corpus", str(SAMPLE / "corpus.jsonl"), "--queries", str(SAMPLE / "queries.tsv"),
-            "--top-k", str(TOP_K), "--dtype", "float32", "--max-model-len", "4096", "--max-reasoning-tokens", "64",
-            "--gpu-memory-utilization", "0.1", "--traces", str(traces), "--store", str(store), "-o", str(output), *extra]
-
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
@@ -55,25 +42,6 @@ def test_pipeline_output_is_a_clean_run_and_evaluates(uninterrupted):
     stderr = (tmp / "rerank.err").read_text()
     assert f"reranked {PAIRS} pairs of 25 queries" in stderr
     assert len((tmp / "traces.jsonl").read_text().splitlines()) == PAIRS
-
-
-def stored(store):
-    """Generations committed to the store so far (read-only, as another process sees them)."""
-    try:
-        with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as db:
-            return db.execute("SELECT COUNT(*) FROM generations").fetchone()[0]
-    except sqlite3.Error:          # not created yet
-        return 0
-
-
-def wait_for_store(store, count, proc, timeout=600):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if stored(store) >= count:
-            return
-        assert proc.poll() is None, "rerank ended before it could be interrupted"
-        time.sleep(0.05)
-    raise AssertionError("the store did not grow")
 
 
 def test_interrupted_runs_resume_from_the_store_to_the_same_run(uninterrupted, tmp_path):

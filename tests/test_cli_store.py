@@ -9,9 +9,9 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO, SAMPLE, TINY_MODEL
-from rank1_cli.store import StoredGeneration
+
+from rank1_cli.reasoning.store import StoredGeneration
 
 RUN = SAMPLE / "run.bm25.trec"
 OTHER_RUN = SAMPLE / "run.bm25-notitle.trec"
@@ -186,7 +186,7 @@ def test_two_reranks_writing_one_store_at_once_lose_nothing(tmp_path):
 
 def test_store_export_never_writes_over_the_store(tmp_path):
     store = tmp_path / "store.sqlite"
-    from rank1_cli.store import Store
+    from rank1_cli.reasoning.store import Store
 
     with Store(store):
         pass
@@ -276,7 +276,7 @@ def two_queries(tmp_path):
 
 def old_traces(tmp_path, **changes):
     """Traces another rerank wrote (other pairs, another configuration): their only copy."""
-    from test_store import trace_line
+    from store_samples import trace_line
 
     traces = tmp_path / "t.jsonl"
     traces.write_text("".join(trace_line(i, **changes) + "\n" for i in range(3)))
@@ -296,8 +296,9 @@ def test_a_rerank_with_no_store_never_replaces_traces_whose_reasoning_it_would_l
 
 
 def test_a_rerank_imports_the_traces_it_replaces_into_the_store(tmp_path, two_queries):
-    from test_store import KEY, sha
-    from rank1_cli.store import Store
+    from store_samples import KEY, sha
+
+    from rank1_cli.reasoning.store import Store
 
     traces, store = old_traces(tmp_path), tmp_path / "store.sqlite"
     with Store(store) as opened:            # one of them is stored already: kept as it is, not doubled

@@ -7,9 +7,8 @@ import json
 import shutil
 
 import pytest
-
+from commands import CORPUS, rank1
 from conftest import SAMPLE, TINY_MODEL
-from test_cli import CORPUS, rank1
 
 TRANSFORMERS = ["--model", str(TINY_MODEL), *CORPUS, "--backend", "transformers", "--device", "cpu",
                 "--dtype", "float32", "--max-model-len", "1024", "--max-reasoning-tokens", "32", "--top-k", "2"]

@@ -2,20 +2,19 @@
 
 import json
 
-import pytest
-from datasets import Dataset
-
 import mteb
+import pytest
+from conftest import SAMPLE, TINY_MODEL
+from datasets import Dataset
 from mteb.abstasks.retrieval import AbsTaskRetrieval
 from mteb.abstasks.retrieval_dataset_loaders import RetrievalSplitData
 from mteb.abstasks.task_metadata import TaskMetadata
 
-from rank1_cli import Rank1, prompts
-from rank1_cli.evaluate import evaluate_run
-from rank1_cli.measures import parse_measures
+from rank1_cli import Rank1
+from rank1_cli.evaluation.measures import parse_measures
+from rank1_cli.evaluation.trec_eval import evaluate_run
 from rank1_cli.mteb import Rank1MTEB, dataset_prompt
-
-from conftest import SAMPLE, TINY_MODEL
+from rank1_cli.reasoning import prompts
 
 QIDS = ["q01", "q02", "q03", "q04", "q05"]
 QUERIES = dict(line.split("\t", 1) for line in (SAMPLE / "queries.tsv").read_text().splitlines())

@@ -6,14 +6,13 @@ import json
 import pandas as pd
 import pyterrier as pt
 import pytest
+from conftest import SAMPLE, TINY_MODEL
 
 from rank1_cli import Rank1
-from rank1_cli.evaluate import evaluate_run
-from rank1_cli.measures import parse_measures
+from rank1_cli.evaluation.measures import parse_measures
+from rank1_cli.evaluation.trec_eval import evaluate_run
+from rank1_cli.io.trec import read_qrels_file
 from rank1_cli.pyterrier import Rank1Reranker
-from rank1_cli.trec import read_qrels_file
-
-from conftest import SAMPLE, TINY_MODEL
 
 QIDS = ["q01", "q02", "q03", "q04"]
 

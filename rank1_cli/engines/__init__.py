@@ -4,6 +4,10 @@
 declares its own `Options` (a frozen dataclass, checked when made, before any model loads), its
 `default_dtype()`, and `create(config, options)`. Adding an engine means adding its module and
 one line here; the command line's choices and help come from this table.
+
+May import: `rank1_cli.console`, `rank1_cli.signals`, `rank1_cli.errors`. Never the reasoning core,
+evaluation, the file readers or a workflow: an engine turns prompts into generations and knows
+nothing of runs, stores or scores (`lint-imports` checks it).
 """
 
 from __future__ import annotations

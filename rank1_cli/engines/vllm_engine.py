@@ -7,8 +7,8 @@ import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from . import VLLM_SPECULATIVE_METHODS
 from ..errors import OptionError
+from . import VLLM_SPECULATIVE_METHODS
 from .base import EngineConfig, Generation, GenerationSettings, Prompt, VerdictLogprobs
 
 # vLLM logs to stdout by default, which would corrupt `-o -` pipelines; this must be set before
@@ -55,7 +55,7 @@ def create(config: EngineConfig, options: Options):
     if options.data_parallel > 1:
         from .vllm_replicas import VllmReplicas
 
-        return VllmReplicas(config, options)
+        return VllmReplicas(config, options, VllmEngine)
     return VllmEngine(config, options)
 
 

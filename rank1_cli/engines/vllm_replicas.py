@@ -80,7 +80,9 @@ class VllmReplicas:
 
     name = "vllm"
 
-    def __init__(self, config: EngineConfig, options) -> None:
+    def __init__(self, config: EngineConfig, options, engine_type: type) -> None:
+        # engine_type: the one-process engine each replica runs (VllmEngine), given by the caller so
+        # that the engine module imports this one and never the other way round.
         placements = plan_replicas_here(options.data_parallel, options.tensor_parallel)
         replica_options = replace(options, data_parallel=1)
         if not placements[0].gpus and not options.gpu_memory_utilization:
@@ -95,7 +97,7 @@ class VllmReplicas:
         self._inboxes = [context.Queue() for _ in placements]
         self._workers = [
             context.Process(target=_replica_main, name=f"rank1-replica-{rank + 1}",
-                            args=(rank, config, replica_options, placement, inbox, self._results))
+                            args=(rank, engine_type, config, replica_options, placement, inbox, self._results))
             for rank, (placement, inbox) in enumerate(zip(placements, self._inboxes))
         ]
         self._window = [0] * len(placements)
@@ -212,8 +214,9 @@ class VllmReplicas:
             return kind, rank, payload
 
 
-def _replica_main(rank: int, config: EngineConfig, options, placement: Placement, inbox, results) -> None:
-    """A worker process: one VllmEngine, fed prompts by the parent, streaming results back."""
+def _replica_main(rank: int, engine_type: type, config: EngineConfig, options, placement: Placement, inbox,
+                  results) -> None:
+    """A worker process: one `engine_type` engine, fed prompts by the parent, streaming results back."""
     # Its own process group, so that the parent can end it together with the engine processes
     # vLLM starts (they outlive a replica that is killed). Ctrl-C reaches the parent, which stops
     # the replicas in order.
@@ -224,10 +227,8 @@ def _replica_main(rank: int, config: EngineConfig, options, placement: Placement
         os.sched_setaffinity(0, placement.cpus)   # vLLM binds its threads within this set
     engine = None
     try:
-        from .vllm_engine import VllmEngine
-
         try:
-            engine = VllmEngine(config, options)
+            engine = engine_type(config, options)
         except Exception as exc:
             results.put(("failed", rank, f"{type(exc).__name__}: {exc}"))
             return

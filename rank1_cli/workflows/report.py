@@ -1,0 +1,571 @@
+"""`rank1 report`: one self-contained HTML file for the error analysis of a rank1 rerank.
+
+`build_report` joins the reranked run, its first stage, the qrels and the reasoning traces into a
+`Report` (pure: data in, dataclasses out); `render_html` turns a Report into the HTML text, with
+Vega-Lite charts whose scripts (vega, vega-lite, vega-embed, from vl-convert-python) and data are
+inline, so the file opens offline; `write_report` reads the files and writes the HTML atomically.
+
+Size stays bounded on large runs: every reranked document's numbers are embedded, but its
+reasoning only for the top `ReportLimits.top` of each query's new ranking and for at most
+`ReportLimits.max_disagreements` documents where the verdict contradicts the qrels, each text cut to
+`ReportLimits.reasoning_chars` characters. The charts get pre-binned data, never one point per pair.
+"""
+
+from __future__ import annotations
+
+import bisect
+import html
+import json
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+from ..errors import InputError, OptionError, quote, quote_some
+from ..evaluation.compare import (
+    DEFAULT_ALPHA,
+    Comparison,
+    check_options,
+    comparable_measures,
+    compare_evaluations,
+    describe,
+    format_p,
+    notes,
+)
+from ..evaluation.measures import Measure, parse_measures
+from ..evaluation.significance import DEFAULT_ROUNDS, DEFAULT_SEED
+from ..evaluation.trec_eval import evaluate_run, trec_order
+from ..io.traces import Trace
+from ..io.trec import Qrels, Run
+
+DEFAULT_MEASURES = ("nDCG@10", "AP", "P@10")
+COMPLETIONS = ("stop", "forced", "fallback")
+SCORE_BINS = 20          # calibration: bins of the score over [0, 1]
+LENGTH_BINS = 40         # reasoning length histogram
+AGREEMENT_GROUPS = 10    # reasoning length against agreement: groups of equal size
+CHART_WIDTH = 860
+
+
+@dataclass(frozen=True, slots=True)
+class ReportLimits:
+    """What bounds the file's size: reasoning is embedded for each query's `top` documents of the
+    new ranking and for at most `max_disagreements` documents whose verdict contradicts the qrels
+    (the most confident first, the two kinds in turn), each cut to `reasoning_chars` characters."""
+
+    top: int = 10
+    max_disagreements: int = 500
+    reasoning_chars: int = 4000
+
+    def __post_init__(self) -> None:
+        for name in ("top", "max_disagreements", "reasoning_chars"):
+            if getattr(self, name) < 0:
+                raise OptionError(f"{{{name}}} must be 0 or more (got {getattr(self, name)})")
+
+
+@dataclass(frozen=True, slots=True)
+class Names:
+    """How the inputs are named in messages and in the report."""
+
+    run: str = "run"
+    baseline: str = "baseline"
+    qrels: str = "qrels"
+    traces: str = "traces"
+
+
+@dataclass(slots=True)
+class Document:
+    """A reranked document of one query: where it was and went, its grade and rank1's judgement."""
+
+    docid: str
+    new_rank: int
+    first_stage_rank: int
+    grade: int | None               # None: not in the qrels
+    score: float | None
+    verdict: str | None             # "true" / "false"; None for a fallback
+    completion: str
+    output_tokens: int
+    truncated: bool
+    reasoning: str                  # in full; the renderer embeds only what the limits allow
+
+    def agrees(self, level: int) -> bool | None:
+        """Whether the verdict matches the qrels (grade >= level is relevant); None when there is
+        nothing to compare (no verdict, or no grade >= 0)."""
+        if self.verdict is None or self.grade is None or self.grade < 0:
+            return None
+        return (self.verdict == "true") == (self.grade >= level)
+
+
+@dataclass(slots=True)
+class QueryResult:
+    qid: str
+    baseline: dict[str, float]      # measure label -> value; empty for a query the qrels do not judge
+    run: dict[str, float]
+    documents: list[Document]       # the reranked ones, in the new ranking's order (none: not in the run)
+    unreranked: int                 # documents of the run below them (first-stage order), not shown
+
+    @property
+    def judged(self) -> bool:
+        return bool(self.run)
+
+
+@dataclass(slots=True)
+class Report:
+    names: Names
+    model: str
+    settings: dict[str, Any]
+    comparison: Comparison          # the measures, with significance against the baseline
+    queries: list[QueryResult]      # the judged ones by the first measure's delta, worst first; then the others
+    relevance_level: int
+    limits: ReportLimits
+    completions: dict[str, int] = field(default_factory=dict)
+    truncated: int = 0
+
+    @property
+    def primary(self) -> str:
+        return self.comparison.measures[0]
+
+    @property
+    def documents(self) -> list[Document]:
+        return [d for q in self.queries for d in q.documents]
+
+    def disagreements(self) -> tuple[list[tuple[str, Document]], list[tuple[str, Document]]]:
+        """(relevant documents judged false, non-relevant ones judged true), each the most confident
+        (score furthest from 0.5) first."""
+        relevant_false, nonrelevant_true = [], []
+        for query in self.queries:
+            for doc in query.documents:
+                if doc.agrees(self.relevance_level) is False:
+                    (relevant_false if doc.verdict == "false" else nonrelevant_true).append((query.qid, doc))
+        for found in (relevant_false, nonrelevant_true):
+            found.sort(key=lambda item: -abs(item[1].score - 0.5))        # a verdict comes with a score
+        return relevant_false, nonrelevant_true
+
+
+# ---------------------------------------------------------------------------------------------
+# The join
+
+
+def _checked_options(measures: Sequence[str], relevance_level: int, test: str, correction: str, alpha: float,
+                     rounds: int) -> list[Measure]:
+    """The measures to compare, once every option is known to be valid."""
+    check_options(test, correction, alpha, rounds)
+    if relevance_level < 1:
+        raise OptionError(f"{{relevance_level}} must be at least 1 (got {relevance_level})")
+    return comparable_measures(parse_measures(measures))
+
+
+def _check_traces(run: Run, baseline: Run, traces: Sequence[Trace], names: Names) -> dict[tuple[str, str], Trace]:
+    """The traces keyed by pair, after checking that they belong to `run` and `baseline`."""
+    by_pair: dict[tuple[str, str], Trace] = {}
+    for trace in traces:
+        if trace.key in by_pair:
+            raise InputError(f"{names.traces}: the pair {trace.qid}/{trace.docid} is traced twice; "
+                             "give the traces of one rerank")
+        by_pair[trace.key] = trace
+    if not by_pair:
+        raise InputError(f"{names.traces}: no traces; give the traces file `rank1 rerank` wrote with {names.run}")
+    in_run = {(qid, e.docid) for qid, entries in run.items() for e in entries}
+    stray = [key for key in by_pair if key not in in_run]
+    if stray:
+        raise InputError(f"{names.traces}: {len(stray)} traced pairs are not in the run {names.run} "
+                         f"({quote_some([f'{q}/{d}' for q, d in stray])}); give the traces written with that run")
+    untraced = [qid for qid in run if not any((qid, e.docid) in by_pair for e in run[qid])]
+    if untraced:
+        raise InputError(f"{names.traces}: {len(untraced)} queries of the run {names.run} have no traces "
+                         f"({quote_some(untraced)}); give the traces written with that run")
+    _check_order(run, by_pair, names)
+    positions = {(qid, e.docid): i for qid, entries in baseline.items() for i, e in enumerate(entries, start=1)}
+    moved = [(key, t.first_stage_rank, positions.get(key)) for key, t in by_pair.items()
+             if positions.get(key) != t.first_stage_rank]
+    if moved:
+        (qid, docid), traced, found = moved[0]
+        where = f"rank {found}" if found else "absent"
+        raise InputError(f"{names.baseline}: is not the first stage the traces were made from: {len(moved)} traced "
+                         f"pairs are elsewhere in it ({qid}/{docid}: first-stage rank {traced} in the traces, "
+                         f"{where} in {names.baseline}); give the run that was reranked as the baseline")
+    return by_pair
+
+
+def _check_order(run: Run, by_pair: dict[tuple[str, str], Trace], names: Names) -> None:
+    """The run must rank its traced documents as the rerank did: by score in the traces, ties by
+    first-stage rank. Traces of another rerank (another model, another first stage) do not."""
+    disordered = []
+    for qid, entries in run.items():
+        traced = [by_pair[(qid, e.docid)] for e in entries if (qid, e.docid) in by_pair]
+        wrong = next(((a, b) for a, b in zip(traced, traced[1:])
+                      if (-a.score, a.first_stage_rank) > (-b.score, b.first_stage_rank)), None)
+        if wrong:
+            disordered.append(wrong)
+    if disordered:
+        above, below = disordered[0]
+        ranks = (f", first-stage ranks {above.first_stage_rank} and {below.first_stage_rank}"
+                 if above.score == below.score else "")
+        raise InputError(f"{names.traces}: the traces do not belong to the run {names.run}: in {len(disordered)} "
+                         f"queries the run orders the traced documents otherwise than their scores in the traces "
+                         f"({above.qid}: {quote(above.docid)} above {quote(below.docid)}, scored {above.score:g} and "
+                         f"{below.score:g}{ranks}); give the traces written with that run")
+
+
+def _scores(run: Run) -> dict[str, dict[str, float]]:
+    return {qid: {e.docid: e.score for e in entries} for qid, entries in run.items()}
+
+
+def build_report(run: Run, baseline: Run, qrels: Qrels, traces: Sequence[Trace], *,
+                 measures: Sequence[str] = DEFAULT_MEASURES, relevance_level: int = 1, test: str = "t",
+                 correction: str = "holm", alpha: float = DEFAULT_ALPHA, rounds: int = DEFAULT_ROUNDS,
+                 seed: int = DEFAULT_SEED, keep_excluded: bool = False, limits: ReportLimits = ReportLimits(),
+                 names: Names = Names()) -> Report:
+    """Join a reranked run, its first stage, qrels and the rerank's traces into a Report.
+
+    The measures (means over queries) are compared with `compare.compare_evaluations`: every query
+    of the qrels counts, one missing from a run as 0; `test`, `correction`, `alpha`, `rounds` and
+    `seed` are its (`compare.compare_runs` says what they mean); documents graded -100 are left
+    out of the evaluation unless `keep_excluded`, as in `rank1 compare`. The first measure orders the
+    per-query view. Raises InputError when the traces are not the run's (a
+    traced pair missing from the run, a query of the run without traces), or the baseline is not
+    the first stage they were made from (a query of the run missing from it, a traced pair at
+    another first-stage rank).
+    """
+    parsed = _checked_options(measures, relevance_level, test, correction, alpha, rounds)
+    not_in_baseline = [qid for qid in run if qid not in baseline]
+    if not_in_baseline:
+        raise InputError(f"{names.baseline}: {len(not_in_baseline)} queries of the run {names.run} are not in it "
+                         f"({quote_some(not_in_baseline)}); give the run that was reranked as the baseline")
+    by_pair = _check_traces(run, baseline, traces, names)
+    if not any(qrels.get(qid) for qid in run):
+        raise InputError(f"{names.qrels}: judges no query of the run {names.run}; give the qrels of its topics")
+    evaluations = [evaluate_run(_scores(r), qrels, parsed, relevance_level=relevance_level, complete=True,
+                                keep_excluded=keep_excluded, name=name)
+                   for r, name in ((baseline, names.baseline), (run, names.run))]
+    missing = {ev.name: sum(1 for qid in ev.queries if qid not in r) for ev, r in zip(evaluations, (baseline, run))}
+    comparison = compare_evaluations(evaluations[0], evaluations[1:], test=test, correction=correction, alpha=alpha,
+                                     rounds=rounds, seed=seed, missing=missing, keep_excluded=keep_excluded)
+    position = {qid: i for i, qid in enumerate(comparison.queries)}
+
+    def values(name: str, qid: str) -> dict[str, float]:
+        if qid not in position:
+            return {}
+        return {m: comparison.per_query[name][m][position[qid]] for m in comparison.measures}
+
+    queries = []
+    for qid in [*run, *(q for q in comparison.queries if q not in run)]:
+        grades = qrels.get(qid, {})
+        order = trec_order({e.docid: e.score for e in run.get(qid, [])})
+        docs = []
+        for new_rank, docid in enumerate(order, start=1):
+            trace = by_pair.get((qid, docid))
+            if trace is not None:
+                docs.append(Document(docid, new_rank, trace.first_stage_rank, grades.get(docid), trace.score,
+                                     trace.verdict, trace.completion, trace.output_tokens, trace.truncated,
+                                     trace.reasoning))
+        queries.append(QueryResult(qid, values(names.baseline, qid), values(names.run, qid), docs,
+                                   len(order) - len(docs)))
+    primary = comparison.measures[0]
+    queries.sort(key=lambda q: (not q.judged, q.run.get(primary, 0.0) - q.baseline.get(primary, 0.0), q.qid))
+
+    first = traces[0]
+    return Report(
+        names=names, model=first.model, settings=dict(first.settings), comparison=comparison, queries=queries,
+        relevance_level=relevance_level, limits=limits,
+        completions={state: sum(t.completion == state for t in by_pair.values()) for state in COMPLETIONS},
+        truncated=sum(t.truncated for t in by_pair.values()))
+
+
+# ---------------------------------------------------------------------------------------------
+# Charts: Vega-Lite specifications over pre-binned data
+
+
+def _round_step(step: float) -> int:
+    """The smallest of 1, 2, 5, 10, 20, 50, ... at least `step`: bins that start at round numbers."""
+    scale = 1
+    while True:
+        for unit in (1, 2, 5):
+            if unit * scale >= step:
+                return unit * scale
+        scale *= 10
+
+
+def _length_histogram(report: Report) -> dict:
+    docs = report.documents
+    longest = max((d.output_tokens for d in docs), default=0)
+    width = _round_step((longest + 1) / LENGTH_BINS)
+    counts = Counter((d.output_tokens // width, d.completion) for d in docs)
+    values = [{"from": b * width, "to": (b + 1) * width, "completion": state, "pairs": n}
+              for (b, state), n in sorted(counts.items())]
+    return {
+        "$schema": "https://vega.github.io/schema/vega-lite/v6.json",
+        "title": "Reasoning length (output tokens), by completion state",
+        "width": CHART_WIDTH, "height": 180, "data": {"values": values},
+        "mark": {"type": "bar", "binSpacing": 0},
+        "encoding": {
+            "x": {"field": "from", "type": "quantitative", "bin": {"binned": True, "step": width},
+                  "title": "output tokens"},
+            "x2": {"field": "to"},
+            "y": {"field": "pairs", "type": "quantitative", "stack": True, "title": "pairs"},
+            "color": {"field": "completion", "type": "nominal", "scale": {"domain": list(COMPLETIONS)},
+                      "title": "completion"},
+            "tooltip": [{"field": "from", "title": "tokens from"}, {"field": "to", "title": "to (excl.)"},
+                        {"field": "completion"}, {"field": "pairs"}],
+        },
+    }
+
+
+def _grade_label(grade: int | None) -> str:
+    return "unjudged" if grade is None or grade < 0 else f"grade {grade}"
+
+
+def _calibration(report: Report) -> dict:
+    counts: Counter = Counter()
+    totals: Counter = Counter()
+    for d in report.documents:
+        if d.score is None:
+            continue
+        label = _grade_label(d.grade)
+        counts[(label, min(int(d.score * SCORE_BINS), SCORE_BINS - 1))] += 1
+        totals[label] += 1
+    groups = sorted(totals, key=lambda g: (g == "unjudged", int(g.split()[1]) if g != "unjudged" else 0))
+    values = [{"group": f"{g} (n={totals[g]})", "middle": (b + 0.5) / SCORE_BINS, "from": b / SCORE_BINS,
+               "to": (b + 1) / SCORE_BINS,
+               "share": counts[(g, b)] / totals[g], "pairs": counts[(g, b)]}
+              for g in groups for b in range(SCORE_BINS)]
+    return {
+        "$schema": "https://vega.github.io/schema/vega-lite/v6.json",
+        "title": "Calibration: rank1 score distribution per relevance grade",
+        "width": CHART_WIDTH, "height": 220, "data": {"values": values},
+        "mark": {"type": "line", "point": True},
+        "encoding": {
+            "x": {"field": "middle", "type": "quantitative", "scale": {"domain": [0, 1]},
+                  "title": f"score = P(true) / (P(true) + P(false)), in {SCORE_BINS} bins"},
+            "y": {"field": "share", "type": "quantitative", "axis": {"format": "%"},
+                  "title": "share of the grade's documents"},
+            "color": {"field": "group", "type": "nominal", "sort": [f"{g} (n={totals[g]})" for g in groups],
+                      "title": "qrels"},
+            "tooltip": [{"field": "group"}, {"field": "from", "title": "score from"}, {"field": "to", "title": "to"},
+                        {"field": "pairs"}, {"field": "share", "format": ".1%"}],
+        },
+    }
+
+
+def _length_agreement(report: Report) -> dict:
+    level = report.relevance_level
+    judged = sorted((d.output_tokens, d.agrees(level)) for d in report.documents if d.agrees(level) is not None)
+    # Groups of about equal size that never split one length: each ends at a quantile's length.
+    ends = sorted({judged[(g + 1) * len(judged) // AGREEMENT_GROUPS - 1][0]
+                   for g in range(AGREEMENT_GROUPS) if (g + 1) * len(judged) // AGREEMENT_GROUPS})
+    values = []
+    start = 0
+    for end in ends:
+        stop = bisect.bisect_right(judged, (end, True), lo=start)
+        part = judged[start:stop]
+        start = stop
+        values.append({"median": part[len(part) // 2][0], "from": part[0][0], "to": end, "pairs": len(part),
+                       "agreement": sum(a for _, a in part) / len(part)})
+    groups = len(values)
+    return {
+        "$schema": "https://vega.github.io/schema/vega-lite/v6.json",
+        "title": f"Reasoning length against agreement with the qrels (judged pairs in {groups} groups of about equal size)",
+        "width": CHART_WIDTH, "height": 200, "data": {"values": values},
+        "mark": {"type": "line", "point": {"filled": True, "size": 60}},
+        "encoding": {
+            "x": {"field": "median", "type": "quantitative", "title": "output tokens (median of the group)"},
+            "y": {"field": "agreement", "type": "quantitative", "scale": {"domain": [0, 1]},
+                  "axis": {"format": "%"}, "title": "verdict agrees with the qrels"},
+            "tooltip": [{"field": "from", "title": "tokens from"}, {"field": "to", "title": "tokens to"},
+                        {"field": "pairs"}, {"field": "agreement", "format": ".1%"}],
+        },
+    }
+
+
+def _deltas(report: Report) -> dict:
+    primary = report.primary
+    values = [{"qid": q.qid, "order": i, "baseline": round(q.baseline[primary], 4), "run": round(q.run[primary], 4),
+               "delta": round(q.run[primary] - q.baseline[primary], 4)}
+              for i, q in enumerate(q for q in report.queries if q.judged)]
+    many = len(values) > 60
+    return {
+        "$schema": "https://vega.github.io/schema/vega-lite/v6.json",
+        "title": f"{primary} per query: rank1 minus baseline, sorted (click a bar to see its documents)",
+        "width": CHART_WIDTH, "height": 220, "data": {"values": values},
+        "params": [{"name": "current", "value": ""}],
+        "mark": {"type": "bar", "cursor": "pointer"},
+        "encoding": {
+            "x": {"field": "qid", "type": "nominal", "sort": {"field": "order"}, "title": "query",
+                  "axis": {"labels": not many, "ticks": not many, "labelAngle": -60}},
+            "y": {"field": "delta", "type": "quantitative", "title": f"Δ {primary}"},
+            "color": {"condition": {"test": "datum.qid === current", "value": "#222"},
+                      "field": "sign", "type": "nominal", "scale": {"domain": ["loss", "tie", "win"],
+                                                                    "range": ["#d6604d", "#999", "#4393c3"]},
+                      "legend": None},
+            "tooltip": [{"field": "qid", "title": "query"}, {"field": "baseline"}, {"field": "run", "title": "rank1"},
+                        {"field": "delta", "title": "Δ"}],
+        },
+        "transform": [{"calculate": "datum.delta > 0 ? 'win' : datum.delta < 0 ? 'loss' : 'tie'", "as": "sign"}],
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# The HTML
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + f"\n[... cut: {len(text):,} characters in all]"
+
+
+def _page_data(report: Report) -> dict:
+    """The JSON the page's script reads: documents per query as rows, embedded reasoning by index."""
+    limits = report.limits
+    texts: list[str] = []
+    index: dict[tuple[str, str], int] = {}
+
+    def embed(qid: str, doc: Document) -> None:
+        if (qid, doc.docid) not in index:
+            index[(qid, doc.docid)] = len(texts)
+            texts.append(_cut(doc.reasoning, limits.reasoning_chars))
+
+    for q in report.queries:
+        for doc in q.documents[:limits.top]:
+            embed(q.qid, doc)
+    relevant_false, nonrelevant_true = report.disagreements()
+    turns = [item for pair in zip(relevant_false, nonrelevant_true) for item in pair]
+    turns += relevant_false[len(nonrelevant_true):] + nonrelevant_true[len(relevant_false):]
+    chosen = turns[:limits.max_disagreements]
+    for qid, doc in chosen:
+        embed(qid, doc)
+    shown = {(qid, doc.docid) for qid, doc in chosen}
+
+    docs = {}
+    for q in report.queries:
+        docs[q.qid] = [[d.docid, d.new_rank, d.first_stage_rank, d.grade,
+                        None if d.score is None else round(d.score, 4), d.verdict, d.completion,
+                        d.output_tokens, int(d.truncated), index.get((q.qid, d.docid), -1)] for d in q.documents]
+    position = {(q.qid, d.docid): i for q in report.queries for i, d in enumerate(q.documents)}
+    primary = report.primary
+    return {
+        "primary": primary,
+        "level": report.relevance_level,
+        "top": limits.top,
+        "queries": [[q.qid, round(q.baseline[primary], 4) if q.judged else None,
+                     round(q.run[primary], 4) if q.judged else None, q.unreranked] for q in report.queries],
+        "docs": docs,
+        "reasoning": texts,
+        "disagreements": {
+            kind: {"total": len(found),
+                   "shown": [[qid, position[(qid, d.docid)]] for qid, d in found if (qid, d.docid) in shown]}
+            for kind, found in (("relevantFalse", relevant_false), ("nonrelevantTrue", nonrelevant_true))},
+        "charts": {"deltas": _deltas(report), "lengths": _length_histogram(report),
+                   "calibration": _calibration(report), "agreement": _length_agreement(report)},
+    }
+
+
+def _script_json(value: Any) -> str:
+    """JSON that cannot end its <script> element early: every '<' is written as \\u003c."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c")
+
+
+def _measures_table(report: Report) -> str:
+    comparison = report.comparison
+    confidence = f"{comparison.confidence:.0%}"
+    head = ("<tr><th>measure</th><th>baseline</th><th>rank1</th><th>Δ</th>"
+            f"<th>{confidence} CI of Δ</th><th>p</th><th>p ({html.escape(comparison.correction)})</th>"
+            "<th title='queries where rank1 is above / equal to / below the baseline'>wins / ties / losses</th></tr>")
+    body = "".join(
+        f"<tr><td>{html.escape(r.measure)}</td><td>{r.baseline_mean:.4f}</td><td>{r.mean:.4f}</td>"
+        f"<td class='{'up' if r.delta > 0 else 'down' if r.delta < 0 else ''}'>{r.delta:+.4f}"
+        f"{'*' if r.significant else '&nbsp;'}</td><td>[{r.ci_low:+.4f}, {r.ci_high:+.4f}]</td>"
+        f"<td>{format_p(r.p_value)}</td><td>{format_p(r.p_adjusted)}</td><td>{r.wins} / {r.ties} / {r.losses}</td></tr>"
+        for r in comparison.rows)
+    lines = [f"* significant: {describe(comparison)}.", *notes(comparison)]
+    return f"<table class='measures'>{head}{body}</table><p class='note'>{html.escape(' '.join(lines))}</p>"
+
+
+def _share(count: int, total: int) -> str:
+    return f"{count:,} ({count / total:.1%})" if total else "0"
+
+
+def _summary(report: Report) -> str:
+    e = html.escape
+    docs = report.documents
+    pairs = len(docs)
+    tokens = sorted(d.output_tokens for d in docs)
+    settings = ", ".join(f"{k} {v}" for k, v in report.settings.items()
+                         if k in ("engine", "dtype", "max_reasoning_tokens", "max_model_len") and v is not None)
+    reranked = sum(1 for q in report.queries if q.documents)
+    rows = [
+        ("model", e(report.model) + (f" <span class='dim'>({e(settings)})</span>" if settings else "")),
+        ("queries", f"{reranked:,} reranked, {sum(1 for q in report.queries if q.documents and q.judged):,} of them "
+                    "judged by the qrels"),
+        ("reranked pairs", f"{pairs:,}"),
+        *((f"completion: {state}", _share(report.completions.get(state, 0), pairs)) for state in COMPLETIONS),
+        ("truncated passages", _share(report.truncated, pairs)),
+        ("output tokens", f"median {tokens[len(tokens) // 2]:,}, 90th percentile {tokens[int(len(tokens) * 0.9)]:,}, "
+                          f"longest {tokens[-1]:,}" if tokens else "none"),
+    ]
+    return "<table class='summary'>" + "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows) + "</table>"
+
+
+def _limits_note(report: Report) -> str:
+    limits = report.limits
+    return (f"Reasoning is embedded for the top {limits.top} documents of each query's new ranking and for at most "
+            f"{limits.max_disagreements:,} disagreements with the qrels (the most confident first, the two kinds in "
+            f"turn), each cut to {limits.reasoning_chars:,} characters. Every reranked document's numbers are "
+            "embedded. Relevant means a grade of at least "
+            f"{report.relevance_level}; unjudged documents and fallbacks count as neither agreement nor disagreement.")
+
+
+_PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
+
+
+def render_html(report: Report, *, bundle: str | None = None) -> str:
+    """The report as one HTML document with its scripts and data inline.
+
+    bundle: the JavaScript of vega, vega-lite and vega-embed (default: vl-convert-python's bundle).
+    """
+    if bundle is None:
+        try:
+            import vl_convert
+        except ImportError:
+            raise InputError("the report's charts need vl-convert-python: pip install 'rank1-cli[report]'") from None
+        bundle = vl_convert.javascript_bundle()
+    e = html.escape
+    names = report.names
+    title = f"rank1 report: {names.run} against {names.baseline}"
+    parts = {
+        "title": e(title),
+        "inputs": (f"run <code>{e(names.run)}</code>, baseline <code>{e(names.baseline)}</code>, "
+                   f"qrels <code>{e(names.qrels)}</code>, traces <code>{e(names.traces)}</code>"),
+        "measures": _measures_table(report),
+        "summary": _summary(report),
+        "limits": e(_limits_note(report)),
+        "bundle": bundle,
+        "data": _script_json(_page_data(report)),
+    }
+    template = resources.files("rank1_cli").joinpath("data/report.html").read_text(encoding="utf-8")
+    return _PLACEHOLDER.sub(lambda m: parts[m.group(1)], template)
+
+
+def write_report(run: str, baseline: str, qrels: str, traces: str, output: str, *,
+                 measures: Sequence[str] = DEFAULT_MEASURES, relevance_level: int = 1, test: str = "t",
+                 correction: str = "holm", alpha: float = DEFAULT_ALPHA, rounds: int = DEFAULT_ROUNDS,
+                 seed: int = DEFAULT_SEED, keep_excluded: bool = False,
+                 limits: ReportLimits = ReportLimits()) -> Report:
+    """`rank1 report`: read the files, build the report, write the HTML to `output` atomically
+    ('-' for stdout). `qrels` is a qrels file or an ir_datasets id. Options are checked before
+    any file is read."""
+    from ..io.collection import load_qrels
+    from ..io.text import atomic_writer, display_name
+    from ..io.traces import read_traces
+    from ..io.trec import read_run
+
+    _checked_options(measures, relevance_level, test, correction, alpha, rounds)
+    names = Names(display_name(run), display_name(baseline), display_name(qrels), display_name(traces))
+    report = build_report(read_run(run), read_run(baseline), load_qrels(qrels), read_traces(traces),
+                          measures=measures, relevance_level=relevance_level, test=test, correction=correction,
+                          alpha=alpha, rounds=rounds, seed=seed, keep_excluded=keep_excluded, limits=limits,
+                          names=names)
+    page = render_html(report)
+    with atomic_writer(output) as out:
+        out.write(page)
+    return report
+

@@ -1,0 +1,371 @@
+"""`rank1 report`: the join of run, first stage, qrels and traces; the measures (compare's);
+the bounds on what is embedded; bad inputs; and the HTML itself, opened in a real browser
+(Debian's headless chromium: `make browser` installs it)."""
+
+import importlib.util
+import io
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+from browser import Chromium
+from conftest import RANK1, REPO
+
+from rank1_cli.errors import InputError
+from rank1_cli.evaluation.compare import compare_runs
+from rank1_cli.io.collection import load_qrels
+from rank1_cli.io.traces import Trace, read_traces
+from rank1_cli.io.trec import read_run
+from rank1_cli.workflows.report import Names, ReportLimits, build_report, render_html
+
+PAYLOAD = "</script><script>window.pwned = 1</script><b>bold</b>"
+
+
+def _generator():
+    spec = importlib.util.spec_from_file_location("bench_report_size", REPO / "bench" / "report_size.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+generate = _generator().generate
+
+
+def rank1(*args, timeout=120):
+    return subprocess.run([*RANK1, *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
+def page_data(page: str) -> dict:
+    found = re.search(r'<script type="application/json" id="report-data">(.*?)</script>', page, re.S)
+    return json.loads(found.group(1))
+
+
+def trace(qid, docid, rank, score, verdict, reasoning="", completion="stop", tokens=10):
+    lt, lf = (-0.1, -2.0) if verdict == "true" else (-2.0, -0.1)
+    return Trace(qid, docid, rank, score, verdict, reasoning, lt, lf, completion, tokens, False, "m", "0" * 64,
+                 {"format": "rank1-cli/1"}, "engine")
+
+
+# Two queries, four first-stage documents each; the top 3 reranked, the 4th kept below them.
+BASELINE = {"q1": ["d1", "d2", "d3", "d4"], "q2": ["e1", "e2", "e3", "e4"]}
+JUDGEMENTS = {  # (qid, docid): (score, verdict)
+    ("q1", "d1"): (0.6, "true"), ("q1", "d2"): (0.1, "false"), ("q1", "d3"): (0.9, "true"),
+    ("q2", "e1"): (0.8, "true"), ("q2", "e2"): (0.7, "true"), ("q2", "e3"): (0.2, "false"),
+}
+QRELS = {"q1": {"d1": 0, "d2": 2, "d3": 1}, "q2": {"e1": 1, "e3": 0, "e4": 1}}
+
+
+def small_inputs(folder):
+    """(run, baseline, traces) in memory, the runs read back from TREC files written in `folder`."""
+    baseline = {q: [(d, 10.0 - i) for i, d in enumerate(docs)] for q, docs in BASELINE.items()}
+    traces = [trace(q, d, BASELINE[q].index(d) + 1, *JUDGEMENTS[(q, d)], reasoning=f"why {q} {d}")
+              for q in BASELINE for d in BASELINE[q][:3]]
+    ranking = {}
+    for q, docs in BASELINE.items():
+        top = sorted(docs[:3], key=lambda d: -JUDGEMENTS[(q, d)][0])
+        ranking[q] = [(d, 4.0 - i) for i, d in enumerate(top + docs[3:])]
+    return read_run(trec_file(folder / "run.trec", ranking)), read_run(trec_file(folder / "baseline.trec", baseline)), traces
+
+
+def trec_file(path, ranking):
+    path.write_text("".join(f"{q} Q0 {d} {i} {s} t\n" for q, docs in ranking.items() for i, (d, s) in enumerate(docs, 1)))
+    return path
+
+
+def test_documents_are_joined_with_their_ranks_grades_and_judgements(tmp_path):
+    run, baseline, traces = small_inputs(tmp_path)
+    report = build_report(run, baseline, QRELS, traces, measures=["nDCG@10"])
+    q1 = next(q for q in report.queries if q.qid == "q1")
+    assert [(d.docid, d.new_rank, d.first_stage_rank, d.grade, d.verdict) for d in q1.documents] == [
+        ("d3", 1, 3, 1, "true"), ("d1", 2, 1, 0, "true"), ("d2", 3, 2, 2, "false")]
+    assert q1.unreranked == 1 and q1.documents[0].reasoning == "why q1 d3"
+    q2 = next(q for q in report.queries if q.qid == "q2")
+    assert q2.documents[1].grade is None and q2.documents[1].agrees(1) is None      # e2 is unjudged
+    relevant_false, nonrelevant_true = report.disagreements()
+    assert [(q, d.docid) for q, d in relevant_false] == [("q1", "d2")]
+    assert [(q, d.docid) for q, d in nonrelevant_true] == [("q1", "d1")]
+    assert report.completions == {"stop": 6, "forced": 0, "fallback": 0}
+
+
+def test_relevance_level_decides_what_counts_as_relevant(tmp_path):
+    run, baseline, traces = small_inputs(tmp_path)
+    report = build_report(run, baseline, QRELS, traces, measures=["nDCG@10"], relevance_level=2)
+    relevant_false, nonrelevant_true = report.disagreements()
+    assert [(q, d.docid) for q, d in relevant_false] == [("q1", "d2")]
+    assert sorted((q, d.docid) for q, d in nonrelevant_true) == [("q1", "d1"), ("q1", "d3"), ("q2", "e1")]
+
+
+def test_queries_run_from_the_worst_delta_to_the_best(tmp_path):
+    files = generate(tmp_path, queries=12, docs=15, reasoning_chars=50)
+    report = build_report(read_run(files.run), read_run(files.baseline), load_qrels(str(files.qrels)),
+                          read_traces(files.traces), measures=["AP", "nDCG@10"])
+    deltas = [q.run["AP"] - q.baseline["AP"] for q in report.queries if q.judged]
+    assert deltas == sorted(deltas) and len(set(deltas)) > 1
+
+
+def test_measures_are_those_of_rank1_compare(tmp_path):
+    """The table's numbers are compare_runs' on the same files: one source for the statistics."""
+    files = generate(tmp_path, queries=12, docs=15, reasoning_chars=50)
+    with files.qrels.open("a") as qrels_file:
+        qrels_file.write("q9999 0 d9 1\n")                 # a query neither run answers: 0 for both
+    qrels = load_qrels(str(files.qrels))
+    measures = ["nDCG@10", "AP", "P@5"]
+    report = build_report(read_run(files.run), read_run(files.baseline), qrels, read_traces(files.traces),
+                          measures=measures, test="wilcoxon", correction="bonferroni",
+                          names=Names(str(files.run), str(files.baseline)))
+    expected = compare_runs(files.baseline, [files.run], qrels, measures, test="wilcoxon", correction="bonferroni")
+    assert report.comparison == expected             # rows, per-query values, missing queries, settings
+    table = render_html(report, bundle="")
+    for row in expected.rows:
+        assert f">{row.delta:+.4f}{'*' if row.significant else '&nbsp;'}</td>" in table
+        assert f"<td>{row.p_adjusted:.4f}</td>" in table or f"<td>{row.p_adjusted:.1e}</td>" in table
+    assert "Wilcoxon signed-rank test, Bonferroni-corrected over 3 comparisons" in table
+    assert expected.missing == {str(files.baseline): 1, str(files.run): 1} and "Queries missing (counted as 0)" in table
+
+
+def test_embedded_reasoning_is_bounded_by_the_limits(tmp_path):
+    files = generate(tmp_path, queries=12, docs=15, reasoning_chars=300)
+    run, baseline, qrels, traces = (read_run(files.run), read_run(files.baseline), load_qrels(str(files.qrels)),
+                                    read_traces(files.traces))
+    limits = ReportLimits(top=2, max_disagreements=5, reasoning_chars=100)
+    report = build_report(run, baseline, qrels, traces, limits=limits)
+    data = page_data(render_html(report, bundle=""))
+    embedded = {(qid, row[0]) for qid, rows in data["docs"].items() for row in rows if row[9] >= 0}
+    top = {(q.qid, d.docid) for q in report.queries for d in q.documents[:2]}
+    shown = {(qid, data["docs"][qid][i][0]) for found in data["disagreements"].values() for qid, i in found["shown"]}
+    relevant_false, nonrelevant_true = report.disagreements()
+    assert len(relevant_false) > 5 and len(nonrelevant_true) > 5
+    assert len(shown) == 5 and embedded == top | shown
+    assert len(data["reasoning"]) == len(embedded)
+    assert sum(len(found["shown"]) for found in data["disagreements"].values()) == 5
+    assert data["disagreements"]["relevantFalse"]["total"] == len(relevant_false)
+    # the two kinds in turn, each the most confident first
+    assert [data["docs"][q][i][0] for q, i in data["disagreements"]["relevantFalse"]["shown"]] == \
+        [d.docid for _, d in relevant_false[:3]]
+    assert all(len(text) <= 100 + len("\n[... cut: 1,000 characters in all]") for text in data["reasoning"])
+    assert "cut: " in data["reasoning"][0]
+    assert "top 2 documents" in render_html(report, bundle="") and "at most 5 disagreements" in render_html(report, bundle="")
+
+
+def test_a_20000_pair_rerank_makes_a_report_of_a_few_megabytes(tmp_path):
+    files = generate(tmp_path, queries=200, docs=100, reasoning_chars=1500)
+    output = tmp_path / "report.html"
+    proc = rank1("report", files.run, "--baseline", files.baseline, "--qrels", files.qrels, "-o", output)
+    assert proc.returncode == 0, proc.stderr
+    assert files.traces.stat().st_size > 40e6
+    assert 2e6 < output.stat().st_size < 8e6        # 5.5 MB: bundle 0.9, reasoning of 2,000 top + 500 disagreements
+
+
+def test_traces_of_another_rerank_are_said_not_to_belong_to_the_run(tmp_path):
+    run, baseline, traces = small_inputs(tmp_path)
+    scores = {"d1": 0.9, "d3": 0.6}  # another model scored d1 above d3; another first stage also swapped d1 and d2
+    for ranks in ({}, {"d1": 2, "d2": 1}):
+        rerank = [trace(t.qid, t.docid, ranks.get(t.docid, t.first_stage_rank), scores.get(t.docid, t.score),
+                        t.verdict) for t in traces]
+        with pytest.raises(InputError) as error:
+            build_report(run, baseline, QRELS, rerank, names=Names("run.trec", "bm25.trec", "qrels", "t.jsonl"))
+        assert str(error.value) == (
+            "t.jsonl: the traces do not belong to the run run.trec: in 1 queries the run orders the traced documents "
+            "otherwise than their scores in the traces (q1: 'd3' above 'd1', scored 0.6 and 0.9); give the traces "
+            "written with that run")
+
+
+BAD = {
+    "traces of another run": ("stray", "traced pairs are not in the run"),
+    "a query of the run without traces": ("untraced", "queries of the run"),
+    "a baseline that is not the first stage": ("baseline", "is not the first stage the traces were made from"),
+    "a pair traced twice": ("twice", "is traced twice"),
+    "an empty traces file": ("empty", "no traces; give the traces file"),
+    "a baseline without a query of the run": ("short baseline", "1 queries of the run"),
+    "qrels of other topics": ("other qrels", "judges no query of the run"),
+    "traces that are not traces": ("garbage", "not a rank1 trace record"),
+    "no traces file": ("missing", "no such file"),
+    "the report over its traces": ("over", "the report would overwrite the traces"),
+    "a negative cap": ("cap", "--max-disagreements must be 0 or more"),
+    "an alpha beyond 1": ("alpha", "--alpha 2.0 must lie strictly between 0 and 1"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_inputs_are_one_clear_line_and_exit_2(case, tmp_path):
+    files = generate(tmp_path, queries=4, docs=5, reasoning_chars=20)
+    how, message = BAD[case]
+    lines = files.traces.read_text().splitlines(keepends=True)
+    output = tmp_path / "report.html"
+    extra = []
+    if how == "stray":
+        files.traces.write_text(lines[0].replace('"docid": "d0001-000"', '"docid": "elsewhere"') + "".join(lines[1:]))
+    elif how == "untraced":
+        files.traces.write_text("".join(line for line in lines if '"qid": "q0002"' not in line))
+    elif how == "baseline":
+        files.baseline.write_text(files.baseline.read_text().replace("d0001-000", "dX").replace("d0001-001", "d0001-000")
+                                  .replace("dX", "d0001-001"))
+    elif how == "twice":
+        files.traces.write_text("".join(lines) + lines[0])
+    elif how == "empty":
+        files.traces.write_text("")
+    elif how == "short baseline":
+        files.baseline.write_text("".join(line for line in files.baseline.read_text().splitlines(keepends=True)
+                                          if not line.startswith("q0002 ")))
+    elif how == "other qrels":
+        files.qrels.write_text("elsewhere 0 d1 1\n")
+    elif how == "garbage":
+        files.traces.write_text("[1, 2]\n")
+    elif how == "missing":
+        files.traces.unlink()
+    elif how == "over":
+        output = files.traces
+    elif how == "cap":
+        extra = ["--max-disagreements", "-1"]
+    elif how == "alpha":
+        extra = ["--alpha", "2"]
+    before = files.traces.read_bytes() if files.traces.exists() else None
+    proc = rank1("report", files.run, "--baseline", files.baseline, "--qrels", files.qrels, "-o", output, *extra)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "report.html").exists()
+    assert (files.traces.read_bytes() if files.traces.exists() else None) == before
+
+
+def test_the_report_looks_for_the_traces_rerank_wrote_beside_the_run(tmp_path):
+    files = generate(tmp_path, queries=4, docs=5, reasoning_chars=20)
+    runs = tmp_path / "runs.v2"
+    runs.mkdir()
+    files.run.rename(runs / "rank1.3.trec")
+    files.traces.unlink()
+    proc = rank1("report", runs / "rank1.3.trec", "--baseline", files.baseline, "--qrels", files.qrels,
+                 "-o", tmp_path / "report.html")
+    # Without --traces the report reads those rerank -o runs.v2/rank1.3.trec wrote: here, none.
+    assert (proc.returncode, proc.stderr) == (2, f"rank1: error: {runs / 'rank1.3.traces.jsonl'}: no such file\n")
+    assert not (tmp_path / "report.html").exists()
+
+
+def test_help_explains_every_option():
+    proc = rank1("report", "--help")
+    assert proc.returncode == 0
+    for option in ("--baseline", "--qrels", "--output", "--traces", "--measure", "--test", "--correction", "--alpha",
+                   "--rounds", "--seed", "--relevance-level", "--top", "--max-disagreements", "--reasoning-chars"):
+        assert option in proc.stdout
+
+
+@pytest.fixture(scope="module")
+def browser_page(tmp_path_factory):
+    """A report made by `rank1 report` (one reasoning text is a script-injection attempt), opened
+    in headless chromium once rendering is done (document.body.dataset.ready)."""
+    folder = tmp_path_factory.mktemp("report")
+    files = generate(folder, queries=12, docs=15, reasoning_chars=200)
+    lines = files.traces.read_text().splitlines(keepends=True)
+    first = json.loads(lines[0])
+    first["reasoning"] = PAYLOAD
+    files.traces.write_text(json.dumps(first) + "\n" + "".join(lines[1:]))
+    output = folder / "report.html"
+    proc = rank1("report", files.run, "--baseline", files.baseline, "--qrels", files.qrels, "-o", output,
+                 "-m", "nDCG@10", "-m", "AP")
+    assert proc.returncode == 0, proc.stderr
+    with Chromium() as browser:
+        yield browser.open(output), output, first
+
+
+def choose_query(page, qid):
+    """Pick a query in the drop-down list, as a person does (the change event follows)."""
+    page.evaluate(f"(() => {{ const s = document.getElementById('query'); s.value = {json.dumps(qid)}; "
+                  "s.dispatchEvent(new Event('change')); })()")
+
+
+def test_the_report_opens_offline_with_no_console_error(browser_page):
+    page, output, _ = browser_page
+    assert page.evaluate("document.body.dataset.ready") == "true"
+    assert page.problems == []
+    assert page.evaluate("document.title") == f"rank1 report: {output.parent / 'run.trec'} against {output.parent / 'baseline.trec'}"
+    # nothing to load from elsewhere (page.problems lists any request but the file's own, too)
+    assert page.evaluate("document.querySelectorAll('script[src], link[href], img[src], iframe').length") == 0
+
+
+def test_every_chart_is_drawn(browser_page):
+    page, _, _ = browser_page
+    marks = page.evaluate("Object.fromEntries([...document.querySelectorAll('.chart')].map(c => "
+                          "[c.id, c.querySelectorAll('svg path, svg line, svg rect').length]))")
+    assert set(marks) == {"chart-lengths", "chart-deltas", "chart-calibration", "chart-agreement"}
+    assert all(count > 10 for count in marks.values()), marks
+    bars = page.evaluate("document.querySelectorAll('#chart-deltas .mark-rect path').length")
+    assert bars == 12
+
+
+def test_selecting_a_query_shows_its_documents_and_reasoning(browser_page):
+    page, output, _ = browser_page
+    data = page_data(output.read_text())
+    worst, best = data["queries"][0][0], data["queries"][-1][0]
+    assert page.evaluate("document.getElementById('query').value") == worst        # the worst query first
+    page.click("[...document.querySelectorAll('#chart-deltas .mark-rect path')].pop()")   # the best query's bar
+    page.wait_for(f"document.getElementById('query').value === {json.dumps(best)}")
+    rows = page.evaluate("[...document.querySelectorAll('#query-docs tr')].slice(1).map(r => "
+                         "[...r.children].map(c => c.textContent))")
+    assert [r[3] for r in rows] == [d[0] for d in data["docs"][best]]
+    assert [int(r[0]) for r in rows] == list(range(1, 16))
+    assert rows[0][9] == data["reasoning"][data["docs"][best][0][9]].strip()[:90] + "…" + \
+        data["reasoning"][data["docs"][best][0][9]]                                # summary, then the full text
+    assert rows[-1][9] == "not embedded"                                           # rank 15 > --top 10, agrees
+    choose_query(page, worst)
+    assert page.evaluate("document.querySelector('#query-docs tr:nth-child(2) td:nth-child(4)').textContent") == \
+        data["docs"][worst][0][0]
+    assert page.problems == []
+
+
+def test_disagreements_are_listed_and_lead_to_their_query(browser_page):
+    page, output, _ = browser_page
+    data = page_data(output.read_text())
+    for kind in ("relevantFalse", "nonrelevantTrue"):
+        shown = data["disagreements"][kind]["shown"]
+        assert shown and page.evaluate(f"document.querySelectorAll('#{kind} tr').length") == len(shown) + 1
+    qid, index = data["disagreements"]["nonrelevantTrue"]["shown"][-1]
+    verdicts = page.evaluate("[...document.querySelectorAll('#nonrelevantTrue tr')].slice(1).map(r => r.children[7].textContent)")
+    assert set(verdicts) == {"true"}
+    page.click("[...document.querySelectorAll('#nonrelevantTrue a.qid')].pop()")
+    page.wait_for(f"document.getElementById('query').value === {json.dumps(qid)}")
+
+
+def test_reasoning_text_cannot_inject_markup(browser_page):
+    page, output, first = browser_page
+    assert page.evaluate("window.pwned === undefined")
+    assert PAYLOAD not in output.read_text()
+    choose_query(page, first["qid"])
+    texts = page.evaluate("[...document.querySelectorAll('#query-docs pre')].map(p => p.textContent)")
+    assert PAYLOAD in texts
+    assert page.evaluate("document.querySelectorAll('#query-docs b').length") == 0
+
+
+def test_the_screenshot_shows_the_report(browser_page, tmp_path):
+    from PIL import Image
+
+    page, _, _ = browser_page
+    png = page.screenshot()
+    (tmp_path / "report.png").write_bytes(png)
+    image = Image.open(io.BytesIO(png)).convert("RGB")
+    assert image.width == 1280 and image.height > 2500                     # the whole page, not the window
+    top = image.crop((0, 0, 1280, 900))
+    assert len(top.getcolors(1 << 16) or range(1 << 16)) > 50               # text and charts, not a blank page
+    histogram = top.convert("L").histogram()
+    assert sum(histogram[:128]) > 0.005 * top.width * top.height            # dark pixels: text is drawn
+
+
+def test_reasoning_length_groups_never_split_one_length(tmp_path):
+    run, baseline, traces = small_inputs(tmp_path)
+    for t, tokens in zip(traces, [30, 30, 30, 30, 30, 99]):
+        t.output_tokens = tokens
+    report = build_report(run, baseline, QRELS, traces, measures=["nDCG@10"])
+    groups = page_data(render_html(report, bundle=""))["charts"]["agreement"]["data"]["values"]
+    judged = [(d.output_tokens, d.agrees(1)) for d in report.documents if d.agrees(1) is not None]
+    assert [(g["from"], g["to"], g["pairs"]) for g in groups] == [(30, 30, 4), (99, 99, 1)]
+    assert groups[0]["agreement"] == sum(a for t, a in judged if t == 30) / 4
+
+
+def test_without_the_report_extra_the_error_says_what_to_install(tmp_path, monkeypatch):
+    run, baseline, traces = small_inputs(tmp_path)
+    report = build_report(run, baseline, QRELS, traces)
+    monkeypatch.setitem(sys.modules, "vl_convert", None)         # as if vl-convert-python were not installed
+    with pytest.raises(InputError, match=r"pip install 'rank1-cli\[report\]'"):
+        render_html(report)
