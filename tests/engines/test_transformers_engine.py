@@ -367,8 +367,6 @@ def test_dtype_auto_uses_model_dtype(model_dir):
 # ----------------------------------------------------------------------------- tiny-rank1
 
 # The model is committed; a missing one must fail loudly, not skip.
-needs_tiny_rank1 = pytest.mark.usefixtures()
-
 PAIRS = [
     ("what is planet orbit", "The planet moves in an orbit around the star."),
     ("best recipe for bread", "Many people use flour with butter every morning."),
@@ -384,7 +382,6 @@ def tiny_ref():
     return Reference(TINY_RANK1)
 
 
-@needs_tiny_rank1
 @pytest.mark.parametrize("batch_size", [1, 4])
 def test_tiny_rank1_real_prompts_match_reference(tiny_ref, batch_size):
     prompts = [rank1_prompt(q, p) for q, p in PAIRS]
@@ -414,7 +411,6 @@ def test_tiny_rank1_real_prompts_match_reference(tiny_ref, batch_size):
         assert (score > 0.5) == g.stop_reason.endswith("true")
 
 
-@needs_tiny_rank1
 def test_tiny_rank1_budget_and_repair(tiny_ref):
     """A too-small budget ends with 'length'; the repair prompt then gets a forced verdict equal to
     a manual forward pass, with nearly all probability on ' true' / ' false'."""
