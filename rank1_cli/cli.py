@@ -556,23 +556,26 @@ def compare(
     judged_only: Annotated[bool, typer.Option("--judged-only", "-J", help="Drop unjudged documents from the runs first (trec_eval -J).")] = False,
     keep_excluded: Annotated[bool, typer.Option("--keep-excluded", help=KEEP_EXCLUDED_HELP)] = False,
     output_format: Annotated[CompareFormat, typer.Option("--format", "-f", help=f"Output format. {_choices(COMPARE_FORMATS)}.")] = CompareFormat.table,
+    per_query: Annotated[bool, typer.Option("--per-query", help="tsv, json: each query's value per run and measure, and beside the p-values the effect size, Cohen's d_z = mean(run - baseline) / sd(run - baseline) (sd with ddof=1) over the per-query values.")] = False,
+    traces: Annotated[Optional[list[str]], typer.Option("--traces", help="The traces `rank1 rerank` wrote with each RUN, repeatable, one per RUN in their order: adds each run's calibration (ECE, Brier score, reliability bins: 10 equal-width bins of the score on [0, 1]) over its traced pairs the qrels judge, relevant at --relevance-level, to the json and table formats.")] = None,
 ) -> None:
     """Compare runs with a baseline: mean and difference per measure, a paired significance test
     corrected over all runs x measures, the confidence interval of the difference, and wins/ties/losses.
 
     Every query of the qrels counts, and a query missing from a run counts as 0 (trec_eval -c),
     so that the tests pair the same queries."""
-    from .evaluation.compare import compare_runs, write_comparison
+    from .evaluation.compare import check_output, compare_runs, write_comparison
     from .io.collection import load_qrels
     from .io.text import check_stdin_once
 
     _warnings_to_stderr_when_they_come()
-    check_stdin_once(baseline, runs, qrels)
+    check_stdin_once(baseline, runs, qrels, traces)
+    check_output(output_format.value, per_query=per_query, calibration=bool(traces))
     comparison = compare_runs(baseline, runs, load_qrels(qrels), measure or ["nDCG@10"], test=test.value,
                               correction=correction.value, alpha=alpha, rounds=rounds, seed=seed,
                               wilcoxon_method=wilcoxon_method.value, relevance_level=relevance_level,
-                              judged_only=judged_only, keep_excluded=keep_excluded)
-    write_comparison(comparison, output_format.value, sys.stdout)
+                              judged_only=judged_only, keep_excluded=keep_excluded, traces=traces)
+    write_comparison(comparison, output_format.value, sys.stdout, per_query=per_query)
 
 
 @app.command()
