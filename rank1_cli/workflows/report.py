@@ -24,6 +24,7 @@ from importlib import resources
 from typing import Any
 
 from ..errors import InputError, OptionError, quote, quote_some
+from ..evaluation.calibration import Reliability
 from ..evaluation.compare import (
     DEFAULT_ALPHA,
     Comparison,
@@ -33,9 +34,10 @@ from ..evaluation.compare import (
     describe,
     format_p,
     notes,
+    scored_pairs_calibration,
 )
 from ..evaluation.measures import Measure, parse_measures
-from ..evaluation.significance import DEFAULT_ROUNDS, DEFAULT_SEED
+from ..evaluation.significance import DEFAULT_ROUNDS, DEFAULT_SEED, EFFECT_SIZE
 from ..evaluation.trec_eval import evaluate_run, trec_order
 from ..io.traces import Trace
 from ..io.trec import Qrels, Run
@@ -121,6 +123,7 @@ class Report:
     limits: ReportLimits
     completions: dict[str, int] = field(default_factory=dict)
     truncated: int = 0
+    calibration: Reliability | None = None  # of the traced scores over the pairs the qrels grade; None: none
 
     @property
     def primary(self) -> str:
@@ -270,7 +273,9 @@ def build_report(run: Run, baseline: Run, qrels: Qrels, traces: Sequence[Trace],
         names=names, model=first.model, settings=dict(first.settings), comparison=comparison, queries=queries,
         relevance_level=relevance_level, limits=limits,
         completions={state: sum(t.completion == state for t in by_pair.values()) for state in COMPLETIONS},
-        truncated=sum(t.truncated for t in by_pair.values()))
+        truncated=sum(t.truncated for t in by_pair.values()),
+        calibration=scored_pairs_calibration(((t.qid, t.docid, t.score) for t in by_pair.values()), qrels,
+                                             relevance_level, name=names.traces))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -345,6 +350,37 @@ def _calibration(report: Report) -> dict:
             "tooltip": [{"field": "group"}, {"field": "from", "title": "score from"}, {"field": "to", "title": "to"},
                         {"field": "pairs"}, {"field": "share", "format": ".1%"}],
         },
+    }
+
+
+def _reliability(report: Report) -> dict:
+    """The reliability diagram: per score bin, the mean score against the share relevant, the
+    diagonal being perfect calibration."""
+    found = report.calibration
+    bins = [] if found is None else [
+        {"from": b.low, "to": b.high, "score": round(b.mean_score, 4), "relevant": round(b.share_relevant, 4),
+         "pairs": b.pairs} for b in found.bins if b.pairs]
+    title = ("Reliability: share relevant per score bin" if found is None else
+             f"Reliability: share relevant per score bin (ECE {found.ece:.4f}, Brier {found.brier:.4f}, "
+             f"{found.pairs:,} judged pairs)")
+    axis = {"type": "quantitative", "scale": {"domain": [0, 1]}}
+    return {
+        "$schema": "https://vega.github.io/schema/vega-lite/v6.json",
+        "title": title, "width": 420, "height": 300,
+        "layer": [
+            {"data": {"values": [{"score": 0, "relevant": 0}, {"score": 1, "relevant": 1}]},
+             "mark": {"type": "line", "strokeDash": [4, 4], "color": "#999"},
+             "encoding": {"x": {"field": "score", **axis}, "y": {"field": "relevant", **axis}}},
+            {"data": {"values": bins},
+             "mark": {"type": "line", "point": {"filled": True}},
+             "encoding": {
+                 "x": {"field": "score", **axis, "title": "mean score of the bin"},
+                 "y": {"field": "relevant", **axis, "axis": {"format": "%"},
+                       "title": f"share relevant (grade >= {report.relevance_level})"},
+                 "tooltip": [{"field": "from", "title": "score from"}, {"field": "to", "title": "to"},
+                             {"field": "pairs"}, {"field": "score", "title": "mean score"},
+                             {"field": "relevant", "title": "share relevant", "format": ".1%"}]}},
+        ],
     }
 
 
@@ -455,7 +491,8 @@ def _page_data(report: Report) -> dict:
                    "shown": [[qid, position[(qid, d.docid)]] for qid, d in found if (qid, d.docid) in shown]}
             for kind, found in (("relevantFalse", relevant_false), ("nonrelevantTrue", nonrelevant_true))},
         "charts": {"deltas": _deltas(report), "lengths": _length_histogram(report),
-                   "calibration": _calibration(report), "agreement": _length_agreement(report)},
+                   "reliability": _reliability(report), "calibration": _calibration(report),
+                   "agreement": _length_agreement(report)},
     }
 
 
@@ -469,14 +506,16 @@ def _measures_table(report: Report) -> str:
     confidence = f"{comparison.confidence:.0%}"
     head = ("<tr><th>measure</th><th>baseline</th><th>rank1</th><th>Δ</th>"
             f"<th>{confidence} CI of Δ</th><th>p</th><th>p ({html.escape(comparison.correction)})</th>"
-            "<th title='queries where rank1 is above / equal to / below the baseline'>wins / ties / losses</th></tr>")
+            "<th title='queries where rank1 is above / equal to / below the baseline'>wins / ties / losses</th>"
+            f"<th title=\"{html.escape(EFFECT_SIZE)}\">d<sub>z</sub></th></tr>")
     body = "".join(
         f"<tr><td>{html.escape(r.measure)}</td><td>{r.baseline_mean:.4f}</td><td>{r.mean:.4f}</td>"
         f"<td class='{'up' if r.delta > 0 else 'down' if r.delta < 0 else ''}'>{r.delta:+.4f}"
         f"{'*' if r.significant else '&nbsp;'}</td><td>[{r.ci_low:+.4f}, {r.ci_high:+.4f}]</td>"
-        f"<td>{format_p(r.p_value)}</td><td>{format_p(r.p_adjusted)}</td><td>{r.wins} / {r.ties} / {r.losses}</td></tr>"
+        f"<td>{format_p(r.p_value)}</td><td>{format_p(r.p_adjusted)}</td><td>{r.wins} / {r.ties} / {r.losses}</td>"
+        f"<td>{'—' if r.effect_size is None else f'{r.effect_size:+.3f}'}</td></tr>"
         for r in comparison.rows)
-    lines = [f"* significant: {describe(comparison)}.", *notes(comparison)]
+    lines = [f"* significant: {describe(comparison)}.", f"Effect size d_z: {EFFECT_SIZE}.", *notes(comparison)]
     return f"<table class='measures'>{head}{body}</table><p class='note'>{html.escape(' '.join(lines))}</p>"
 
 
@@ -514,6 +553,17 @@ def _limits_note(report: Report) -> str:
             f"{report.relevance_level}; unjudged documents and fallbacks count as neither agreement nor disagreement.")
 
 
+def _calibration_note(report: Report) -> str:
+    found = report.calibration
+    if found is None:
+        return "No scored pair is judged by the qrels: nothing to calibrate."
+    return (f"Scores read as the probability of relevance (grade >= {report.relevance_level}), over the "
+            f"{found.pairs:,} scored pairs the qrels grade ({found.relevant:,} relevant; unjudged pairs and fallbacks "
+            f"left out): expected calibration error {found.ece:.4f}, Brier score {found.brier:.4f}. Bins: "
+            f"{found.binning}. ECE = sum over the non-empty bins of (pairs in the bin / pairs) x |mean score - share "
+            "relevant|; Brier = mean (score - relevant)².")
+
+
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 
 
@@ -538,6 +588,7 @@ def render_html(report: Report, *, bundle: str | None = None) -> str:
         "measures": _measures_table(report),
         "summary": _summary(report),
         "limits": e(_limits_note(report)),
+        "calibration": e(_calibration_note(report)),
         "bundle": bundle,
         "data": _script_json(_page_data(report)),
     }

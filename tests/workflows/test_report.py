@@ -289,7 +289,7 @@ def test_every_chart_is_drawn(browser_page):
     page, _, _ = browser_page
     marks = page.evaluate("Object.fromEntries([...document.querySelectorAll('.chart')].map(c => "
                           "[c.id, c.querySelectorAll('svg path, svg line, svg rect').length]))")
-    assert set(marks) == {"chart-lengths", "chart-deltas", "chart-calibration", "chart-agreement"}
+    assert set(marks) == {"chart-lengths", "chart-deltas", "chart-reliability", "chart-calibration", "chart-agreement"}
     assert all(count > 10 for count in marks.values()), marks
     bars = page.evaluate("document.querySelectorAll('#chart-deltas .mark-rect path').length")
     assert bars == 12
@@ -350,6 +350,33 @@ def test_the_screenshot_shows_the_report(browser_page, tmp_path):
     assert len(top.getcolors(1 << 16) or range(1 << 16)) > 50               # text and charts, not a blank page
     histogram = top.convert("L").histogram()
     assert sum(histogram[:128]) > 0.005 * top.width * top.height            # dark pixels: text is drawn
+
+
+def test_calibration_is_measured_over_the_judged_scored_pairs(tmp_path):
+    run, baseline, traces = small_inputs(tmp_path)
+    report = build_report(run, baseline, QRELS, traces, measures=["nDCG@10"])
+    # judged pairs (score, relevant): q1 d1 (.6, 0), d2 (.1, 1), d3 (.9, 1); q2 e1 (.8, 1), e3 (.2, 0); e2 unjudged
+    found = report.calibration
+    assert (found.pairs, found.relevant) == (5, 3)
+    assert found.brier == pytest.approx((.36 + .81 + .01 + .04 + .04) / 5)
+    assert found.ece == pytest.approx((.9 + .2 + .6 + .2 + .1) / 5)      # one pair in each of five bins of 0.1
+    page = render_html(report, bundle="")
+    assert "expected calibration error 0.4000, Brier score 0.2520" in page
+    assert "10 equal-width bins of the score on [0, 1]" in page
+    points = page_data(page)["charts"]["reliability"]["layer"][1]["data"]["values"]
+    assert [(p["score"], p["relevant"], p["pairs"]) for p in points] == [
+        (0.1, 1, 1), (0.2, 0, 1), (0.6, 0, 1), (0.8, 1, 1), (0.9, 1, 1)]
+    stricter = build_report(run, baseline, QRELS, traces, measures=["nDCG@10"], relevance_level=2).calibration
+    assert stricter.relevant == 1 and stricter.brier == pytest.approx((.36 + .81 + .81 + .64 + .04) / 5)
+
+
+def test_the_measures_table_gives_the_effect_size(tmp_path):
+    files = generate(tmp_path, queries=12, docs=15, reasoning_chars=50)
+    report = build_report(read_run(files.run), read_run(files.baseline), load_qrels(str(files.qrels)),
+                          read_traces(files.traces), measures=["AP"])
+    [row] = report.comparison.rows
+    page = render_html(report, bundle="")
+    assert f"<td>{row.effect_size:+.3f}</td></tr>" in page and "Cohen&#x27;s d_z" in page
 
 
 def test_reasoning_length_groups_never_split_one_length(tmp_path):
