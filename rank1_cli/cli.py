@@ -627,6 +627,10 @@ def report(
     top: Annotated[int, typer.Option(help="Embed the reasoning of each query's top N documents of the new ranking.")] = 10,
     max_disagreements: Annotated[int, typer.Option(help="Embed the reasoning of at most N documents whose verdict contradicts the qrels (the most confident first, relevant-judged-false and non-relevant-judged-true in turn).")] = 500,
     reasoning_chars: Annotated[int, typer.Option(help="Cut each embedded reasoning text to N characters.")] = 4000,
+    dataset: DatasetOpt = None,
+    corpus: CorpusOpt = None,
+    queries: QueriesOpt = None,
+    passage_chars: Annotated[int, typer.Option(help="With --dataset or --corpus/--queries: cut each passage shown beside an embedded reasoning, and each query text, to N characters.")] = 2000,
 ) -> None:
     """Write an HTML report for the error analysis of a rerank: the measures with significance
     against the baseline; completion states, truncated passages and reasoning lengths; per-query
@@ -635,6 +639,7 @@ def report(
 
     The reasoning embedded is bounded by --top, --max-disagreements and --reasoning-chars, so the
     file stays small on large runs (every reranked document's numbers are embedded)."""
+    from .io.collection import CollectionSource
     from .io.outputs import check_outputs, default_traces
     from .io.text import check_stdin_once, check_writable
     from .workflows.report import DEFAULT_MEASURES, ReportLimits, write_report
@@ -643,13 +648,16 @@ def report(
     traces = traces or default_traces(run)
     if traces is None:
         raise InputError("the run is read from stdin: give its traces with --traces")
-    limits = ReportLimits(top=top, max_disagreements=max_disagreements, reasoning_chars=reasoning_chars)
-    check_stdin_once(run, baseline, qrels, traces)
+    limits = ReportLimits(top=top, max_disagreements=max_disagreements, reasoning_chars=reasoning_chars,
+                          passage_chars=passage_chars)
+    source = CollectionSource(dataset=dataset, corpus=corpus, queries=queries) if dataset or corpus or queries else None
+    check_stdin_once(run, baseline, qrels, traces, corpus, queries)
     check_writable(output)
-    check_outputs([("report", output)], [("run", run), ("baseline", baseline), ("qrels", qrels), ("traces", traces)])
+    check_outputs([("report", output)], [("run", run), ("baseline", baseline), ("qrels", qrels), ("traces", traces),
+                                         ("corpus", corpus), ("queries", queries)])
     result = write_report(run, baseline, qrels, traces, output, measures=measure or DEFAULT_MEASURES,
                           relevance_level=relevance_level, test=test.value, correction=correction.value, alpha=alpha,
-                          rounds=rounds, seed=seed, keep_excluded=keep_excluded, limits=limits)
+                          rounds=rounds, seed=seed, keep_excluded=keep_excluded, limits=limits, source=source)
     if output != "-":
         print(f"wrote {output} ({Path(output).stat().st_size / 1e6:.1f} MB): {len(result.queries):,} queries, "
               f"{len(result.documents):,} reranked pairs", file=sys.stderr)

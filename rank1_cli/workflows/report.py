@@ -39,8 +39,10 @@ from ..evaluation.compare import (
 from ..evaluation.measures import Measure, parse_measures
 from ..evaluation.significance import DEFAULT_ROUNDS, DEFAULT_SEED, EFFECT_SIZE
 from ..evaluation.trec_eval import evaluate_run, trec_order
+from ..io.collection import CollectionSource
 from ..io.traces import Trace
 from ..io.trec import Qrels, Run
+from ..reasoning import prompts
 
 DEFAULT_MEASURES = ("nDCG@10", "AP", "P@10")
 COMPLETIONS = ("stop", "forced", "fallback")
@@ -59,9 +61,10 @@ class ReportLimits:
     top: int = 10
     max_disagreements: int = 500
     reasoning_chars: int = 4000
+    passage_chars: int = 2000     # each embedded passage (beside its reasoning) and query text cut to this
 
     def __post_init__(self) -> None:
-        for name in ("top", "max_disagreements", "reasoning_chars"):
+        for name in ("top", "max_disagreements", "reasoning_chars", "passage_chars"):
             if getattr(self, name) < 0:
                 raise OptionError(f"{{{name}}} must be 0 or more (got {getattr(self, name)})")
 
@@ -90,6 +93,7 @@ class Document:
     output_tokens: int
     truncated: bool
     reasoning: str                  # in full; the renderer embeds only what the limits allow
+    prompt_sha256: str = ""         # the trace's: checks a passage read from the corpus against the prompt
 
     def agrees(self, level: int) -> bool | None:
         """Whether the verdict matches the qrels (grade >= level is relevant); None when there is
@@ -112,6 +116,35 @@ class QueryResult:
         return bool(self.run)
 
 
+@dataclass(frozen=True, slots=True)
+class Texts:
+    """The query texts as they went into the prompt (instruction and dataset template applied) and
+    the passages (title and text, as `rerank` joins them) of the documents the report embeds."""
+
+    source: str                     # where they were read, for the report's notes
+    queries: dict[str, str]         # qid -> the query as the model saw it
+    topics: dict[str, str]          # qid -> the query text alone: its words are highlighted in passages
+    passages: dict[str, str]        # docid -> passage
+
+
+# How a passage compares with what the model saw (Document.prompt_sha256 is the prompt's hash).
+SEEN, TRUNCATED, DIFFERS, ABSENT = "seen", "truncated", "differs", "absent"
+
+
+def passage_state(query: str | None, passage: str | None, doc: Document) -> str:
+    """SEEN: the prompt built from this query and passage is the one the model was given (its hash
+    is the trace's); TRUNCATED: the passage was cut by tokens to fit the prompt, so the model saw a
+    beginning of it; DIFFERS: the prompt's hash is not the trace's (the collection or the query
+    rewrite is not the one reranked); ABSENT: no passage in the collection."""
+    if passage is None:
+        return ABSENT
+    if doc.truncated:
+        return TRUNCATED
+    if query is not None and prompts.prompt_sha256(prompts.build_prompt(query, passage)) == doc.prompt_sha256:
+        return SEEN
+    return DIFFERS
+
+
 @dataclass(slots=True)
 class Report:
     names: Names
@@ -124,6 +157,7 @@ class Report:
     completions: dict[str, int] = field(default_factory=dict)
     truncated: int = 0
     calibration: Reliability | None = None  # of the traced scores over the pairs the qrels grade; None: none
+    texts: Texts | None = None      # query and passage texts, when the report was given a collection
 
     @property
     def primary(self) -> str:
@@ -262,7 +296,7 @@ def build_report(run: Run, baseline: Run, qrels: Qrels, traces: Sequence[Trace],
             if trace is not None:
                 docs.append(Document(docid, new_rank, trace.first_stage_rank, grades.get(docid), trace.score,
                                      trace.verdict, trace.completion, trace.output_tokens, trace.truncated,
-                                     trace.reasoning))
+                                     trace.reasoning, trace.prompt_sha256))
         queries.append(QueryResult(qid, values(names.baseline, qid), values(names.run, qid), docs,
                                    len(order) - len(docs)))
     primary = comparison.measures[0]
@@ -276,6 +310,31 @@ def build_report(run: Run, baseline: Run, qrels: Qrels, traces: Sequence[Trace],
         truncated=sum(t.truncated for t in by_pair.values()),
         calibration=scored_pairs_calibration(((t.qid, t.docid, t.score) for t in by_pair.values()), qrels,
                                              relevance_level, name=names.traces))
+
+
+def _template(settings: dict[str, Any]) -> prompts.QueryTemplate | None:
+    """The rerank's query template, from its traces' settings, where it can still be found (a
+    template file since moved cannot: then no passage checks as seen)."""
+    try:
+        found = prompts.resolve_template(settings.get("prompt_template"))
+    except (InputError, OptionError):
+        return None
+    if found is not None and prompts.prompt_sha256(found.text) != settings.get("prompt_template_sha256"):
+        return None
+    return found
+
+
+def read_texts(report: Report, source: CollectionSource) -> Texts:
+    """The query texts of the report's queries and the passages of the documents it embeds, read
+    from `source` with the readers `rank1 rerank` uses."""
+    template = _template(report.settings)
+    found = source.load_queries()
+    wanted = [q.qid for q in report.queries if q.qid in found]
+    documents = source.load_documents({doc.docid for _, doc in embedded(report)[0]})
+    return Texts(source=source.describe(),
+                 queries={qid: prompts.rank1_query(found[qid].text, found[qid].instruction, template) for qid in wanted},
+                 topics={qid: found[qid].text for qid in wanted},
+                 passages={docid: prompts.passage_text(doc.title, doc.text) for docid, doc in documents.items()})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -449,43 +508,72 @@ def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit] + f"\n[... cut: {len(text):,} characters in all]"
 
 
-def _page_data(report: Report) -> dict:
-    """The JSON the page's script reads: documents per query as rows, embedded reasoning by index."""
+def embedded(report: Report) -> tuple[list[tuple[str, Document]], set[tuple[str, str]]]:
+    """(the pairs whose reasoning and passage the report embeds, in order and once each; the
+    disagreements among them that the disagreement lists show): each query's top `limits.top`, then
+    at most `limits.max_disagreements` disagreements, the two kinds in turn."""
     limits = report.limits
-    texts: list[str] = []
-    index: dict[tuple[str, str], int] = {}
-
-    def embed(qid: str, doc: Document) -> None:
-        if (qid, doc.docid) not in index:
-            index[(qid, doc.docid)] = len(texts)
-            texts.append(_cut(doc.reasoning, limits.reasoning_chars))
-
+    pairs: dict[tuple[str, str], tuple[str, Document]] = {}
     for q in report.queries:
         for doc in q.documents[:limits.top]:
-            embed(q.qid, doc)
+            pairs.setdefault((q.qid, doc.docid), (q.qid, doc))
     relevant_false, nonrelevant_true = report.disagreements()
     turns = [item for pair in zip(relevant_false, nonrelevant_true) for item in pair]
     turns += relevant_false[len(nonrelevant_true):] + nonrelevant_true[len(relevant_false):]
     chosen = turns[:limits.max_disagreements]
     for qid, doc in chosen:
-        embed(qid, doc)
-    shown = {(qid, doc.docid) for qid, doc in chosen}
+        pairs.setdefault((qid, doc.docid), (qid, doc))
+    return list(pairs.values()), {(qid, doc.docid) for qid, doc in chosen}
+
+
+def _page_data(report: Report) -> dict:
+    """The JSON the page's script reads: documents per query as rows, embedded reasoning and
+    passages by index."""
+    limits = report.limits
+    pairs, shown = embedded(report)
+    relevant_false, nonrelevant_true = report.disagreements()
+    texts = report.texts
+    reasoning: list[str] = []
+    passages: list[str] = []
+    passage_index: dict[str, int] = {}
+    index: dict[tuple[str, str], tuple[int, int, str]] = {}   # pair -> (reasoning, passage, state)
+    for qid, doc in pairs:
+        reasoning.append(_cut(doc.reasoning, limits.reasoning_chars))
+        where, state = -1, ""
+        if texts is not None:
+            passage = texts.passages.get(doc.docid)
+            state = passage_state(texts.queries.get(qid), passage, doc)
+            if passage is not None:
+                if doc.docid not in passage_index:
+                    passage_index[doc.docid] = len(passages)
+                    passages.append(_cut(passage, limits.passage_chars))
+                where = passage_index[doc.docid]
+        index[(qid, doc.docid)] = (len(reasoning) - 1, where, state)
 
     docs = {}
     for q in report.queries:
         docs[q.qid] = [[d.docid, d.new_rank, d.first_stage_rank, d.grade,
                         None if d.score is None else round(d.score, 4), d.verdict, d.completion,
-                        d.output_tokens, int(d.truncated), index.get((q.qid, d.docid), -1)] for d in q.documents]
+                        d.output_tokens, int(d.truncated), *index.get((q.qid, d.docid), (-1, -1, ""))]
+                       for d in q.documents]
     position = {(q.qid, d.docid): i for q in report.queries for i, d in enumerate(q.documents)}
     primary = report.primary
+
+    def query_text(qid: str, table: str) -> str | None:
+        found = None if texts is None else getattr(texts, table).get(qid)
+        return None if found is None else _cut(found, limits.passage_chars)
+
     return {
         "primary": primary,
         "level": report.relevance_level,
         "top": limits.top,
+        "texts": texts is not None,
         "queries": [[q.qid, round(q.baseline[primary], 4) if q.judged else None,
-                     round(q.run[primary], 4) if q.judged else None, q.unreranked] for q in report.queries],
+                     round(q.run[primary], 4) if q.judged else None, q.unreranked, query_text(q.qid, "queries"),
+                     query_text(q.qid, "topics")] for q in report.queries],
         "docs": docs,
-        "reasoning": texts,
+        "reasoning": reasoning,
+        "passages": passages,
         "disagreements": {
             kind: {"total": len(found),
                    "shown": [[qid, position[(qid, d.docid)]] for qid, d in found if (qid, d.docid) in shown]}
@@ -548,9 +636,25 @@ def _limits_note(report: Report) -> str:
     limits = report.limits
     return (f"Reasoning is embedded for the top {limits.top} documents of each query's new ranking and for at most "
             f"{limits.max_disagreements:,} disagreements with the qrels (the most confident first, the two kinds in "
-            f"turn), each cut to {limits.reasoning_chars:,} characters. Every reranked document's numbers are "
+            f"turn), each cut to {limits.reasoning_chars:,} characters, with its passage cut to "
+            f"{limits.passage_chars:,} characters when the collection is given. Every reranked document's numbers are "
             "embedded. Relevant means a grade of at least "
             f"{report.relevance_level}; unjudged documents and fallbacks count as neither agreement nor disagreement.")
+
+
+def _texts_note(report: Report) -> str:
+    texts = report.texts
+    if texts is None:
+        return ("No query or passage texts: give the collection the rerank read (--dataset, or --queries and "
+                "--corpus) to see them beside the reasoning.")
+    pairs = embedded(report)[0]
+    states = Counter(passage_state(texts.queries.get(qid), texts.passages.get(doc.docid), doc) for qid, doc in pairs)
+    return (f"Query and passage texts from {texts.source}, beside the {len(pairs):,} embedded reasonings, each cut to "
+            f"{report.limits.passage_chars:,} characters; the query's words are highlighted in the passage. "
+            f"Passages as the model saw them: {states[SEEN]:,} checked (the prompt built from the query and passage "
+            f"has the hash in the trace); {states[TRUNCATED]:,} truncated (cut by tokens to fit the prompt: the model "
+            f"saw a beginning of the passage, the cut is not recorded); {states[DIFFERS]:,} differ from the prompt "
+            f"reranked (another collection, query rewrite or --instructions); {states[ABSENT]:,} not in the collection.")
 
 
 def _calibration_note(report: Report) -> str:
@@ -589,6 +693,7 @@ def render_html(report: Report, *, bundle: str | None = None) -> str:
         "summary": _summary(report),
         "limits": e(_limits_note(report)),
         "calibration": e(_calibration_note(report)),
+        "texts": e(_texts_note(report)),
         "bundle": bundle,
         "data": _script_json(_page_data(report)),
     }
@@ -600,10 +705,11 @@ def write_report(run: str, baseline: str, qrels: str, traces: str, output: str, 
                  measures: Sequence[str] = DEFAULT_MEASURES, relevance_level: int = 1, test: str = "t",
                  correction: str = "holm", alpha: float = DEFAULT_ALPHA, rounds: int = DEFAULT_ROUNDS,
                  seed: int = DEFAULT_SEED, keep_excluded: bool = False,
-                 limits: ReportLimits = ReportLimits()) -> Report:
+                 limits: ReportLimits = ReportLimits(), source: CollectionSource | None = None) -> Report:
     """`rank1 report`: read the files, build the report, write the HTML to `output` atomically
-    ('-' for stdout). `qrels` is a qrels file or an ir_datasets id. Options are checked before
-    any file is read."""
+    ('-' for stdout). `qrels` is a qrels file or an ir_datasets id; `source`, the collection the
+    rerank read, adds the query and passage texts (`read_texts`). Options are checked before any
+    file is read."""
     from ..io.collection import load_qrels
     from ..io.text import atomic_writer, display_name
     from ..io.traces import read_traces
@@ -615,6 +721,8 @@ def write_report(run: str, baseline: str, qrels: str, traces: str, output: str, 
                           measures=measures, relevance_level=relevance_level, test=test, correction=correction,
                           alpha=alpha, rounds=rounds, seed=seed, keep_excluded=keep_excluded, limits=limits,
                           names=names)
+    if source is not None:
+        report.texts = read_texts(report, source)
     page = render_html(report)
     with atomic_writer(output) as out:
         out.write(page)

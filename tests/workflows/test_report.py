@@ -264,7 +264,7 @@ def browser_page(tmp_path_factory):
     files.traces.write_text(json.dumps(first) + "\n" + "".join(lines[1:]))
     output = folder / "report.html"
     proc = rank1("report", files.run, "--baseline", files.baseline, "--qrels", files.qrels, "-o", output,
-                 "-m", "nDCG@10", "-m", "AP")
+                 "-m", "nDCG@10", "-m", "AP", "--queries", files.queries, "--corpus", files.corpus)
     assert proc.returncode == 0, proc.stderr
     with Chromium() as browser:
         yield browser.open(output), output, first
@@ -306,12 +306,44 @@ def test_selecting_a_query_shows_its_documents_and_reasoning(browser_page):
                          "[...r.children].map(c => c.textContent))")
     assert [r[3] for r in rows] == [d[0] for d in data["docs"][best]]
     assert [int(r[0]) for r in rows] == list(range(1, 16))
-    assert rows[0][9] == data["reasoning"][data["docs"][best][0][9]].strip()[:90] + "…" + \
-        data["reasoning"][data["docs"][best][0][9]]                                # summary, then the full text
+    reasoning = data["reasoning"][data["docs"][best][0][9]]
+    assert rows[0][9].startswith(reasoning.strip()[:90] + "…")                     # the summary,
+    assert rows[0][9].endswith("Reasoning" + reasoning)                            # passage, then the full text
     assert rows[-1][9] == "not embedded"                                           # rank 15 > --top 10, agrees
     choose_query(page, worst)
     assert page.evaluate("document.querySelector('#query-docs tr:nth-child(2) td:nth-child(4)').textContent") == \
         data["docs"][worst][0][0]
+    assert page.problems == []
+
+
+def test_a_click_shows_the_query_the_passage_with_its_terms_marked_and_the_reasoning(browser_page):
+    page, output, _ = browser_page
+    data = page_data(output.read_text())
+    qid = data["queries"][1][0]
+    choose_query(page, qid)
+    query = dict(line.split("\t") for line in (output.parent / "queries.tsv").read_text().splitlines())[qid]
+    assert page.evaluate("document.getElementById('query-text').textContent") == \
+        "Query (as the model saw it): " + query
+    assert page.evaluate("document.getElementById('query-text').hidden") is False
+    assert page.evaluate("document.querySelector('#query-docs details pre.passage').checkVisibility()") is False
+    page.click("document.querySelector('#query-docs details summary')")
+    page.wait_for("document.querySelector('#query-docs details').open")
+    corpus = {r["doc_id"]: r for r in map(json.loads, (output.parent / "corpus.jsonl").read_text().splitlines())}
+    first = data["docs"][qid][0]
+    shown = page.evaluate("(() => { const d = document.querySelector('#query-docs details'); return {"
+                          "passage: d.querySelector('pre.passage').innerText, state: d.querySelector('.state').textContent,"
+                          "reasoning: d.querySelector('pre.reasoning').innerText,"
+                          "visible: d.querySelector('pre.passage').checkVisibility() && d.querySelector('pre.reasoning').checkVisibility(),"
+                          "marks: [...d.querySelectorAll('pre.passage mark')].map(m => m.textContent.toLowerCase())}; })()")
+    doc = corpus[first[0]]
+    assert shown["visible"]
+    assert shown["passage"] == (doc["title"] + " " + doc["text"])[:2000]
+    assert shown["reasoning"] == data["reasoning"][first[9]]
+    expected = "truncated" if first[8] else "as the model saw it"
+    assert expected in shown["state"]
+    terms = set(re.findall(r"\w{3,}", query.lower())) - {"the", "and", "but", "not", "what"}     # stop words left out
+    in_passage = {t for t in terms if re.search(rf"\b{t}\b", shown["passage"].lower())}
+    assert in_passage and set(shown["marks"]) == in_passage, (shown["marks"], terms)
     assert page.problems == []
 
 
@@ -368,6 +400,33 @@ def test_calibration_is_measured_over_the_judged_scored_pairs(tmp_path):
         (0.1, 1, 1), (0.2, 0, 1), (0.6, 0, 1), (0.8, 1, 1), (0.9, 1, 1)]
     stricter = build_report(run, baseline, QRELS, traces, measures=["nDCG@10"], relevance_level=2).calibration
     assert stricter.relevant == 1 and stricter.brier == pytest.approx((.36 + .81 + .81 + .64 + .04) / 5)
+
+
+def test_passages_are_those_the_model_saw_or_marked(tmp_path):
+    """The generator hashes each untruncated prompt as rerank does: those passages check as seen;
+    a passage edited in the corpus, or its document removed, is marked; the texts are bounded."""
+    from rank1_cli.io.collection import CollectionSource
+    from rank1_cli.workflows.report import read_texts
+
+    files = generate(tmp_path, queries=4, docs=6, reasoning_chars=50, passage_chars=300)
+    lines = files.corpus.read_text().splitlines()
+    edited = json.loads(lines[0])
+    edited["text"] = "an edited text"
+    files.corpus.write_text("\n".join([json.dumps(edited), *lines[2:]]) + "\n")   # the second document removed
+    report = build_report(read_run(files.run), read_run(files.baseline), load_qrels(str(files.qrels)),
+                          read_traces(files.traces), measures=["AP"], limits=ReportLimits(passage_chars=100))
+    report.texts = read_texts(report, CollectionSource(corpus=str(files.corpus), queries=str(files.queries)))
+    data = page_data(render_html(report, bundle=""))
+    states = {row[0]: (row[8], row[11]) for rows in data["docs"].values() for row in rows}
+    assert states["d0001-000"][1] == ("truncated" if states["d0001-000"][0] else "differs")
+    assert states["d0001-001"][1] == "absent"
+    others = [state for docid, (truncated, state) in states.items() if docid not in ("d0001-000", "d0001-001")]
+    assert set(others) <= {"seen", "truncated"} and others.count("seen") > len(others) / 2
+    assert all(len(p) <= 100 + len("\n[... cut: 1,000 characters in all]") for p in data["passages"])
+    queries = dict(line.split("\t") for line in files.queries.read_text().splitlines())
+    assert [q[4] for q in data["queries"]] == [queries[q[0]] for q in data["queries"]]
+    page = render_html(report, bundle="")
+    assert "cut to 100 characters" in page and "1 differ" in page and "1 not in the collection" in page
 
 
 def test_the_measures_table_gives_the_effect_size(tmp_path):
