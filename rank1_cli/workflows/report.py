@@ -568,9 +568,12 @@ def _page_data(report: Report) -> dict:
         "level": report.relevance_level,
         "top": limits.top,
         "texts": texts is not None,
+        "measures": report.comparison.measures,
         "queries": [[q.qid, round(q.baseline[primary], 4) if q.judged else None,
                      round(q.run[primary], 4) if q.judged else None, q.unreranked, query_text(q.qid, "queries"),
-                     query_text(q.qid, "topics")] for q in report.queries],
+                     query_text(q.qid, "topics"),
+                     [[round(q.baseline[m], 4), round(q.run[m], 4)] for m in report.comparison.measures]
+                     if q.judged else None] for q in report.queries],
         "docs": docs,
         "reasoning": reasoning,
         "passages": passages,

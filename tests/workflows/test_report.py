@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 from browser import Chromium
@@ -345,6 +346,106 @@ def test_a_click_shows_the_query_the_passage_with_its_terms_marked_and_the_reaso
     in_passage = {t for t in terms if re.search(rf"\b{t}\b", shown["passage"].lower())}
     assert in_passage and set(shown["marks"]) == in_passage, (shown["marks"], terms)
     assert page.problems == []
+
+
+def table_cells(page, table_id):
+    return page.evaluate(f"[...document.querySelectorAll('#{table_id} tr')].slice(1).map(r => "
+                         "[...r.children].map(c => c.textContent))")
+
+
+def test_the_per_query_table_has_every_measure_sorts_and_filters(browser_page):
+    page, output, _ = browser_page
+    data = page_data(output.read_text())
+    headers = page.evaluate("[...document.querySelectorAll('#query-table th')].map(t => t.textContent)")
+    assert headers == ["query", "text", "nDCG@10 baseline", "nDCG@10 rank1", "Δ nDCG@10", "AP baseline", "AP rank1", "Δ AP"]
+    rows = table_cells(page, "query-table")
+    assert [r[0] for r in rows] == [q[0] for q in data["queries"]]
+    report_rows = {q[0]: q for q in data["queries"]}
+    for row in rows:
+        (base_ndcg, run_ndcg), (base_ap, run_ap) = report_rows[row[0]][6]
+        assert [float(v) for v in row[2:]] == pytest.approx([base_ndcg, run_ndcg, run_ndcg - base_ndcg, base_ap, run_ap,
+                                                             run_ap - base_ap], abs=1e-4)
+    page.click("[...document.querySelectorAll('#query-table th')][7]")          # Δ AP, ascending
+    ascending = [float(r[7]) for r in table_cells(page, "query-table")]
+    assert ascending == sorted(ascending)
+    page.click("[...document.querySelectorAll('#query-table th')][7]")          # again: descending
+    assert [float(r[7]) for r in table_cells(page, "query-table")] == sorted(ascending, reverse=True)
+    qid = data["queries"][3][0]
+    word = data["queries"][3][5].split()[0]
+    page.evaluate(f"(() => {{ const f = document.getElementById('query-filter'); f.value = {json.dumps(word)}; "
+                  "f.dispatchEvent(new Event('input')); })()")
+    filtered = [r[0] for r in table_cells(page, "query-table")]
+    assert qid in filtered and set(filtered) <= {q[0] for q in data["queries"] if word in q[5].lower()}
+    page.evaluate(f"(() => {{ const f = document.getElementById('query-filter'); f.value = {json.dumps(qid)}; "
+                  "f.dispatchEvent(new Event('input')); })()")
+    assert [r[0] for r in table_cells(page, "query-table")] == [qid]
+    assert page.evaluate("document.getElementById('query-count').textContent") == f"1 of {len(data['queries'])} queries"
+    page.click("document.querySelector('#query-table a.qid')")
+    page.wait_for(f"document.getElementById('query').value === {json.dumps(qid)}")
+    assert page.problems == []
+
+
+def download(page, link, folder):
+    """Click a download link, as a person does, and return the file chromium saved."""
+    folder.mkdir()
+    page.browser.send("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(folder)})
+    page.click(link)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        done = [f for f in folder.iterdir() if not f.name.endswith(".crdownload")]
+        if done:
+            return done[0]
+        time.sleep(0.1)
+    raise AssertionError(f"no file downloaded into {folder}")
+
+
+def test_the_csv_downloads_hold_the_tables_rows(browser_page, tmp_path):
+    import csv
+
+    page, output, _ = browser_page
+    data = page_data(output.read_text())
+    page.evaluate("(() => { const f = document.getElementById('query-filter'); f.value = ''; "
+                  "f.dispatchEvent(new Event('input')); })()")
+    shown = table_cells(page, "query-table")
+    saved = download(page, "document.getElementById('queries-csv')", tmp_path / "queries")
+    assert saved.name == "per-query.csv"
+    rows = list(csv.reader(saved.open(newline="", encoding="utf-8")))
+    assert rows[0] == page.evaluate("[...document.querySelectorAll('#query-table th')].map(t => t.textContent)")
+    assert [r[0] for r in rows[1:]] == [r[0] for r in shown]
+    assert [r[1] for r in rows[1:]] == [q[5] for q in sorted(data["queries"], key=lambda q: [r[0] for r in shown].index(q[0]))]
+    assert [[float(v) for v in r[2:]] for r in rows[1:]] == [[float(v) for v in r[2:]] for r in shown]
+
+    saved = download(page, "document.getElementById('nonrelevantTrue-csv')", tmp_path / "disagreements")
+    rows = list(csv.reader(saved.open(newline="", encoding="utf-8")))
+    listed = data["disagreements"]["nonrelevantTrue"]["shown"]
+    assert rows[0][:3] == ["query", "docid", "new rank"] and len(rows) == len(listed) + 1
+    for row, (qid, i) in zip(rows[1:], listed):
+        doc = data["docs"][qid][i]
+        assert row[:3] == [qid, doc[0], str(doc[1])] and row[6] == "true"
+        assert row[10] == data["reasoning"][doc[9]]            # multi-line reasoning, quoted, comes back whole
+    assert page.problems == []
+
+
+def test_a_document_is_found_by_its_id_or_its_passage(browser_page):
+    page, output, _ = browser_page
+    data = page_data(output.read_text())
+
+    def search(text):
+        page.evaluate(f"(() => {{ const f = document.getElementById('doc-search'); f.value = {json.dumps(text)}; "
+                      "f.dispatchEvent(new Event('input')); })()")
+        return table_cells(page, "doc-results")
+
+    qid, row = next((q, r) for q, rows in data["docs"].items() for r in rows if r[10] >= 0)
+    found = search(row[0])
+    assert [(r[0], r[4]) for r in found] == [(qid, row[0])]
+    assert page.evaluate("document.getElementById('doc-count').textContent") == "1 found"
+    passage = data["passages"][row[10]]
+    words = " ".join(passage.split()[2:6])                    # words of its text, past the title
+    found = search(words)
+    assert (qid, row[0]) in [(r[0], r[4]) for r in found]
+    assert all(words in data["passages"][d[10]] for q, rows in data["docs"].items() for d in rows
+               if (q, d[0]) in {(r[0], r[4]) for r in found})
+    assert search("") == []
 
 
 def test_disagreements_are_listed_and_lead_to_their_query(browser_page):
