@@ -4,6 +4,8 @@
     python bench/report_size.py                                   # 200 queries x 100 docs, ~1,500-char reasoning
     python bench/report_size.py --queries 1000 --docs 100 --keep /tmp/report100k
     python bench/report_size.py --texts                           # with query and passage texts
+    python bench/report_size.py --runs 2 --texts                  # two reranks of one baseline, side by side
+    python bench/report_size.py --runs 2 --texts --queries 1000   # 100k pairs per run
 
 `generate` writes a first-stage run, a reranked run, its traces (rank1_cli.io.traces' own writer, so
 the format is real) and qrels; the tests use it too. Deterministic for a seed. Printed: the time to
@@ -131,6 +133,8 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--docs", type=int, default=100, help="documents per query, all reranked")
     parser.add_argument("--reasoning-chars", type=int, default=1500)
+    parser.add_argument("--runs", type=int, default=1, help="reranks of the one baseline in the report (each its own "
+                        "traces, drawn with another seed)")
     parser.add_argument("--texts", action="store_true",
                         help="give the report the queries and corpus (--queries, --corpus): passages beside the reasoning")
     parser.add_argument("--keep", type=Path, help="write the inputs and report.html here (default: a temporary folder)")
@@ -143,18 +147,22 @@ def main() -> None:
         folder = args.keep or Path(scratch)
         started = time.perf_counter()
         files = generate(folder, queries=args.queries, docs=args.docs, reasoning_chars=args.reasoning_chars)
+        more = [generate(folder / f"run{k + 2}", queries=args.queries, docs=args.docs,
+                         reasoning_chars=args.reasoning_chars, seed=SEED + k + 1) for k in range(args.runs - 1)]
         generated = time.perf_counter() - started
         output = folder / "report.html"
         started = time.perf_counter()
         source = CollectionSource(corpus=str(files.corpus), queries=str(files.queries)) if args.texts else None
         write_report(str(files.run), str(files.baseline), str(files.qrels), str(files.traces), str(output),
-                     source=source)
+                     source=source, others=[(str(f.run), str(f.traces)) for f in more])
         built = time.perf_counter() - started
         import vl_convert
 
         size, scripts = output.stat().st_size, len(vl_convert.javascript_bundle().encode())
-        print(f"{args.queries} queries x {args.docs} documents = {args.queries * args.docs:,} pairs, "
-              f"~{args.reasoning_chars:,}-character reasoning; traces {files.traces.stat().st_size / 1e6:.1f} MB")
+        print(f"{args.queries} queries x {args.docs} documents = {args.queries * args.docs:,} pairs per run, "
+              f"{args.runs} run{'s' if args.runs > 1 else ''}, ~{args.reasoning_chars:,}-character reasoning; traces "
+              f"{sum(f.traces.stat().st_size for f in (files, *more)) / 1e6:.1f} MB in all"
+              + ("; with query and passage texts" if args.texts else ""))
         print(f"inputs generated in {generated:.1f} s; report written in {built:.1f} s")
         print(f"report.html: {size / 1e6:.2f} MB ({scripts / 1e6:.2f} MB of it the vega/vega-lite/vega-embed bundle)")
 

@@ -611,11 +611,11 @@ def fuse(
 
 @app.command()
 def report(
-    run: Annotated[str, typer.Argument(help="The reranked run (`rank1 rerank`'s output; .gz ok).")],
+    runs: Annotated[list[str], typer.Argument(metavar="RUN", help="The reranked runs (`rank1 rerank`'s outputs of the same baseline; .gz ok): the first leads the per-query views, the others are shown beside it in every view.")],
     baseline: Annotated[str, typer.Option(help="The first-stage run that was reranked: the measures are compared with it, and its ranks are the 'first stage' column.")],
     qrels: Annotated[str, typer.Option(help="TREC qrels file or an ir_datasets id.")],
     output: Annotated[str, typer.Option("--output", "-o", help="The HTML report ('-' for stdout): one file, scripts and data inline, opens offline.")],
-    traces: Annotated[Optional[str], typer.Option(help="The traces `rank1 rerank` wrote with RUN. Default: RUN with .traces.jsonl, as rerank names them.")] = None,
+    traces: Annotated[Optional[list[str]], typer.Option(help="The traces `rank1 rerank` wrote with each RUN, repeatable, one per RUN in their order. Default: each RUN with .traces.jsonl, as rerank names them.")] = None,
     measure: Annotated[Optional[list[str]], typer.Option("--measure", "-m", help="Measure, repeatable, as in `rank1 eval` (means over queries only); the first orders the per-query view. Default: nDCG@10, AP, P@10.")] = None,
     test: Annotated[SignificanceTest, typer.Option(help=f"Paired two-sided significance test against the baseline, as in `rank1 compare`. {_choices(TESTS)}.")] = SignificanceTest.t,
     correction: Annotated[Correction, typer.Option(help=f"Multiple-testing correction over the measures. {_choices(CORRECTIONS)}.")] = Correction.holm,
@@ -632,10 +632,12 @@ def report(
     queries: QueriesOpt = None,
     passage_chars: Annotated[int, typer.Option(help="With --dataset or --corpus/--queries: cut each passage shown beside an embedded reasoning, and each query text, to N characters.")] = 2000,
 ) -> None:
-    """Write an HTML report for the error analysis of a rerank: the measures with significance
-    against the baseline; completion states, truncated passages and reasoning lengths; per-query
-    differences, and each query's documents (first-stage rank, new rank, grade, score, verdict,
-    reasoning); the documents where rank1's verdict contradicts the qrels; calibration.
+    """Write an HTML report for the error analysis of one or more reranks of a baseline: the
+    measures with significance against the baseline; completion states, truncated passages and
+    reasoning lengths; per-query differences, and each query's documents (first-stage rank, new
+    rank, grade, score, verdict, reasoning; each run's side by side), with the query and passage
+    texts given the collection; the documents where rank1's verdict contradicts the qrels, and
+    where the runs disagree; calibration (reliability, ECE, Brier score); CSV downloads.
 
     The reasoning embedded is bounded by --top, --max-disagreements and --reasoning-chars, so the
     file stays small on large runs (every reranked document's numbers are embedded)."""
@@ -645,19 +647,22 @@ def report(
     from .workflows.report import DEFAULT_MEASURES, ReportLimits, write_report
 
     _warnings_to_stderr_when_they_come()
-    traces = traces or default_traces(run)
-    if traces is None:
+    if traces and len(traces) != len(runs):
+        raise InputError(f"give one --traces per run, in the order of the runs: {len(runs)} runs, {len(traces)} traces")
+    traces = traces or [default_traces(run) for run in runs]
+    if None in traces:
         raise InputError("the run is read from stdin: give its traces with --traces")
     limits = ReportLimits(top=top, max_disagreements=max_disagreements, reasoning_chars=reasoning_chars,
                           passage_chars=passage_chars)
     source = CollectionSource(dataset=dataset, corpus=corpus, queries=queries) if dataset or corpus or queries else None
-    check_stdin_once(run, baseline, qrels, traces, corpus, queries)
+    check_stdin_once(runs, baseline, qrels, traces, corpus, queries)
     check_writable(output)
-    check_outputs([("report", output)], [("run", run), ("baseline", baseline), ("qrels", qrels), ("traces", traces),
-                                         ("corpus", corpus), ("queries", queries)])
-    result = write_report(run, baseline, qrels, traces, output, measures=measure or DEFAULT_MEASURES,
+    check_outputs([("report", output)], [*(("run", run) for run in runs), ("baseline", baseline), ("qrels", qrels),
+                                         *(("traces", t) for t in traces), ("corpus", corpus), ("queries", queries)])
+    result = write_report(runs[0], baseline, qrels, traces[0], output, measures=measure or DEFAULT_MEASURES,
                           relevance_level=relevance_level, test=test.value, correction=correction.value, alpha=alpha,
-                          rounds=rounds, seed=seed, keep_excluded=keep_excluded, limits=limits, source=source)
+                          rounds=rounds, seed=seed, keep_excluded=keep_excluded, limits=limits, source=source,
+                          others=list(zip(runs[1:], traces[1:])))
     if output != "-":
         print(f"wrote {output} ({Path(output).stat().st_size / 1e6:.1f} MB): {len(result.queries):,} queries, "
               f"{len(result.documents):,} reranked pairs", file=sys.stderr)

@@ -448,6 +448,47 @@ def test_a_document_is_found_by_its_id_or_its_passage(browser_page):
     assert search("") == []
 
 
+def test_a_three_run_report_renders_with_each_run_beside_the_first(tmp_path):
+    first, others = three_runs(tmp_path)
+    output = tmp_path / "report.html"
+    args = [first.run, *(f.run for f in others), "--baseline", first.baseline, "--qrels", first.qrels, "-o", output,
+            "--queries", first.queries, "--corpus", first.corpus]
+    proc = rank1("report", *args, "--traces", first.traces)
+    assert proc.returncode == 2 and "give one --traces per run" in proc.stderr
+    proc = rank1("report", *args)                            # each run's traces found beside it
+    assert proc.returncode == 0, proc.stderr
+    data = page_data(output.read_text())
+    with Chromium() as browser:
+        page = browser.open(output)
+        assert page.evaluate("document.body.dataset.ready") == "true" and page.problems == []
+        rows = page.evaluate("[...document.querySelectorAll('table.measures tr')].slice(1).map(r => r.children[0].textContent)")
+        assert [r for r in rows if r] == data["runs"]
+        headers = page.evaluate("[...document.querySelectorAll('#query-docs th')].map(t => t.textContent)")
+        assert headers[-4:] == [f"rank, score, verdict ({data['runs'][1]})", f"reasoning ({data['runs'][1]})",
+                                f"rank, score, verdict ({data['runs'][2]})", f"reasoning ({data['runs'][2]})"]
+        qid = page.evaluate("document.getElementById('query').value")
+        cells = table_cells(page, "query-docs")
+        for row, doc in zip(cells, data["docs"][qid]):
+            for k in (0, 1):
+                rank, score, verdict, completion = data["otherDocs"][k][qid][doc[0]][:4]
+                assert row[10 + 2 * k] == f"#{rank} · {score:.4f} · {verdict or completion}"
+        page.click("[...document.querySelectorAll('#query-docs td:nth-child(12) details summary')][0]")
+        page.wait_for("document.querySelector('#query-docs td:nth-child(12) details').open")
+        assert page.evaluate("document.querySelector('#query-docs td:nth-child(12) pre.reasoning').checkVisibility()")
+        assert page.evaluate("document.getElementById('splits-section').hidden") is False
+        listed = table_cells(page, "splits")
+        assert len(listed) == len(data["splits"]["shown"]) > 0
+        for row in listed:
+            verdicts = {row[7]} | {cell.split(" · ")[2] for cell in (row[11], row[13]) if " · " in cell}
+            assert len(verdicts & {"true", "false"}) == 2          # the runs do not agree
+        bars = page.evaluate("document.querySelectorAll('#chart-deltas .mark-rect path').length")
+        assert bars == 3 * sum(1 for q in data["queries"] if q[1] is not None)
+        headers = page.evaluate("[...document.querySelectorAll('#query-table th')].map(t => t.textContent)")
+        assert headers[2:6] == ["nDCG@10 baseline", *(f"nDCG@10 {run}" for run in data["runs"])]
+        (tmp_path / "three-runs.png").write_bytes(page.screenshot())
+        assert page.problems == []
+
+
 def test_disagreements_are_listed_and_lead_to_their_query(browser_page):
     page, output, _ = browser_page
     data = page_data(output.read_text())
@@ -537,6 +578,48 @@ def test_the_measures_table_gives_the_effect_size(tmp_path):
     [row] = report.comparison.rows
     page = render_html(report, bundle="")
     assert f"<td>{row.effect_size:+.3f}</td></tr>" in page and "Cohen&#x27;s d_z" in page
+
+
+def three_runs(folder):
+    """Three reranks of one baseline (the generator's baseline does not depend on the seed), the
+    qrels and texts of the first."""
+    first = generate(folder, queries=8, docs=12, reasoning_chars=80)
+    others = [generate(folder / f"run{k}", queries=8, docs=12, reasoning_chars=80, seed=k) for k in (2, 3)]
+    assert all(f.baseline.read_text() == first.baseline.read_text() for f in others)
+    return first, others
+
+
+def test_several_runs_are_compared_together_and_side_by_side(tmp_path):
+    first, others = three_runs(tmp_path)
+    qrels = load_qrels(str(first.qrels))
+    report = build_report(read_run(first.run), read_run(first.baseline), qrels, read_traces(first.traces),
+                          measures=["nDCG@10", "AP"], names=Names(str(first.run), str(first.baseline)),
+                          others=[(read_run(f.run), read_traces(f.traces), Names(str(f.run), str(first.baseline),
+                                                                                  traces=str(f.traces)))
+                                  for f in others])
+    expected = compare_runs(first.baseline, [first.run, *(f.run for f in others)], qrels, ["nDCG@10", "AP"])
+    assert report.comparison == expected                   # Holm over 3 runs x 2 measures, as rank1 compare
+    assert "Holm-corrected over 6 comparisons" in render_html(report, bundle="")
+    # each run's own ranks, scores and verdicts beside the first run's documents
+    data = page_data(render_html(report, bundle=""))
+    assert data["runs"] == [str(first.run), *(str(f.run) for f in others)]
+    second = {(t.qid, t.docid): t for t in read_traces(others[0].traces)}
+    ranked = {q: {e.docid: i + 1 for i, e in enumerate(entries)} for q, entries in read_run(others[0].run).items()}
+    for qid, rows in data["otherDocs"][0].items():
+        for docid, (rank, score, verdict, completion, truncated, reasoning) in rows.items():
+            assert (rank, verdict) == (ranked[qid][docid], second[(qid, docid)].verdict)
+            assert score == pytest.approx(second[(qid, docid)].score, abs=1e-4)
+            if reasoning >= 0:
+                assert data["reasoning"][reasoning] == second[(qid, docid)].reasoning[:4000]
+    # the verdict splits: the first run's documents another run judges otherwise
+    splits = report.verdict_splits()
+    by_hand = [(q.qid, d.docid) for q in report.queries for d in q.documents
+               if len({x.verdict for x in (d, *(o.documents.get((q.qid, d.docid)) for o in report.others))
+                       if x is not None and x.verdict is not None}) > 1]
+    assert sorted((q, d.docid) for q, d in splits) == sorted(by_hand) and splits
+    assert data["splits"]["total"] == len(splits)
+    calibrations = [report.calibration, *(o.calibration for o in report.others)]
+    assert all(c is not None for c in calibrations) and len({c.brier for c in calibrations}) == 3
 
 
 def test_reasoning_length_groups_never_split_one_length(tmp_path):
