@@ -127,21 +127,23 @@ class Texts:
     queries: dict[str, str]         # qid -> the query as the model saw it
     topics: dict[str, str]          # qid -> the query text alone: its words are highlighted in passages
     passages: dict[str, str]        # docid -> passage
+    seen: dict[tuple[str, str], str] = field(default_factory=dict)  # truncated pair -> the part the model saw
 
 
 # How a passage compares with what the model saw (Document.prompt_sha256 is the prompt's hash).
-SEEN, TRUNCATED, DIFFERS, ABSENT = "seen", "truncated", "differs", "absent"
+SEEN, CUT, TRUNCATED, DIFFERS, ABSENT = "seen", "cut", "truncated", "differs", "absent"
 
 
-def passage_state(query: str | None, passage: str | None, doc: Document) -> str:
+def passage_state(query: str | None, passage: str | None, doc: Document, seen: str | None = None) -> str:
     """SEEN: the prompt built from this query and passage is the one the model was given (its hash
-    is the trace's); TRUNCATED: the passage was cut by tokens to fit the prompt, so the model saw a
-    beginning of it; DIFFERS: the prompt's hash is not the trace's (the collection or the query
-    rewrite is not the one reranked); ABSENT: no passage in the collection."""
+    is the trace's); CUT: the passage was cut by tokens to fit the prompt and `seen`, the part the
+    model saw, is known (the prompt rebuilt with the model's tokenizer has the trace's hash);
+    TRUNCATED: cut, where unknown; DIFFERS: the prompt's hash is not the trace's (the collection or
+    the query rewrite is not the one reranked); ABSENT: no passage in the collection."""
     if passage is None:
         return ABSENT
     if doc.truncated:
-        return TRUNCATED
+        return CUT if seen is not None else TRUNCATED
     if query is not None and prompts.prompt_sha256(prompts.build_prompt(query, passage)) == doc.prompt_sha256:
         return SEEN
     return DIFFERS
@@ -390,11 +392,54 @@ def read_texts(report: Report, source: CollectionSource) -> Texts:
     template = _template(report.settings)
     found = source.load_queries()
     wanted = [q.qid for q in report.queries if q.qid in found]
-    documents = source.load_documents({doc.docid for _, doc in embedded(report)[0]})
-    return Texts(source=source.describe(),
-                 queries={qid: prompts.rank1_query(found[qid].text, found[qid].instruction, template) for qid in wanted},
-                 topics={qid: found[qid].text for qid in wanted},
-                 passages={docid: prompts.passage_text(doc.title, doc.text) for docid, doc in documents.items()})
+    pairs = embedded(report)[0]
+    documents = source.load_documents({doc.docid for _, doc in pairs})
+    queries = {qid: prompts.rank1_query(found[qid].text, found[qid].instruction, template) for qid in wanted}
+    passages = {docid: prompts.passage_text(doc.title, doc.text) for docid, doc in documents.items()}
+    truncated = [(qid, doc) for qid, doc in pairs if doc.truncated and qid in queries and doc.docid in passages]
+    return Texts(source=source.describe(), queries=queries, topics={qid: found[qid].text for qid in wanted},
+                 passages=passages, seen=_seen_parts(report, truncated, queries, passages))
+
+
+def _local_tokenizer(spec: str):
+    """The tokenizer of the model the traces name, from a local folder or the local Hugging Face
+    cache only (a report never downloads); None when neither has it."""
+    from ..reasoning.models import resolve_model
+
+    try:
+        model = resolve_model(spec)
+    except (InputError, OptionError):
+        return None
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(model.path, local_files_only=True)
+    except (OSError, ValueError):
+        return None
+
+
+def _seen_parts(report: Report, truncated: Sequence[tuple[str, Document]], queries: dict[str, str],
+                passages: dict[str, str]) -> dict[tuple[str, str], str]:
+    """The part of each truncated passage the model saw: the prompt fitted again as rerank fits it
+    (`fitting.fit_prompts`, the model's tokenizer, the traces' max_model_len and
+    max_reasoning_tokens), kept only when its hash is the trace's."""
+    from ..reasoning.fitting import Budget, fit_prompts
+
+    lengths = (report.settings.get("max_model_len"), report.settings.get("max_reasoning_tokens"))
+    if not truncated or not all(isinstance(n, int) for n in lengths):
+        return {}
+    tokenizer = _local_tokenizer(report.model)
+    if tokenizer is None:
+        return {}
+    budget = Budget(*lengths).prompt_tokens
+    fitted = fit_prompts(tokenizer, [queries[qid] for qid, _ in truncated],
+                         [passages[doc.docid] for _, doc in truncated], budget)
+    seen = {}
+    for (qid, doc), fit in zip(truncated, fitted):
+        if fit.truncated and prompts.prompt_sha256(fit.prompt) == doc.prompt_sha256:
+            head = prompts.PROMPT_HEAD + queries[qid] + prompts.PASSAGE_LABEL
+            seen[(qid, doc.docid)] = fit.prompt[len(head):len(fit.prompt) - len(prompts.THINK_OPEN)]
+    return seen
 
 
 # ---------------------------------------------------------------------------------------------
@@ -635,8 +680,13 @@ def _page_data(report: Report) -> dict:
         where, state = -1, ""
         if texts is not None:
             passage = texts.passages.get(doc.docid)
-            state = passage_state(texts.queries.get(qid), passage, doc)
-            if passage is not None:
+            seen = texts.seen.get((qid, doc.docid))
+            state = passage_state(texts.queries.get(qid), passage, doc, seen)
+            if seen is not None:
+                passages.append(_cut(seen, limits.passage_chars) + f"\n[the model's passage ends here: cut by tokens to "
+                                f"fit the prompt; {len(passage) - len(seen):,} more characters in the collection]")
+                where = len(passages) - 1
+            elif passage is not None:
                 if doc.docid not in passage_index:
                     passage_index[doc.docid] = len(passages)
                     passages.append(_cut(passage, limits.passage_chars))
@@ -792,12 +842,15 @@ def _texts_note(report: Report) -> str:
         return ("No query or passage texts: give the collection the rerank read (--dataset, or --queries and "
                 "--corpus) to see them beside the reasoning.")
     pairs = embedded(report)[0]
-    states = Counter(passage_state(texts.queries.get(qid), texts.passages.get(doc.docid), doc) for qid, doc in pairs)
+    states = Counter(passage_state(texts.queries.get(qid), texts.passages.get(doc.docid), doc,
+                                   texts.seen.get((qid, doc.docid))) for qid, doc in pairs)
     return (f"Query and passage texts from {texts.source}, beside the {len(pairs):,} embedded reasonings, each cut to "
             f"{report.limits.passage_chars:,} characters; the query's words are highlighted in the passage. "
             f"Passages as the model saw them: {states[SEEN]:,} checked (the prompt built from the query and passage "
-            f"has the hash in the trace); {states[TRUNCATED]:,} truncated (cut by tokens to fit the prompt: the model "
-            f"saw a beginning of the passage, the cut is not recorded); {states[DIFFERS]:,} differ from the prompt "
+            f"has the hash in the trace); {states[CUT]:,} truncated and shown up to the cut (the prompt fitted again "
+            f"with the model's tokenizer, found locally, has the hash in the trace); {states[TRUNCATED]:,} truncated "
+            "where the cut cannot be found (the model saw a beginning of the passage; its tokenizer is not on this "
+            f"machine, or the refitted prompt differs); {states[DIFFERS]:,} differ from the prompt "
             f"reranked (another collection, query rewrite or --instructions); {states[ABSENT]:,} not in the collection.")
 
 

@@ -12,7 +12,7 @@ import time
 
 import pytest
 from browser import Chromium
-from conftest import RANK1, REPO
+from conftest import RANK1, REPO, TINY_MODEL
 
 from rank1_cli.errors import InputError
 from rank1_cli.evaluation.compare import compare_runs
@@ -569,6 +569,41 @@ def test_passages_are_those_the_model_saw_or_marked(tmp_path):
     assert [q[4] for q in data["queries"]] == [queries[q[0]] for q in data["queries"]]
     page = render_html(report, bundle="")
     assert "cut to 100 characters" in page and "1 differ" in page and "1 not in the collection" in page
+
+
+def test_a_truncated_passage_is_shown_up_to_where_the_model_saw_it(tmp_path, tiny_tokenizer):
+    """Traces made as rerank makes them (fit_prompts with the model's tokenizer): the truncated
+    passage is shown cut where the model's was, found again with the tokenizer of the model the
+    traces name (sample_data/tiny-rank1, a local folder)."""
+    from rank1_cli.io.collection import CollectionSource
+    from rank1_cli.reasoning import prompts
+    from rank1_cli.reasoning.fitting import Budget, fit_prompts
+    from rank1_cli.workflows.report import read_texts
+
+    run, baseline, traces = small_inputs(tmp_path)
+    budget = Budget(max_model_len=900, max_reasoning_tokens=600)
+    long = " ".join(f"word{i}" for i in range(2000))
+    passages = {t.docid: long if t.docid == "d3" else f"a short passage about {t.docid}" for t in traces}
+    for t in traces:
+        fit = fit_prompts(tiny_tokenizer, [f"query {t.qid}"], [passages[t.docid]], budget.prompt_tokens)[0]
+        t.model, t.truncated, t.prompt_sha256 = str(TINY_MODEL), fit.truncated, prompts.prompt_sha256(fit.prompt)
+        t.settings = {"max_model_len": 900, "max_reasoning_tokens": 600}
+        if t.docid == "d3":
+            cut = fit.prompt
+    (tmp_path / "queries.tsv").write_text("q1\tquery q1\nq2\tquery q2\n")
+    (tmp_path / "corpus.jsonl").write_text("".join(json.dumps({"doc_id": d, "text": p}) + "\n" for d, p in passages.items()))
+    report = build_report(run, baseline, QRELS, traces, measures=["nDCG@10"])
+    report.texts = read_texts(report, CollectionSource(corpus=str(tmp_path / "corpus.jsonl"),
+                                                       queries=str(tmp_path / "queries.tsv")))
+    seen = report.texts.seen[("q1", "d3")]
+    assert cut == prompts.build_prompt("query q1", seen) and 0 < len(seen) < len(long) and long.startswith(seen)
+    data = page_data(render_html(report, bundle=""))
+    row = next(r for r in data["docs"]["q1"] if r[0] == "d3")
+    assert row[11] == "cut"
+    assert data["passages"][row[10]] == seen + f"\n[the model's passage ends here: cut by tokens to fit the prompt; " \
+        f"{len(long) - len(seen):,} more characters in the collection]"
+    assert {r[11] for rows in data["docs"].values() for r in rows if r[0] != "d3"} == {"seen"}
+    assert "1 truncated and shown up to the cut" in render_html(report, bundle="")
 
 
 def test_the_measures_table_gives_the_effect_size(tmp_path):
