@@ -12,7 +12,7 @@ import time
 
 import pytest
 from browser import Chromium
-from conftest import RANK1, REPO, TINY_MODEL
+from conftest import RANK1, REPO, SAMPLE, TINY_MODEL
 
 from rank1_cli.errors import InputError
 from rank1_cli.evaluation.compare import compare_runs
@@ -569,6 +569,38 @@ def test_passages_are_those_the_model_saw_or_marked(tmp_path):
     assert [q[4] for q in data["queries"]] == [queries[q[0]] for q in data["queries"]]
     page = render_html(report, bundle="")
     assert "cut to 100 characters" in page and "1 differ" in page and "1 not in the collection" in page
+
+
+def test_texts_come_from_an_ir_datasets_id_or_local_files_alike(tmp_path, sample_dataset):
+    """--dataset and --queries/--corpus read the collection with rerank's readers: the same texts,
+    and every passage checks against the prompt hashes of traces made from sample_data."""
+    from rank1_cli.io.collection import CollectionSource, read_corpus_docs, read_queries_file
+    from rank1_cli.reasoning import prompts
+    from rank1_cli.workflows.report import read_texts
+
+    first_stage = read_run(SAMPLE / "run.bm25.trec")
+    baseline = {qid: first_stage[qid][:3] for qid in ("q01", "q02")}
+    queries = read_queries_file(SAMPLE / "queries.tsv")
+    docs = read_corpus_docs(SAMPLE / "corpus.jsonl", {e.docid for entries in baseline.values() for e in entries})
+    traces = []
+    for qid, entries in baseline.items():
+        for rank, e in enumerate(entries, start=1):
+            prompt = prompts.build_prompt(queries[qid].text, prompts.passage_text(docs[e.docid].title, docs[e.docid].text))
+            t = trace(qid, e.docid, rank, 0.9 - 0.2 * rank, "true" if rank == 1 else "false")
+            t.prompt_sha256 = prompts.prompt_sha256(prompt)
+            traces.append(t)
+    run = {qid: [(e.docid, 3.0 - i) for i, e in enumerate(entries)] for qid, entries in baseline.items()}
+    base = {qid: [(e.docid, e.score) for e in entries] for qid, entries in baseline.items()}
+    report = build_report(read_run(trec_file(tmp_path / "run.trec", run)), read_run(trec_file(tmp_path / "b.trec", base)),
+                          load_qrels(str(SAMPLE / "qrels.txt")), traces, measures=["nDCG@10"])
+    from_dataset = read_texts(report, CollectionSource(dataset=sample_dataset))
+    from_files = read_texts(report, CollectionSource(corpus=str(SAMPLE / "corpus.jsonl"),
+                                                      queries=str(SAMPLE / "queries.tsv")))
+    assert from_dataset.queries == from_files.queries == {q.qid: queries[q.qid].text for q in report.queries}
+    assert from_dataset.passages == from_files.passages and len(from_files.passages) == 6
+    report.texts = from_dataset
+    states = {row[11] for rows in page_data(render_html(report, bundle=""))["docs"].values() for row in rows}
+    assert states == {"seen"}
 
 
 def test_a_truncated_passage_is_shown_up_to_where_the_model_saw_it(tmp_path, tiny_tokenizer):
