@@ -3,6 +3,9 @@
 
     python bench/report_size.py                                   # 200 queries x 100 docs, ~1,500-char reasoning
     python bench/report_size.py --queries 1000 --docs 100 --keep /tmp/report100k
+    python bench/report_size.py --texts                           # with query and passage texts
+    python bench/report_size.py --runs 2 --texts                  # two reranks of one baseline, side by side
+    python bench/report_size.py --runs 2 --texts --queries 1000   # 100k pairs per run
 
 `generate` writes a first-stage run, a reranked run, its traces (rank1_cli.io.traces' own writer, so
 the format is real) and qrels; the tests use it too. Deterministic for a seed. Printed: the time to
@@ -13,6 +16,7 @@ HTML's size, with the part that is the inline chart scripts.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import random
 import sys
@@ -26,6 +30,7 @@ sys.path.insert(0, str(REPO))
 
 from rank1_cli.io.traces import TRACE_FORMAT, Trace, write_traces  # noqa: E402
 from rank1_cli.io.trec import write_run  # noqa: E402
+from rank1_cli.reasoning.prompts import build_prompt, passage_text, prompt_sha256  # noqa: E402
 
 SEED = 20261124
 WORDS = ("the passage mentions query terms but the context differs so it is probably not what the user "
@@ -38,6 +43,8 @@ class Files:
     run: Path
     traces: Path
     qrels: Path
+    queries: Path   # TSV qid<TAB>text, as `rerank --queries` reads
+    corpus: Path    # JSONL {doc_id, title, text}, as `rerank --corpus` reads
 
 
 def _reasoning(rng: random.Random, chars: int) -> str:
@@ -51,17 +58,22 @@ def _reasoning(rng: random.Random, chars: int) -> str:
 
 
 def generate(folder: Path, *, queries: int = 200, docs: int = 100, reasoning_chars: int = 1500,
-             top_k: int | None = None, seed: int = SEED) -> Files:
-    """Write baseline.trec, run.trec, run.traces.jsonl and qrels.txt into `folder`.
+             top_k: int | None = None, seed: int = SEED, passage_chars: int = 600) -> Files:
+    """Write baseline.trec, run.trec, run.traces.jsonl, qrels.txt, queries.tsv and corpus.jsonl into `folder`.
 
     Each query has `docs` first-stage documents; the top `top_k` (default all) are "reranked": a
     relevant document tends to get a high P(true). About 3% of pairs are forced, 1% fallbacks,
-    2% truncated; grades are 0-2, about a third of the documents judged.
+    2% truncated; grades are 0-2, about a third of the documents judged. Each untruncated trace
+    has the hash of the prompt built from its query and passage, as a real rerank's.
     """
     rng = random.Random(seed)
+    texts = random.Random(seed + 1)  # its own stream: the runs and traces stay those of the seed
     top_k = docs if top_k is None else top_k
     folder.mkdir(parents=True, exist_ok=True)
-    files = Files(folder / "baseline.trec", folder / "run.trec", folder / "run.traces.jsonl", folder / "qrels.txt")
+    files = Files(folder / "baseline.trec", folder / "run.trec", folder / "run.traces.jsonl", folder / "qrels.txt",
+                  folder / "queries.tsv", folder / "corpus.jsonl")
+    query_lines: list[str] = []
+    corpus_lines: list[str] = []
     baseline: dict[str, list[tuple[str, float]]] = {}
     reranked: dict[str, list[tuple[str, float]]] = {}
     traces: list[Trace] = []
@@ -71,6 +83,14 @@ def generate(folder: Path, *, queries: int = 200, docs: int = 100, reasoning_cha
     for q in range(1, queries + 1):
         qid = f"q{q:04d}"
         ids = [f"d{q:04d}-{i:03d}" for i in range(docs)]
+        query = " ".join(texts.choice(WORDS) for _ in range(6))
+        query_lines.append(f"{qid}\t{query}\n")
+        passages = {}
+        for docid in ids:
+            title = f"Document {docid}"
+            text = _reasoning(texts, passage_chars).strip()
+            passages[docid] = passage_text(title, text)
+            corpus_lines.append(json.dumps({"doc_id": docid, "title": title, "text": text}) + "\n")
         baseline[qid] = [(docid, round(30.0 - 0.1 * i, 3)) for i, docid in enumerate(ids)]
         grades = {}
         for i, docid in enumerate(ids):
@@ -91,9 +111,10 @@ def generate(folder: Path, *, queries: int = 200, docs: int = 100, reasoning_cha
                 score, verdict = p_true, "true" if p_true >= 0.5 else "false"
             if completion != "stop":
                 tokens = settings["max_reasoning_tokens"]
+            truncated, random_hash = rng.random() < 0.02, f"{rng.getrandbits(256):064x}"
+            prompt_hash = random_hash if truncated else prompt_sha256(build_prompt(query, passages[docid]))
             traces.append(Trace(qid, docid, rank, score, verdict, _reasoning(rng, reasoning_chars), lt, lf, completion,
-                                tokens, rng.random() < 0.02, "synthetic", f"{rng.getrandbits(256):064x}", settings,
-                                "engine"))
+                                tokens, truncated, "synthetic", prompt_hash, settings, "engine"))
             scored.append((-score, rank, docid))
         scored.sort()
         order = [docid for _, _, docid in scored] + ids[top_k:]
@@ -102,6 +123,8 @@ def generate(folder: Path, *, queries: int = 200, docs: int = 100, reasoning_cha
     write_run(files.run, reranked, "rank1")
     write_traces(files.traces, traces)
     files.qrels.write_text("".join(qrels_lines), encoding="utf-8")
+    files.queries.write_text("".join(query_lines), encoding="utf-8")
+    files.corpus.write_text("".join(corpus_lines), encoding="utf-8")
     return files
 
 
@@ -110,25 +133,36 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--docs", type=int, default=100, help="documents per query, all reranked")
     parser.add_argument("--reasoning-chars", type=int, default=1500)
+    parser.add_argument("--runs", type=int, default=1, help="reranks of the one baseline in the report (each its own "
+                        "traces, drawn with another seed)")
+    parser.add_argument("--texts", action="store_true",
+                        help="give the report the queries and corpus (--queries, --corpus): passages beside the reasoning")
     parser.add_argument("--keep", type=Path, help="write the inputs and report.html here (default: a temporary folder)")
     args = parser.parse_args()
 
+    from rank1_cli.io.collection import CollectionSource
     from rank1_cli.workflows.report import write_report
 
     with tempfile.TemporaryDirectory(prefix="rank1-report-bench-") as scratch:
         folder = args.keep or Path(scratch)
         started = time.perf_counter()
         files = generate(folder, queries=args.queries, docs=args.docs, reasoning_chars=args.reasoning_chars)
+        more = [generate(folder / f"run{k + 2}", queries=args.queries, docs=args.docs,
+                         reasoning_chars=args.reasoning_chars, seed=SEED + k + 1) for k in range(args.runs - 1)]
         generated = time.perf_counter() - started
         output = folder / "report.html"
         started = time.perf_counter()
-        write_report(str(files.run), str(files.baseline), str(files.qrels), str(files.traces), str(output))
+        source = CollectionSource(corpus=str(files.corpus), queries=str(files.queries)) if args.texts else None
+        write_report(str(files.run), str(files.baseline), str(files.qrels), str(files.traces), str(output),
+                     source=source, others=[(str(f.run), str(f.traces)) for f in more])
         built = time.perf_counter() - started
         import vl_convert
 
         size, scripts = output.stat().st_size, len(vl_convert.javascript_bundle().encode())
-        print(f"{args.queries} queries x {args.docs} documents = {args.queries * args.docs:,} pairs, "
-              f"~{args.reasoning_chars:,}-character reasoning; traces {files.traces.stat().st_size / 1e6:.1f} MB")
+        print(f"{args.queries} queries x {args.docs} documents = {args.queries * args.docs:,} pairs per run, "
+              f"{args.runs} run{'s' if args.runs > 1 else ''}, ~{args.reasoning_chars:,}-character reasoning; traces "
+              f"{sum(f.traces.stat().st_size for f in (files, *more)) / 1e6:.1f} MB in all"
+              + ("; with query and passage texts" if args.texts else ""))
         print(f"inputs generated in {generated:.1f} s; report written in {built:.1f} s")
         print(f"report.html: {size / 1e6:.2f} MB ({scripts / 1e6:.2f} MB of it the vega/vega-lite/vega-embed bundle)")
 

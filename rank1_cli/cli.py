@@ -556,23 +556,26 @@ def compare(
     judged_only: Annotated[bool, typer.Option("--judged-only", "-J", help="Drop unjudged documents from the runs first (trec_eval -J).")] = False,
     keep_excluded: Annotated[bool, typer.Option("--keep-excluded", help=KEEP_EXCLUDED_HELP)] = False,
     output_format: Annotated[CompareFormat, typer.Option("--format", "-f", help=f"Output format. {_choices(COMPARE_FORMATS)}.")] = CompareFormat.table,
+    per_query: Annotated[bool, typer.Option("--per-query", help="tsv, json: each query's value per run and measure, and beside the p-values the effect size, Cohen's d_z = mean(run - baseline) / sd(run - baseline) (sd with ddof=1) over the per-query values.")] = False,
+    traces: Annotated[Optional[list[str]], typer.Option("--traces", help="The traces `rank1 rerank` wrote with each RUN, repeatable, one per RUN in their order: adds each run's calibration (ECE, Brier score, reliability bins: 10 equal-width bins of the score on [0, 1]) over its traced pairs the qrels judge, relevant at --relevance-level, to the json and table formats.")] = None,
 ) -> None:
     """Compare runs with a baseline: mean and difference per measure, a paired significance test
     corrected over all runs x measures, the confidence interval of the difference, and wins/ties/losses.
 
     Every query of the qrels counts, and a query missing from a run counts as 0 (trec_eval -c),
     so that the tests pair the same queries."""
-    from .evaluation.compare import compare_runs, write_comparison
+    from .evaluation.compare import check_output, compare_runs, write_comparison
     from .io.collection import load_qrels
     from .io.text import check_stdin_once
 
     _warnings_to_stderr_when_they_come()
-    check_stdin_once(baseline, runs, qrels)
+    check_stdin_once(baseline, runs, qrels, traces)
+    check_output(output_format.value, per_query=per_query, calibration=bool(traces))
     comparison = compare_runs(baseline, runs, load_qrels(qrels), measure or ["nDCG@10"], test=test.value,
                               correction=correction.value, alpha=alpha, rounds=rounds, seed=seed,
                               wilcoxon_method=wilcoxon_method.value, relevance_level=relevance_level,
-                              judged_only=judged_only, keep_excluded=keep_excluded)
-    write_comparison(comparison, output_format.value, sys.stdout)
+                              judged_only=judged_only, keep_excluded=keep_excluded, traces=traces)
+    write_comparison(comparison, output_format.value, sys.stdout, per_query=per_query)
 
 
 @app.command()
@@ -608,45 +611,58 @@ def fuse(
 
 @app.command()
 def report(
-    run: Annotated[str, typer.Argument(help="The reranked run (`rank1 rerank`'s output; .gz ok).")],
+    runs: Annotated[list[str], typer.Argument(metavar="RUN", help="The reranked runs (`rank1 rerank`'s outputs of the same baseline; .gz ok): the first leads the per-query views, the others are shown beside it in every view.")],
     baseline: Annotated[str, typer.Option(help="The first-stage run that was reranked: the measures are compared with it, and its ranks are the 'first stage' column.")],
     qrels: Annotated[str, typer.Option(help="TREC qrels file or an ir_datasets id.")],
     output: Annotated[str, typer.Option("--output", "-o", help="The HTML report ('-' for stdout): one file, scripts and data inline, opens offline.")],
-    traces: Annotated[Optional[str], typer.Option(help="The traces `rank1 rerank` wrote with RUN. Default: RUN with .traces.jsonl, as rerank names them.")] = None,
+    traces: Annotated[Optional[list[str]], typer.Option(help="The traces `rank1 rerank` wrote with each RUN, repeatable, one per RUN in their order. Default: each RUN with .traces.jsonl, as rerank names them.")] = None,
     measure: Annotated[Optional[list[str]], typer.Option("--measure", "-m", help="Measure, repeatable, as in `rank1 eval` (means over queries only); the first orders the per-query view. Default: nDCG@10, AP, P@10.")] = None,
     test: Annotated[SignificanceTest, typer.Option(help=f"Paired two-sided significance test against the baseline, as in `rank1 compare`. {_choices(TESTS)}.")] = SignificanceTest.t,
-    correction: Annotated[Correction, typer.Option(help=f"Multiple-testing correction over the measures. {_choices(CORRECTIONS)}.")] = Correction.holm,
+    correction: Annotated[Correction, typer.Option(help=f"Multiple-testing correction over all runs x measures. {_choices(CORRECTIONS)}.")] = Correction.holm,
     alpha: Annotated[float, typer.Option(help="Significance level: a difference is marked '*' when its corrected p-value is below it; the confidence intervals are at 1 - alpha.")] = DEFAULT_ALPHA,
     rounds: Annotated[int, typer.Option(help="--test permutation: random sign-flip rounds (exact when 2^queries is at most this).")] = DEFAULT_ROUNDS,
     seed: Annotated[int, typer.Option(help="--test permutation: random seed, so a rerun gives the same p-values.")] = DEFAULT_SEED,
     relevance_level: Annotated[int, typer.Option("--relevance-level", "-l", help="Least grade counted relevant, by the binary measures and in agreement with the verdicts (trec_eval -l).")] = 1,
     keep_excluded: Annotated[bool, typer.Option("--keep-excluded", help=KEEP_EXCLUDED_HELP)] = False,
-    top: Annotated[int, typer.Option(help="Embed the reasoning of each query's top N documents of the new ranking.")] = 10,
-    max_disagreements: Annotated[int, typer.Option(help="Embed the reasoning of at most N documents whose verdict contradicts the qrels (the most confident first, relevant-judged-false and non-relevant-judged-true in turn).")] = 500,
+    top: Annotated[int, typer.Option(help="Embed the reasoning (each run's) of each query's top N documents of the first run's new ranking.")] = 10,
+    max_disagreements: Annotated[int, typer.Option(help="Embed the reasoning of at most N documents whose verdict contradicts the qrels (the most confident first, relevant-judged-false and non-relevant-judged-true in turn), and with several runs of at most N documents they judge otherwise (the widest spread of scores first).")] = 500,
     reasoning_chars: Annotated[int, typer.Option(help="Cut each embedded reasoning text to N characters.")] = 4000,
+    dataset: DatasetOpt = None,
+    corpus: CorpusOpt = None,
+    queries: QueriesOpt = None,
+    passage_chars: Annotated[int, typer.Option(help="With --dataset or --corpus/--queries: cut each passage shown beside an embedded reasoning, and each query text, to N characters.")] = 2000,
 ) -> None:
-    """Write an HTML report for the error analysis of a rerank: the measures with significance
-    against the baseline; completion states, truncated passages and reasoning lengths; per-query
-    differences, and each query's documents (first-stage rank, new rank, grade, score, verdict,
-    reasoning); the documents where rank1's verdict contradicts the qrels; calibration.
+    """Write an HTML report for the error analysis of one or more reranks of a baseline: the
+    measures with significance against the baseline; completion states, truncated passages and
+    reasoning lengths; per-query differences, and each query's documents (first-stage rank, new
+    rank, grade, score, verdict, reasoning; each run's side by side), with the query and passage
+    texts given the collection; the documents where rank1's verdict contradicts the qrels, and
+    where the runs disagree; calibration (reliability, ECE, Brier score); CSV downloads.
 
     The reasoning embedded is bounded by --top, --max-disagreements and --reasoning-chars, so the
     file stays small on large runs (every reranked document's numbers are embedded)."""
+    from .io.collection import CollectionSource
     from .io.outputs import check_outputs, default_traces
     from .io.text import check_stdin_once, check_writable
     from .workflows.report import DEFAULT_MEASURES, ReportLimits, write_report
 
     _warnings_to_stderr_when_they_come()
-    traces = traces or default_traces(run)
-    if traces is None:
+    if traces and len(traces) != len(runs):
+        raise InputError(f"give one --traces per run, in the order of the runs: {len(runs)} runs, {len(traces)} traces")
+    traces = traces or [default_traces(run) for run in runs]
+    if None in traces:
         raise InputError("the run is read from stdin: give its traces with --traces")
-    limits = ReportLimits(top=top, max_disagreements=max_disagreements, reasoning_chars=reasoning_chars)
-    check_stdin_once(run, baseline, qrels, traces)
+    limits = ReportLimits(top=top, max_disagreements=max_disagreements, reasoning_chars=reasoning_chars,
+                          passage_chars=passage_chars)
+    source = CollectionSource(dataset=dataset, corpus=corpus, queries=queries) if dataset or corpus or queries else None
+    check_stdin_once(runs, baseline, qrels, traces, corpus, queries)
     check_writable(output)
-    check_outputs([("report", output)], [("run", run), ("baseline", baseline), ("qrels", qrels), ("traces", traces)])
-    result = write_report(run, baseline, qrels, traces, output, measures=measure or DEFAULT_MEASURES,
+    check_outputs([("report", output)], [*(("run", run) for run in runs), ("baseline", baseline), ("qrels", qrels),
+                                         *(("traces", t) for t in traces), ("corpus", corpus), ("queries", queries)])
+    result = write_report(runs[0], baseline, qrels, traces[0], output, measures=measure or DEFAULT_MEASURES,
                           relevance_level=relevance_level, test=test.value, correction=correction.value, alpha=alpha,
-                          rounds=rounds, seed=seed, keep_excluded=keep_excluded, limits=limits)
+                          rounds=rounds, seed=seed, keep_excluded=keep_excluded, limits=limits, source=source,
+                          others=list(zip(runs[1:], traces[1:])))
     if output != "-":
         print(f"wrote {output} ({Path(output).stat().st_size / 1e6:.1f} MB): {len(result.queries):,} queries, "
               f"{len(result.documents):,} reranked pairs", file=sys.stderr)

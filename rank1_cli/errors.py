@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 _OPTION = re.compile(r"\{(\w+)(?::([^}]*))?\}")
-_FLAGS = {"base_urls": "base-url"}          # Python names whose command-line flag differs
+_FLAGS = {"base_urls": "base-url", "output_format": "format"}          # Python names whose command-line flag differs
 
 
 class InputError(Exception):

@@ -2,8 +2,9 @@
 
 `measures` declares every measure once (names, parameters, how it is computed); `trec_eval`
 evaluates runs with trec_eval 10.0's semantics; `significance` holds the paired tests and
-corrections as plain functions of two arrays; `compare` tests runs against a baseline; `fusion`
-fuses runs. The public calls are re-exported here:
+corrections as plain functions of two arrays, and the effect size; `calibration` the reliability
+bins, ECE and Brier score of scores read as probabilities; `compare` tests runs against a
+baseline; `fusion` fuses runs. The public calls are re-exported here:
 
     from rank1_cli.evaluation import compare_runs, evaluate_run, fuse, significance
 

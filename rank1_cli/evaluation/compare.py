@@ -16,20 +16,23 @@ import json
 import logging
 import os
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from typing import IO
 
 from ..errors import InputError, OptionError
+from .calibration import DEFAULT_BINS, Reliability, reliability
 from .measures import Measure, parse_measures
 from .significance import (
     CORRECTIONS,
     DEFAULT_ROUNDS,
     DEFAULT_SEED,
     DEFAULT_WILCOXON_METHOD,
+    EFFECT_SIZE,
     TESTS,
     WILCOXON_METHODS,
     choose,
+    cohens_dz,
     confidence_interval,
     wins_ties_losses,
 )
@@ -59,6 +62,7 @@ class ComparisonRow:
     losses: int
     ci_low: float  # confidence interval (1 - alpha) of the mean per-query difference
     ci_high: float
+    effect_size: float | None = None  # significance.cohens_dz of the per-query values; None: undefined
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +83,7 @@ class Comparison:
     missing: dict[str, int]  # run (baseline too) -> queries of the qrels it lacks, counted as 0
     excluded: dict[str, int]  # run (baseline too) -> documents graded -100 removed from it
     keep_excluded: bool
+    calibration: dict[str, Reliability] = field(default_factory=dict)  # run -> its traced scores' calibration
 
     @property
     def confidence(self) -> float:
@@ -170,7 +175,8 @@ def compare_evaluations(baseline: RunEvaluation, runs: Sequence[RunEvaluation], 
         rows.append(ComparisonRow(run=ev.name, measure=m.label, mean=mean, baseline_mean=baseline_mean,
                                   delta=mean - baseline_mean, p_value=p.value, p_method=p.method, p_adjusted=p_adj,
                                   significant=p_adj < alpha,
-                                  wins=wins, ties=ties, losses=losses, ci_low=low, ci_high=high))
+                                  wins=wins, ties=ties, losses=losses, ci_low=low, ci_high=high,
+                                  effect_size=cohens_dz(run_values, base[m.label])))
     return Comparison(
         baseline=baseline.name, runs=[ev.name for ev in runs], measures=[m.label for m in measures], queries=queries,
         baseline_means={m.label: float(baseline.summary[m.name]) for m in measures}, per_query=per_query,
@@ -179,11 +185,48 @@ def compare_evaluations(baseline: RunEvaluation, runs: Sequence[RunEvaluation], 
         excluded={ev.name: ev.excluded for ev in (baseline, *runs)}, keep_excluded=keep_excluded)
 
 
+def scored_pairs_calibration(pairs: Iterable[tuple[str, str, float | None]], qrels: Mapping[str, Mapping[str, int]],
+                             relevance_level: int = 1, bins: int = DEFAULT_BINS, name: str = "traces"
+                             ) -> Reliability | None:
+    """The calibration (`calibration.reliability`) of scores read as probabilities of relevance:
+    every (qid, docid, score) with a score (a fallback has none) that the qrels grade 0 or more,
+    relevant when its grade is at least `relevance_level`. Unjudged pairs and negative grades
+    (-100: excluded) are left out; None when no pair is left. InputError for a score outside [0, 1]."""
+    scores, labels = [], []
+    for qid, docid, score in pairs:
+        grade = qrels.get(qid, {}).get(docid)
+        if score is None or grade is None or grade < 0:
+            continue
+        if not 0 <= score <= 1:
+            raise InputError(f"{name}: the score {score:g} of {qid}/{docid} is not in [0, 1]; calibration reads "
+                             "scores as probabilities (rank1's traces)")
+        scores.append(score)
+        labels.append(grade >= relevance_level)
+    return reliability(scores, labels, bins) if scores else None
+
+
+def _traces_calibration(path: str, run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Mapping[str, int]],
+                        relevance_level: int, run_name: str) -> Reliability:
+    from ..io.text import display_name
+    from ..io.traces import read_traces
+
+    name = display_name(path)
+    traces = read_traces(path)
+    stray = [t for t in traces if t.docid not in run.get(t.qid, {})]
+    if stray:
+        raise InputError(f"{name}: {len(stray)} traced pairs are not in the run {run_name} ({stray[0].qid}/"
+                         f"{stray[0].docid}, ...); give each run's own traces, in the order of the runs")
+    found = scored_pairs_calibration(((t.qid, t.docid, t.score) for t in traces), qrels, relevance_level, name=name)
+    if found is None:
+        raise InputError(f"{name}: no scored pair is judged by the qrels, nothing to calibrate")
+    return found
+
+
 def compare_runs(baseline: str | os.PathLike, runs: Sequence[str | os.PathLike], qrels: Mapping[str, Mapping[str, int]],
                  measures: Sequence[str] = ("nDCG@10",), *, test: str = "t", correction: str = "holm",
                  alpha: float = DEFAULT_ALPHA, rounds: int = DEFAULT_ROUNDS, seed: int = DEFAULT_SEED,
                  wilcoxon_method: str = DEFAULT_WILCOXON_METHOD, relevance_level: int = 1, judged_only: bool = False,
-                 keep_excluded: bool = False) -> Comparison:
+                 keep_excluded: bool = False, traces: Sequence[str | os.PathLike] | None = None) -> Comparison:
     """Read and evaluate the baseline and each run (TREC runs or MTEB predictions JSON, '-' and .gz
     as in `rank1 eval`) against qrels (qid -> docid -> grade), then compare them.
 
@@ -192,29 +235,39 @@ def compare_runs(baseline: str | os.PathLike, runs: Sequence[str | os.PathLike],
     applied over every (run, measure). alpha: the level for `significant`, and 1 - alpha the
     confidence of the interval. Every query of the qrels counts; one missing from a run counts
     as 0. Documents graded -100 are removed first unless keep_excluded (see `evaluate.drop_excluded`).
+    traces: one `rank1 rerank` traces file per run, in the order of the runs: each run's calibration
+    (`scored_pairs_calibration` of its traced scores, relevant at `relevance_level`).
     """
     from ..io.text import check_stdin_once
     from ..io.trec import read_run_scores
 
     paths = [str(baseline), *map(str, runs)]
-    check_stdin_once(paths)
+    trace_paths = [str(path) for path in traces or ()]
+    check_stdin_once([*paths, *trace_paths])
     check_options(test, correction, alpha, rounds, wilcoxon_method)
     _check_runs(paths)
+    if trace_paths and len(trace_paths) != len(runs):
+        raise InputError(f"give one traces file per run, in the order of the runs: {len(runs)} runs, "
+                         f"{len(trace_paths)} traces files")
     parsed = comparable_measures(parse_measures(measures))
     if not any(qrels.values()):
         raise InputError("the qrels are empty")
     evaluations = []
     missing = {}
-    for path in paths:
+    calibration = {}
+    for i, path in enumerate(paths):
         run = read_run_scores(path)
         evaluation = evaluate_run(run, qrels, parsed, relevance_level=relevance_level, complete=True,
                                   judged_only=judged_only, keep_excluded=keep_excluded, name=path)
         missing[path] = sum(1 for qid in evaluation.queries if qid not in run)
         evaluations.append(evaluation)
+        if trace_paths and i > 0:
+            calibration[path] = _traces_calibration(trace_paths[i - 1], run, qrels, relevance_level, path)
         del run
-    return compare_evaluations(evaluations[0], evaluations[1:], test=test, correction=correction, alpha=alpha,
-                               rounds=rounds, seed=seed, wilcoxon_method=wilcoxon_method, missing=missing,
-                               keep_excluded=keep_excluded)
+    comparison = compare_evaluations(evaluations[0], evaluations[1:], test=test, correction=correction, alpha=alpha,
+                                     rounds=rounds, seed=seed, wilcoxon_method=wilcoxon_method, missing=missing,
+                                     keep_excluded=keep_excluded)
+    return replace(comparison, calibration=calibration) if calibration else comparison
 
 
 # ---------------------------------------------------------------------------------------------
@@ -251,6 +304,12 @@ def notes(comparison: Comparison) -> list[str]:
     excluded = excluded_note(names, [comparison.excluded[run] for run in (comparison.baseline, *comparison.runs)])
     if excluded:
         notes.append(excluded)
+    if comparison.calibration:
+        by_name = dict(zip(comparison.runs, names[1:]))
+        first = next(iter(comparison.calibration.values()))
+        notes.append(f"Calibration of the traced scores against the qrels ({first.binning}): " + "; ".join(
+            f"{by_name[run]} ECE {c.ece:.4f}, Brier {c.brier:.4f} ({c.pairs:,} judged pairs, {c.relevant:,} relevant)"
+            for run, c in comparison.calibration.items()) + ".")
     return notes
 
 
@@ -302,33 +361,76 @@ def write_tsv(comparison: Comparison, out: IO[str]) -> None:
                   + "\n")
 
 
+PER_QUERY_TSV_COLUMNS = ("run", "measure", "query", "value", "baseline_value", "delta", "effect_size", "p_value",
+                         "p_adjusted", "significant")
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return ""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def write_per_query_tsv(comparison: Comparison, out: IO[str]) -> None:
+    """`--per-query`: a row per run, measure and query (the run's value, the baseline's, their
+    difference), then, as trec_eval -q does, a row with the query `all`: the means, the effect
+    size (significance.EFFECT_SIZE; empty when undefined) and the p-values. The per-query rows
+    leave those last four cells empty."""
+    out.write("\t".join(PER_QUERY_TSV_COLUMNS) + "\n")
+    base = comparison.per_query[comparison.baseline]
+    for row in comparison.rows:
+        values = comparison.per_query[row.run][row.measure]
+        for query, value, baseline_value in zip(comparison.queries, values, base[row.measure]):
+            out.write("\t".join(map(_cell, (row.run, row.measure, query, value, baseline_value,
+                                             value - baseline_value, None, None, None, None))) + "\n")
+        out.write("\t".join(map(_cell, (row.run, row.measure, "all", row.mean, row.baseline_mean, row.delta,
+                                         row.effect_size, row.p_value, row.p_adjusted, row.significant))) + "\n")
+
+
 JSON_FIELDS = ("mean", "delta", "p_value", "p_method", "p_adjusted", "significant", "wins", "ties", "losses", "ci_low",
                "ci_high")
 
 
 def to_json(comparison: Comparison, *, per_query: bool = False) -> dict:
     """A JSON-ready dict: the settings, the baseline's means, then per run and measure the fields
-    of JSON_FIELDS (per_query: each run's per-query values too)."""
+    of JSON_FIELDS, and each run's calibration when the comparison has it. per_query: each run's
+    and the baseline's value per measure and query (query id -> value, in trec_eval's order), and
+    per run and measure the effect size (`effect_size_formula` says which; null when undefined)."""
+    fields = (*JSON_FIELDS, "effect_size") if per_query else JSON_FIELDS
+
+    def by_query(run: str) -> dict[str, dict[str, float]]:
+        return {measure: dict(zip(comparison.queries, values)) for measure, values in comparison.per_query[run].items()}
+
     runs = []
     for run in comparison.runs:
         entry = {"run": run, "missing_queries": comparison.missing[run], "excluded": comparison.excluded[run],
-                 "measures": {row.measure: {f: getattr(row, f) for f in JSON_FIELDS}
+                 "measures": {row.measure: {f: getattr(row, f) for f in fields}
                               for row in comparison.rows if row.run == run}}
         if per_query:
-            entry["per_query"] = comparison.per_query[run]
+            entry["per_query"] = by_query(run)
+        if run in comparison.calibration:
+            entry["calibration"] = comparison.calibration[run].to_json()
         runs.append(entry)
     baseline = {"run": comparison.baseline, "missing_queries": comparison.missing[comparison.baseline],
                 "excluded": comparison.excluded[comparison.baseline], "measures": comparison.baseline_means}
     if per_query:
-        baseline["per_query"] = comparison.per_query[comparison.baseline]
-    return {"test": comparison.test, "correction": comparison.correction, "alpha": comparison.alpha,
-            "confidence": comparison.confidence, "rounds": comparison.rounds, "seed": comparison.seed,
-            "wilcoxon_method": comparison.wilcoxon_method, "queries": len(comparison.queries), "missing_queries_count_as": 0,
-            "keep_excluded": comparison.keep_excluded, "baseline": baseline, "runs": runs}
+        baseline["per_query"] = by_query(comparison.baseline)
+    settings = {"test": comparison.test, "correction": comparison.correction, "alpha": comparison.alpha,
+                "confidence": comparison.confidence, "rounds": comparison.rounds, "seed": comparison.seed,
+                "wilcoxon_method": comparison.wilcoxon_method, "queries": len(comparison.queries),
+                "missing_queries_count_as": 0, "keep_excluded": comparison.keep_excluded}
+    if per_query:
+        settings["effect_size_formula"] = EFFECT_SIZE
+    return {**settings, "baseline": baseline, "runs": runs}
 
 
 def write_json(comparison: Comparison, out: IO[str]) -> None:
     json.dump(to_json(comparison), out, indent=2)
+    out.write("\n")
+
+
+def write_per_query_json(comparison: Comparison, out: IO[str]) -> None:
+    json.dump(to_json(comparison, per_query=True), out, indent=2)
     out.write("\n")
 
 
@@ -387,24 +489,45 @@ class OutputFormat:
     name: str
     help: str
     write: Callable[[Comparison, IO[str]], None]
+    write_per_query: Callable[[Comparison, IO[str]], None] | None = None  # --per-query; None: not offered
+    calibration: bool = False  # writes the runs' calibration when the comparison has it
 
 
 FORMATS: dict[str, OutputFormat] = {f.name: f for f in (
     OutputFormat("table", "for people, a row per run and measure with mean, delta, its CI, corrected p, wins/ties/losses",
-                 write_table),
-    OutputFormat("tsv", "a header line, then a row per run and measure (full precision)", write_tsv),
+                 write_table, calibration=True),
+    OutputFormat("tsv", "a header line, then a row per run and measure (full precision); with --per-query a row per "
+                        "run, measure and query, then its row 'all' with the effect size and p-values",
+                 write_tsv, write_per_query_tsv),
     OutputFormat("json", "for scripts, per run and measure mean, delta, p_value, p_method, p_adjusted, significant, "
-                         "wins, ties, losses, ci_low, ci_high", write_json),
+                         "wins, ties, losses, ci_low, ci_high (with --per-query effect_size and the per-query values; "
+                         "with --traces each run's calibration)", write_json, write_per_query_json, calibration=True),
     OutputFormat("markdown", "paper-ready, a row per run and a column per measure, † marks significance", write_markdown),
     OutputFormat("latex", "paper-ready booktabs tabular, $^\\dagger$ marks significance", write_latex),
 )}
 
 
-def write_comparison(comparison: Comparison, output_format: str = "table", out: IO[str] | None = None) -> None:
+def check_output(output_format: str, *, per_query: bool = False, calibration: bool = False) -> OutputFormat:
+    """The format, once it is known to write what was asked: --per-query, calibration (--traces)."""
+    chosen = choose(FORMATS, output_format, "output_format")
+    if per_query and chosen.write_per_query is None:
+        offered = ", ".join(f.name for f in FORMATS.values() if f.write_per_query)
+        raise OptionError(f"{{per_query}} is written by the formats {offered}, not {{output_format:{output_format}}}")
+    if calibration and not chosen.calibration:
+        offered = ", ".join(f.name for f in FORMATS.values() if f.calibration)
+        raise OptionError(f"{{traces}} (calibration) is written by the formats {offered}, "
+                          f"not {{output_format:{output_format}}}")
+    return chosen
+
+
+def write_comparison(comparison: Comparison, output_format: str = "table", out: IO[str] | None = None, *,
+                     per_query: bool = False) -> None:
+    """Write `comparison` in a format of FORMATS; per_query: each query's values and the effect
+    sizes (tsv, json)."""
     import sys
 
-    writer = choose(FORMATS, output_format, "format")
+    writer = check_output(output_format, per_query=per_query, calibration=bool(comparison.calibration))
     stream = out if out is not None else sys.stdout
-    writer.write(comparison, stream)
+    (writer.write_per_query if per_query else writer.write)(comparison, stream)
     stream.flush()
 

@@ -269,3 +269,19 @@ def wins_ties_losses(run: Sequence[float], baseline: Sequence[float]) -> tuple[i
     wins = int((x > y).sum())
     losses = int((x < y).sum())
     return wins, len(x) - wins - losses, losses
+
+
+EFFECT_SIZE = "Cohen's d_z = mean(run - baseline) / sd(run - baseline), sd with ddof=1, over the paired per-query values"
+
+
+def cohens_dz(run: Sequence[float], baseline: Sequence[float]) -> float | None:
+    """Cohen's d_z, the standardised mean of the paired differences: mean(d) / sd(d) with the
+    sample standard deviation (ddof=1). 0 when every difference is 0; None (undefined) when the
+    differences are one constant other than 0."""
+    x, y = _differences(run, baseline)
+    differences = (x - y).round(TIE_DECIMALS)
+    sd = float(differences.std(ddof=1))
+    mean = float(differences.mean())
+    if sd == 0:
+        return 0.0 if mean == 0 else None
+    return mean / sd

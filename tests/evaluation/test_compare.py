@@ -421,3 +421,143 @@ def test_cli_eval_removes_excluded_documents_unless_told():
     table = rank1("eval", run, "--qrels", qrels)
     assert "graded -100" in table.stdout and "run.trec 4" in " ".join(table.stdout.split())
     assert "--keep-excluded" in rank1("eval", "--help").stdout
+
+
+# --- --per-query, effect sizes, calibration ---------------------------------------------------
+
+def test_cohens_dz_by_hand():
+    from rank1_cli.evaluation.significance import cohens_dz
+
+    # differences 0.5, 0.25, 0, 0.25: mean 0.25, sd (ddof=1) sqrt((0.0625 + 0 + 0.0625 + 0) / 3)
+    assert cohens_dz([1.0, 0.5, 0.25, 0.75], [0.5, 0.25, 0.25, 0.5]) == pytest.approx(0.25 / (0.125 / 3) ** 0.5)
+    assert cohens_dz([0.2, 0.4], [0.6, 0.5]) == pytest.approx(-0.25 / (0.045 ** 0.5))  # d -0.4, -0.1: sd 0.2121
+    assert cohens_dz([0.3, 0.3], [0.3, 0.3]) == 0.0
+    assert cohens_dz([0.6, 0.4], [0.4, 0.2]) is None  # one constant difference (0.2): undefined, not 1e16
+
+
+def test_per_query_tsv_has_every_query_then_the_means_effect_size_and_p(clear_win):
+    from rank1_cli.evaluation.significance import cohens_dz
+
+    base, run, qrels = clear_win
+    comparison = compare_runs(base, [run], qrels, ["P@1", "RR"])
+    out = io.StringIO()
+    write_comparison(comparison, "tsv", out, per_query=True)
+    lines = [line.split("\t") for line in out.getvalue().splitlines()]
+    assert lines[0] == ["run", "measure", "query", "value", "baseline_value", "delta", "effect_size", "p_value",
+                        "p_adjusted", "significant"]
+    p_at_1 = [dict(zip(lines[0], line)) for line in lines[1:] if line[1] == "P@1"]
+    assert [r["query"] for r in p_at_1] == [f"q{i}" for i in range(10)] + ["all"]
+    assert [float(r["value"]) for r in p_at_1[:10]] == [1.0] * 8 + [0.0, 0.0]
+    assert [float(r["baseline_value"]) for r in p_at_1[:10]] == [0.0] * 10
+    assert all(r["effect_size"] == r["p_value"] == "" for r in p_at_1[:10])
+    row = comparison.row(run, "P@1")
+    summary = p_at_1[10]
+    assert float(summary["value"]) == 0.8 and float(summary["delta"]) == pytest.approx(0.8)
+    assert float(summary["effect_size"]) == pytest.approx(0.8 / np.std([1] * 8 + [0, 0], ddof=1))
+    assert float(summary["effect_size"]) == pytest.approx(cohens_dz([1] * 8 + [0, 0], [0] * 10))
+    assert float(summary["p_adjusted"]) == row.p_adjusted and summary["significant"] == "true"
+    assert len(lines) == 1 + 2 * 11
+
+
+def test_per_query_json_has_each_querys_values_and_the_effect_sizes(clear_win):
+    base, run, qrels = clear_win
+    comparison = compare_runs(base, [run], qrels, ["P@1"])
+    out = io.StringIO()
+    write_comparison(comparison, "json", out, per_query=True)
+    payload = json.loads(out.getvalue())
+    assert "Cohen's d_z" in payload["effect_size_formula"] and "ddof=1" in payload["effect_size_formula"]
+    [entry] = payload["runs"]
+    assert entry["per_query"]["P@1"] == {f"q{i}": 1.0 if i < 8 else 0.0 for i in range(10)}
+    assert list(entry["per_query"]["P@1"]) == comparison.queries
+    assert payload["baseline"]["per_query"]["P@1"] == {f"q{i}": 0.0 for i in range(10)}
+    assert entry["measures"]["P@1"]["effect_size"] == pytest.approx(0.8 / np.std([1] * 8 + [0, 0], ddof=1))
+    assert entry["measures"]["P@1"]["p_value"] == comparison.row(run, "P@1").p_value
+    # without --per-query: neither the effect size nor the per-query values, the output as before
+    plain = json.loads(render(comparison, "json"))
+    assert "effect_size_formula" not in plain and "per_query" not in plain["runs"][0]
+    assert "effect_size" not in plain["runs"][0]["measures"]["P@1"]
+
+
+@pytest.mark.parametrize("fmt", ["table", "markdown", "latex"])
+def test_per_query_is_refused_by_the_formats_that_cannot_hold_it(clear_win, fmt):
+    base, run, qrels = clear_win
+    comparison = compare_runs(base, [run], qrels, ["P@1"])
+    with pytest.raises(OptionError, match="per_query"):
+        write_comparison(comparison, fmt, io.StringIO(), per_query=True)
+
+
+def test_outputs_without_the_new_options_are_those_of_the_main_line(tmp_path):
+    """Byte for byte what `rank1 compare` wrote before --per-query and --traces (files in tests/data)."""
+    for fmt in FORMATS:
+        proc = rank1("compare", "sample_data/run.bm25.trec", "sample_data/run.bm25-notitle.trec", "--qrels",
+                     "sample_data/qrels.txt", "-m", "AP", "-m", "P@5", "-f", fmt)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout == (REPO / "tests" / "data" / "compare" / f"bm25.{fmt}").read_text(), fmt
+
+
+def traces_file(path, pairs):
+    """A traces file with (qid, docid, score) pairs; the other fields as rerank writes them."""
+    lines = [json.dumps({"qid": q, "docid": d, "first_stage_rank": i + 1, "score": s,
+                         "verdict": None if s is None else ("true" if s >= 0.5 else "false"), "reasoning": "",
+                         "logprob_true": None, "logprob_false": None,
+                         "completion": "fallback" if s is None else "stop", "output_tokens": 1, "truncated": False,
+                         "model": "m", "prompt_sha256": "0" * 64, "settings": {}})
+             for i, (q, d, s) in enumerate(pairs)]
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def test_calibration_of_each_runs_traces_in_json_and_table(clear_win, tmp_path):
+    base, run, qrels = clear_win
+    # q0..q2's two documents: r relevant (grade 1), n not (grade 0); one unjudged pair and one fallback left out
+    pairs = [("q0", "r", 0.9), ("q0", "n", 0.2), ("q1", "r", 0.6), ("q1", "n", 0.7), ("q2", "r", 1.0),
+             ("q2", "n", None), ("q3", "r", 0.05)]
+    qrels = {**qrels, "q3": {"n": 0}}  # q3/r is now unjudged
+    traces = traces_file(tmp_path / "better.traces.jsonl", pairs)
+    comparison = compare_runs(base, [run], qrels, ["P@1"], traces=[traces])
+    payload = json.loads(render(comparison, "json"))
+    calibration = payload["runs"][0]["calibration"]
+    scores, labels = [0.9, 0.2, 0.6, 0.7, 1.0], [1, 0, 1, 0, 1]
+    assert calibration["pairs"] == 5 and calibration["relevant"] == 3
+    assert calibration["brier"] == pytest.approx(sum((s - y) ** 2 for s, y in zip(scores, labels)) / 5)
+    # bins of 0.1: (0.1, 0.2] holds 0.2 (share 0), (0.5, 0.6] 0.6 (1), (0.6, 0.7] 0.7 (0), (0.8, 0.9] 0.9 (1), (0.9, 1] 1.0 (1)
+    assert calibration["ece"] == pytest.approx((0.2 + 0.4 + 0.7 + 0.1 + 0.0) / 5)
+    assert "10 equal-width bins" in calibration["binning"] and len(calibration["bins"]) == 10
+    assert [b["pairs"] for b in calibration["bins"]] == [0, 1, 0, 0, 0, 1, 1, 0, 1, 1]
+    assert "calibration" not in payload["baseline"]
+    table = " ".join(render(comparison, "table").split())
+    assert "better.run ECE 0.2800, Brier" in table and "5 judged pairs, 3 relevant" in table
+    with pytest.raises(OptionError, match="traces"):
+        write_comparison(comparison, "tsv", io.StringIO())
+
+
+def test_traces_must_be_one_per_run_and_the_runs_own(clear_win, tmp_path):
+    base, run, qrels = clear_win
+    traces = traces_file(tmp_path / "t.jsonl", [("q0", "r", 0.9)])
+    with pytest.raises(InputError, match="one traces file per run"):
+        compare_runs(base, [run, write(tmp_path / "other.run", ["q0 Q0 r 1 1 o"])], qrels, ["P@1"], traces=[traces])
+    stray = traces_file(tmp_path / "stray.jsonl", [("q9", "r", 0.9)])  # the run lacks q9
+    with pytest.raises(InputError, match="stray.jsonl: 1 traced pairs are not in the run"):
+        compare_runs(base, [run], qrels, ["P@1"], traces=[stray])
+    unjudged = traces_file(tmp_path / "u.jsonl", [("q0", "x", 0.5), ("q1", "r", None)])
+    with pytest.raises(InputError, match="u.jsonl: no scored pair is judged by the qrels"):
+        compare_runs(base, [write(tmp_path / "x.run", ["q0 Q0 x 1 1 o", "q1 Q0 r 2 0 o"])], qrels, ["P@1"],
+                     traces=[unjudged])
+    outside = traces_file(tmp_path / "bm25.jsonl", [("q0", "r", 7.5)])
+    with pytest.raises(InputError, match=r"not in \[0, 1\]"):
+        compare_runs(base, [run], qrels, ["P@1"], traces=[outside])
+
+
+def test_cli_per_query_and_traces(clear_win, tmp_path):
+    base, run, qrels_map = clear_win
+    qrels = write(tmp_path / "qrels", [f"{q} 0 {d} {g}" for q, docs in qrels_map.items() for d, g in docs.items()])
+    traces = traces_file(tmp_path / "t.jsonl", [("q0", "r", 0.9), ("q0", "n", 0.2)])
+    proc = rank1("compare", base, run, "--qrels", qrels, "-m", "P@1", "-f", "json", "--per-query", "--traces", traces)
+    assert proc.returncode == 0, proc.stderr
+    payload = json.loads(proc.stdout)
+    assert payload["runs"][0]["calibration"]["pairs"] == 2 and "effect_size" in payload["runs"][0]["measures"]["P@1"]
+    proc = rank1("compare", base, run, "--qrels", qrels, "--per-query")
+    assert proc.returncode == 2
+    assert proc.stderr == "rank1: error: --per-query is written by the formats tsv, json, not --format table\n"
+    proc = rank1("compare", base, run, "--qrels", qrels, "--traces", traces, "--traces", traces)
+    assert proc.returncode == 2 and "one traces file per run" in proc.stderr

@@ -8,10 +8,11 @@ import json
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 from browser import Chromium
-from conftest import RANK1, REPO
+from conftest import RANK1, REPO, SAMPLE, TINY_MODEL
 
 from rank1_cli.errors import InputError
 from rank1_cli.evaluation.compare import compare_runs
@@ -264,7 +265,7 @@ def browser_page(tmp_path_factory):
     files.traces.write_text(json.dumps(first) + "\n" + "".join(lines[1:]))
     output = folder / "report.html"
     proc = rank1("report", files.run, "--baseline", files.baseline, "--qrels", files.qrels, "-o", output,
-                 "-m", "nDCG@10", "-m", "AP")
+                 "-m", "nDCG@10", "-m", "AP", "--queries", files.queries, "--corpus", files.corpus)
     assert proc.returncode == 0, proc.stderr
     with Chromium() as browser:
         yield browser.open(output), output, first
@@ -289,7 +290,7 @@ def test_every_chart_is_drawn(browser_page):
     page, _, _ = browser_page
     marks = page.evaluate("Object.fromEntries([...document.querySelectorAll('.chart')].map(c => "
                           "[c.id, c.querySelectorAll('svg path, svg line, svg rect').length]))")
-    assert set(marks) == {"chart-lengths", "chart-deltas", "chart-calibration", "chart-agreement"}
+    assert set(marks) == {"chart-lengths", "chart-deltas", "chart-reliability", "chart-calibration", "chart-agreement"}
     assert all(count > 10 for count in marks.values()), marks
     bars = page.evaluate("document.querySelectorAll('#chart-deltas .mark-rect path').length")
     assert bars == 12
@@ -306,13 +307,186 @@ def test_selecting_a_query_shows_its_documents_and_reasoning(browser_page):
                          "[...r.children].map(c => c.textContent))")
     assert [r[3] for r in rows] == [d[0] for d in data["docs"][best]]
     assert [int(r[0]) for r in rows] == list(range(1, 16))
-    assert rows[0][9] == data["reasoning"][data["docs"][best][0][9]].strip()[:90] + "…" + \
-        data["reasoning"][data["docs"][best][0][9]]                                # summary, then the full text
+    reasoning = data["reasoning"][data["docs"][best][0][9]]
+    assert rows[0][9].startswith(reasoning.strip()[:90] + "…")                     # the summary,
+    assert rows[0][9].endswith("Reasoning" + reasoning)                            # passage, then the full text
     assert rows[-1][9] == "not embedded"                                           # rank 15 > --top 10, agrees
     choose_query(page, worst)
     assert page.evaluate("document.querySelector('#query-docs tr:nth-child(2) td:nth-child(4)').textContent") == \
         data["docs"][worst][0][0]
     assert page.problems == []
+
+
+def test_a_click_shows_the_query_the_passage_with_its_terms_marked_and_the_reasoning(browser_page):
+    page, output, _ = browser_page
+    data = page_data(output.read_text())
+    qid = data["queries"][1][0]
+    choose_query(page, qid)
+    query = dict(line.split("\t") for line in (output.parent / "queries.tsv").read_text().splitlines())[qid]
+    assert page.evaluate("document.getElementById('query-text').textContent") == \
+        "Query (as the model saw it): " + query
+    assert page.evaluate("document.getElementById('query-text').hidden") is False
+    assert page.evaluate("document.querySelector('#query-docs details pre.passage').checkVisibility()") is False
+    page.click("document.querySelector('#query-docs details summary')")
+    page.wait_for("document.querySelector('#query-docs details').open")
+    corpus = {r["doc_id"]: r for r in map(json.loads, (output.parent / "corpus.jsonl").read_text().splitlines())}
+    first = data["docs"][qid][0]
+    shown = page.evaluate("(() => { const d = document.querySelector('#query-docs details'); return {"
+                          "passage: d.querySelector('pre.passage').innerText, state: d.querySelector('.state').textContent,"
+                          "reasoning: d.querySelector('pre.reasoning').innerText,"
+                          "visible: d.querySelector('pre.passage').checkVisibility() && d.querySelector('pre.reasoning').checkVisibility(),"
+                          "marks: [...d.querySelectorAll('pre.passage mark')].map(m => m.textContent.toLowerCase())}; })()")
+    doc = corpus[first[0]]
+    assert shown["visible"]
+    assert shown["passage"] == (doc["title"] + " " + doc["text"])[:2000]
+    assert shown["reasoning"] == data["reasoning"][first[9]]
+    expected = "truncated" if first[8] else "as the model saw it"
+    assert expected in shown["state"]
+    terms = set(re.findall(r"\w{3,}", query.lower())) - {"the", "and", "but", "not", "what"}     # stop words left out
+    in_passage = {t for t in terms if re.search(rf"\b{t}\b", shown["passage"].lower())}
+    assert in_passage and set(shown["marks"]) == in_passage, (shown["marks"], terms)
+    assert page.problems == []
+
+
+def table_cells(page, table_id):
+    return page.evaluate(f"[...document.querySelectorAll('#{table_id} tr')].slice(1).map(r => "
+                         "[...r.children].map(c => c.textContent))")
+
+
+def test_the_per_query_table_has_every_measure_sorts_and_filters(browser_page):
+    page, output, _ = browser_page
+    data = page_data(output.read_text())
+    headers = page.evaluate("[...document.querySelectorAll('#query-table th')].map(t => t.textContent)")
+    assert headers == ["query", "text", "nDCG@10 baseline", "nDCG@10 rank1", "Δ nDCG@10", "AP baseline", "AP rank1", "Δ AP"]
+    rows = table_cells(page, "query-table")
+    assert [r[0] for r in rows] == [q[0] for q in data["queries"]]
+    report_rows = {q[0]: q for q in data["queries"]}
+    for row in rows:
+        (base_ndcg, run_ndcg), (base_ap, run_ap) = report_rows[row[0]][6]
+        assert [float(v) for v in row[2:]] == pytest.approx([base_ndcg, run_ndcg, run_ndcg - base_ndcg, base_ap, run_ap,
+                                                             run_ap - base_ap], abs=1e-4)
+    page.click("[...document.querySelectorAll('#query-table th')][7]")          # Δ AP, ascending
+    ascending = [float(r[7]) for r in table_cells(page, "query-table")]
+    assert ascending == sorted(ascending)
+    page.click("[...document.querySelectorAll('#query-table th')][7]")          # again: descending
+    assert [float(r[7]) for r in table_cells(page, "query-table")] == sorted(ascending, reverse=True)
+    qid = data["queries"][3][0]
+    word = data["queries"][3][5].split()[0]
+    page.evaluate(f"(() => {{ const f = document.getElementById('query-filter'); f.value = {json.dumps(word)}; "
+                  "f.dispatchEvent(new Event('input')); })()")
+    filtered = [r[0] for r in table_cells(page, "query-table")]
+    assert qid in filtered and set(filtered) <= {q[0] for q in data["queries"] if word in q[5].lower()}
+    page.evaluate(f"(() => {{ const f = document.getElementById('query-filter'); f.value = {json.dumps(qid)}; "
+                  "f.dispatchEvent(new Event('input')); })()")
+    assert [r[0] for r in table_cells(page, "query-table")] == [qid]
+    assert page.evaluate("document.getElementById('query-count').textContent") == f"1 of {len(data['queries'])} queries"
+    page.click("document.querySelector('#query-table a.qid')")
+    page.wait_for(f"document.getElementById('query').value === {json.dumps(qid)}")
+    assert page.problems == []
+
+
+def download(page, link, folder):
+    """Click a download link, as a person does, and return the file chromium saved."""
+    folder.mkdir()
+    page.browser.send("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(folder)})
+    page.click(link)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        done = [f for f in folder.iterdir() if not f.name.endswith(".crdownload")]
+        if done:
+            return done[0]
+        time.sleep(0.1)
+    raise AssertionError(f"no file downloaded into {folder}")
+
+
+def test_the_csv_downloads_hold_the_tables_rows(browser_page, tmp_path):
+    import csv
+
+    page, output, _ = browser_page
+    data = page_data(output.read_text())
+    page.evaluate("(() => { const f = document.getElementById('query-filter'); f.value = ''; "
+                  "f.dispatchEvent(new Event('input')); })()")
+    shown = table_cells(page, "query-table")
+    saved = download(page, "document.getElementById('queries-csv')", tmp_path / "queries")
+    assert saved.name == "per-query.csv"
+    rows = list(csv.reader(saved.open(newline="", encoding="utf-8")))
+    assert rows[0] == page.evaluate("[...document.querySelectorAll('#query-table th')].map(t => t.textContent)")
+    assert [r[0] for r in rows[1:]] == [r[0] for r in shown]
+    assert [r[1] for r in rows[1:]] == [q[5] for q in sorted(data["queries"], key=lambda q: [r[0] for r in shown].index(q[0]))]
+    assert [[float(v) for v in r[2:]] for r in rows[1:]] == [[float(v) for v in r[2:]] for r in shown]
+
+    saved = download(page, "document.getElementById('nonrelevantTrue-csv')", tmp_path / "disagreements")
+    rows = list(csv.reader(saved.open(newline="", encoding="utf-8")))
+    listed = data["disagreements"]["nonrelevantTrue"]["shown"]
+    assert rows[0][:3] == ["query", "docid", "new rank"] and len(rows) == len(listed) + 1
+    for row, (qid, i) in zip(rows[1:], listed):
+        doc = data["docs"][qid][i]
+        assert row[:3] == [qid, doc[0], str(doc[1])] and row[6] == "true"
+        assert row[10] == data["reasoning"][doc[9]]            # multi-line reasoning, quoted, comes back whole
+    assert page.problems == []
+
+
+def test_a_document_is_found_by_its_id_or_its_passage(browser_page):
+    page, output, _ = browser_page
+    data = page_data(output.read_text())
+
+    def search(text):
+        page.evaluate(f"(() => {{ const f = document.getElementById('doc-search'); f.value = {json.dumps(text)}; "
+                      "f.dispatchEvent(new Event('input')); })()")
+        return table_cells(page, "doc-results")
+
+    qid, row = next((q, r) for q, rows in data["docs"].items() for r in rows if r[10] >= 0)
+    found = search(row[0])
+    assert [(r[0], r[4]) for r in found] == [(qid, row[0])]
+    assert page.evaluate("document.getElementById('doc-count').textContent") == "1 found"
+    passage = data["passages"][row[10]]
+    words = " ".join(passage.split()[2:6])                    # words of its text, past the title
+    found = search(words)
+    assert (qid, row[0]) in [(r[0], r[4]) for r in found]
+    assert all(words in data["passages"][d[10]] for q, rows in data["docs"].items() for d in rows
+               if (q, d[0]) in {(r[0], r[4]) for r in found})
+    assert search("") == []
+
+
+def test_a_three_run_report_renders_with_each_run_beside_the_first(tmp_path):
+    first, others = three_runs(tmp_path)
+    output = tmp_path / "report.html"
+    args = [first.run, *(f.run for f in others), "--baseline", first.baseline, "--qrels", first.qrels, "-o", output,
+            "--queries", first.queries, "--corpus", first.corpus]
+    proc = rank1("report", *args, "--traces", first.traces)
+    assert proc.returncode == 2 and "give one --traces per run" in proc.stderr
+    proc = rank1("report", *args)                            # each run's traces found beside it
+    assert proc.returncode == 0, proc.stderr
+    data = page_data(output.read_text())
+    with Chromium() as browser:
+        page = browser.open(output)
+        assert page.evaluate("document.body.dataset.ready") == "true" and page.problems == []
+        rows = page.evaluate("[...document.querySelectorAll('table.measures tr')].slice(1).map(r => r.children[0].textContent)")
+        assert [r for r in rows if r] == data["runs"]
+        headers = page.evaluate("[...document.querySelectorAll('#query-docs th')].map(t => t.textContent)")
+        assert headers[-4:] == [f"rank, score, verdict ({data['runs'][1]})", f"reasoning ({data['runs'][1]})",
+                                f"rank, score, verdict ({data['runs'][2]})", f"reasoning ({data['runs'][2]})"]
+        qid = page.evaluate("document.getElementById('query').value")
+        cells = table_cells(page, "query-docs")
+        for row, doc in zip(cells, data["docs"][qid]):
+            for k in (0, 1):
+                rank, score, verdict, completion = data["otherDocs"][k][qid][doc[0]][:4]
+                assert row[10 + 2 * k] == f"#{rank} · {score:.4f} · {verdict or completion}"
+        page.click("[...document.querySelectorAll('#query-docs td:nth-child(12) details summary')][0]")
+        page.wait_for("document.querySelector('#query-docs td:nth-child(12) details').open")
+        assert page.evaluate("document.querySelector('#query-docs td:nth-child(12) pre.reasoning').checkVisibility()")
+        assert page.evaluate("document.getElementById('splits-section').hidden") is False
+        listed = table_cells(page, "splits")
+        assert len(listed) == len(data["splits"]["shown"]) > 0
+        for row in listed:
+            verdicts = {row[7]} | {cell.split(" · ")[2] for cell in (row[11], row[13]) if " · " in cell}
+            assert len(verdicts & {"true", "false"}) == 2          # the runs do not agree
+        bars = page.evaluate("document.querySelectorAll('#chart-deltas .mark-rect path').length")
+        assert bars == 3 * sum(1 for q in data["queries"] if q[1] is not None)
+        headers = page.evaluate("[...document.querySelectorAll('#query-table th')].map(t => t.textContent)")
+        assert headers[2:6] == ["nDCG@10 baseline", *(f"nDCG@10 {run}" for run in data["runs"])]
+        (tmp_path / "three-runs.png").write_bytes(page.screenshot())
+        assert page.problems == []
 
 
 def test_disagreements_are_listed_and_lead_to_their_query(browser_page):
@@ -350,6 +524,169 @@ def test_the_screenshot_shows_the_report(browser_page, tmp_path):
     assert len(top.getcolors(1 << 16) or range(1 << 16)) > 50               # text and charts, not a blank page
     histogram = top.convert("L").histogram()
     assert sum(histogram[:128]) > 0.005 * top.width * top.height            # dark pixels: text is drawn
+
+
+def test_calibration_is_measured_over_the_judged_scored_pairs(tmp_path):
+    run, baseline, traces = small_inputs(tmp_path)
+    report = build_report(run, baseline, QRELS, traces, measures=["nDCG@10"])
+    # judged pairs (score, relevant): q1 d1 (.6, 0), d2 (.1, 1), d3 (.9, 1); q2 e1 (.8, 1), e3 (.2, 0); e2 unjudged
+    found = report.calibration
+    assert (found.pairs, found.relevant) == (5, 3)
+    assert found.brier == pytest.approx((.36 + .81 + .01 + .04 + .04) / 5)
+    assert found.ece == pytest.approx((.9 + .2 + .6 + .2 + .1) / 5)      # one pair in each of five bins of 0.1
+    page = render_html(report, bundle="")
+    assert "expected calibration error 0.4000, Brier score 0.2520" in page
+    assert "10 equal-width bins of the score on [0, 1]" in page
+    points = page_data(page)["charts"]["reliability"]["layer"][1]["data"]["values"]
+    assert [(p["score"], p["relevant"], p["pairs"]) for p in points] == [
+        (0.1, 1, 1), (0.2, 0, 1), (0.6, 0, 1), (0.8, 1, 1), (0.9, 1, 1)]
+    stricter = build_report(run, baseline, QRELS, traces, measures=["nDCG@10"], relevance_level=2).calibration
+    assert stricter.relevant == 1 and stricter.brier == pytest.approx((.36 + .81 + .81 + .64 + .04) / 5)
+
+
+def test_passages_are_those_the_model_saw_or_marked(tmp_path):
+    """The generator hashes each untruncated prompt as rerank does: those passages check as seen;
+    a passage edited in the corpus, or its document removed, is marked; the texts are bounded."""
+    from rank1_cli.io.collection import CollectionSource
+    from rank1_cli.workflows.report import read_texts
+
+    files = generate(tmp_path, queries=4, docs=6, reasoning_chars=50, passage_chars=300)
+    lines = files.corpus.read_text().splitlines()
+    edited = json.loads(lines[0])
+    edited["text"] = "an edited text"
+    files.corpus.write_text("\n".join([json.dumps(edited), *lines[2:]]) + "\n")   # the second document removed
+    report = build_report(read_run(files.run), read_run(files.baseline), load_qrels(str(files.qrels)),
+                          read_traces(files.traces), measures=["AP"], limits=ReportLimits(passage_chars=100))
+    report.texts = read_texts(report, CollectionSource(corpus=str(files.corpus), queries=str(files.queries)))
+    data = page_data(render_html(report, bundle=""))
+    states = {row[0]: (row[8], row[11]) for rows in data["docs"].values() for row in rows}
+    assert states["d0001-000"][1] == ("truncated" if states["d0001-000"][0] else "differs")
+    assert states["d0001-001"][1] == "absent"
+    others = [state for docid, (truncated, state) in states.items() if docid not in ("d0001-000", "d0001-001")]
+    assert set(others) <= {"seen", "truncated"} and others.count("seen") > len(others) / 2
+    assert all(len(p) <= 100 + len("\n[... cut: 1,000 characters in all]") for p in data["passages"])
+    queries = dict(line.split("\t") for line in files.queries.read_text().splitlines())
+    assert [q[4] for q in data["queries"]] == [queries[q[0]] for q in data["queries"]]
+    page = render_html(report, bundle="")
+    assert "cut to 100 characters" in page and "1 differ" in page and "1 not in the collection" in page
+
+
+def test_texts_come_from_an_ir_datasets_id_or_local_files_alike(tmp_path, sample_dataset):
+    """--dataset and --queries/--corpus read the collection with rerank's readers: the same texts,
+    and every passage checks against the prompt hashes of traces made from sample_data."""
+    from rank1_cli.io.collection import CollectionSource, read_corpus_docs, read_queries_file
+    from rank1_cli.reasoning import prompts
+    from rank1_cli.workflows.report import read_texts
+
+    first_stage = read_run(SAMPLE / "run.bm25.trec")
+    baseline = {qid: first_stage[qid][:3] for qid in ("q01", "q02")}
+    queries = read_queries_file(SAMPLE / "queries.tsv")
+    docs = read_corpus_docs(SAMPLE / "corpus.jsonl", {e.docid for entries in baseline.values() for e in entries})
+    traces = []
+    for qid, entries in baseline.items():
+        for rank, e in enumerate(entries, start=1):
+            prompt = prompts.build_prompt(queries[qid].text, prompts.passage_text(docs[e.docid].title, docs[e.docid].text))
+            t = trace(qid, e.docid, rank, 0.9 - 0.2 * rank, "true" if rank == 1 else "false")
+            t.prompt_sha256 = prompts.prompt_sha256(prompt)
+            traces.append(t)
+    run = {qid: [(e.docid, 3.0 - i) for i, e in enumerate(entries)] for qid, entries in baseline.items()}
+    base = {qid: [(e.docid, e.score) for e in entries] for qid, entries in baseline.items()}
+    report = build_report(read_run(trec_file(tmp_path / "run.trec", run)), read_run(trec_file(tmp_path / "b.trec", base)),
+                          load_qrels(str(SAMPLE / "qrels.txt")), traces, measures=["nDCG@10"])
+    from_dataset = read_texts(report, CollectionSource(dataset=sample_dataset))
+    from_files = read_texts(report, CollectionSource(corpus=str(SAMPLE / "corpus.jsonl"),
+                                                      queries=str(SAMPLE / "queries.tsv")))
+    assert from_dataset.queries == from_files.queries == {q.qid: queries[q.qid].text for q in report.queries}
+    assert from_dataset.passages == from_files.passages and len(from_files.passages) == 6
+    report.texts = from_dataset
+    states = {row[11] for rows in page_data(render_html(report, bundle=""))["docs"].values() for row in rows}
+    assert states == {"seen"}
+
+
+def test_a_truncated_passage_is_shown_up_to_where_the_model_saw_it(tmp_path, tiny_tokenizer):
+    """Traces made as rerank makes them (fit_prompts with the model's tokenizer): the truncated
+    passage is shown cut where the model's was, found again with the tokenizer of the model the
+    traces name (sample_data/tiny-rank1, a local folder)."""
+    from rank1_cli.io.collection import CollectionSource
+    from rank1_cli.reasoning import prompts
+    from rank1_cli.reasoning.fitting import Budget, fit_prompts
+    from rank1_cli.workflows.report import read_texts
+
+    run, baseline, traces = small_inputs(tmp_path)
+    budget = Budget(max_model_len=900, max_reasoning_tokens=600)
+    long = " ".join(f"word{i}" for i in range(2000))
+    passages = {t.docid: long if t.docid == "d3" else f"a short passage about {t.docid}" for t in traces}
+    for t in traces:
+        fit = fit_prompts(tiny_tokenizer, [f"query {t.qid}"], [passages[t.docid]], budget.prompt_tokens)[0]
+        t.model, t.truncated, t.prompt_sha256 = str(TINY_MODEL), fit.truncated, prompts.prompt_sha256(fit.prompt)
+        t.settings = {"max_model_len": 900, "max_reasoning_tokens": 600}
+        if t.docid == "d3":
+            cut = fit.prompt
+    (tmp_path / "queries.tsv").write_text("q1\tquery q1\nq2\tquery q2\n")
+    (tmp_path / "corpus.jsonl").write_text("".join(json.dumps({"doc_id": d, "text": p}) + "\n" for d, p in passages.items()))
+    report = build_report(run, baseline, QRELS, traces, measures=["nDCG@10"])
+    report.texts = read_texts(report, CollectionSource(corpus=str(tmp_path / "corpus.jsonl"),
+                                                       queries=str(tmp_path / "queries.tsv")))
+    seen = report.texts.seen[("q1", "d3")]
+    assert cut == prompts.build_prompt("query q1", seen) and 0 < len(seen) < len(long) and long.startswith(seen)
+    data = page_data(render_html(report, bundle=""))
+    row = next(r for r in data["docs"]["q1"] if r[0] == "d3")
+    assert row[11] == "cut"
+    assert data["passages"][row[10]] == seen + f"\n[the model's passage ends here: cut by tokens to fit the prompt; " \
+        f"{len(long) - len(seen):,} more characters in the collection]"
+    assert {r[11] for rows in data["docs"].values() for r in rows if r[0] != "d3"} == {"seen"}
+    assert "1 truncated and shown up to the cut" in render_html(report, bundle="")
+
+
+def test_the_measures_table_gives_the_effect_size(tmp_path):
+    files = generate(tmp_path, queries=12, docs=15, reasoning_chars=50)
+    report = build_report(read_run(files.run), read_run(files.baseline), load_qrels(str(files.qrels)),
+                          read_traces(files.traces), measures=["AP"])
+    [row] = report.comparison.rows
+    page = render_html(report, bundle="")
+    assert f"<td>{row.effect_size:+.3f}</td></tr>" in page and "Cohen&#x27;s d_z" in page
+
+
+def three_runs(folder):
+    """Three reranks of one baseline (the generator's baseline does not depend on the seed), the
+    qrels and texts of the first."""
+    first = generate(folder, queries=8, docs=12, reasoning_chars=80)
+    others = [generate(folder / f"run{k}", queries=8, docs=12, reasoning_chars=80, seed=k) for k in (2, 3)]
+    assert all(f.baseline.read_text() == first.baseline.read_text() for f in others)
+    return first, others
+
+
+def test_several_runs_are_compared_together_and_side_by_side(tmp_path):
+    first, others = three_runs(tmp_path)
+    qrels = load_qrels(str(first.qrels))
+    report = build_report(read_run(first.run), read_run(first.baseline), qrels, read_traces(first.traces),
+                          measures=["nDCG@10", "AP"], names=Names(str(first.run), str(first.baseline)),
+                          others=[(read_run(f.run), read_traces(f.traces), Names(str(f.run), str(first.baseline),
+                                                                                  traces=str(f.traces)))
+                                  for f in others])
+    expected = compare_runs(first.baseline, [first.run, *(f.run for f in others)], qrels, ["nDCG@10", "AP"])
+    assert report.comparison == expected                   # Holm over 3 runs x 2 measures, as rank1 compare
+    assert "Holm-corrected over 6 comparisons" in render_html(report, bundle="")
+    # each run's own ranks, scores and verdicts beside the first run's documents
+    data = page_data(render_html(report, bundle=""))
+    assert data["runs"] == [str(first.run), *(str(f.run) for f in others)]
+    second = {(t.qid, t.docid): t for t in read_traces(others[0].traces)}
+    ranked = {q: {e.docid: i + 1 for i, e in enumerate(entries)} for q, entries in read_run(others[0].run).items()}
+    for qid, rows in data["otherDocs"][0].items():
+        for docid, (rank, score, verdict, completion, truncated, reasoning) in rows.items():
+            assert (rank, verdict) == (ranked[qid][docid], second[(qid, docid)].verdict)
+            assert score == pytest.approx(second[(qid, docid)].score, abs=1e-4)
+            if reasoning >= 0:
+                assert data["reasoning"][reasoning] == second[(qid, docid)].reasoning[:4000]
+    # the verdict splits: the first run's documents another run judges otherwise
+    splits = report.verdict_splits()
+    by_hand = [(q.qid, d.docid) for q in report.queries for d in q.documents
+               if len({x.verdict for x in (d, *(o.documents.get((q.qid, d.docid)) for o in report.others))
+                       if x is not None and x.verdict is not None}) > 1]
+    assert sorted((q, d.docid) for q, d in splits) == sorted(by_hand) and splits
+    assert data["splits"]["total"] == len(splits)
+    calibrations = [report.calibration, *(o.calibration for o in report.others)]
+    assert all(c is not None for c in calibrations) and len({c.brier for c in calibrations}) == 3
 
 
 def test_reasoning_length_groups_never_split_one_length(tmp_path):
