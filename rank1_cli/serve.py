@@ -385,8 +385,10 @@ async def _read_json(request, limit: int) -> Any:
         raise RequestError(400, "the body is empty; send a JSON object with query and documents")
     try:
         return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except ValueError as exc:       # not UTF-8, not JSON, or a number of over 4300 digits
         raise RequestError(400, f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise RequestError(400, "the body is not valid JSON: nested too deeply") from None
 
 
 def make_app(batcher: Batcher, served_model: str, api_key: bytes | None):

@@ -205,6 +205,9 @@ LONG = "x" * (MAX_CHARS + 1)
 BAD_REQUESTS = [
     ("{not json", 400, "not valid JSON"),
     ("", 400, "body is empty"),
+    (b"{\"query\": \"\xff\"}", 400, "not valid JSON"),
+    ("[" * 100_000, 400, "not valid JSON: nested too deeply"),
+    ('{"query": "q", "documents": ["a"], "top_n": ' + "9" * 5000 + "}", 400, "not valid JSON"),
     ("[1, 2]", 400, "must be a JSON object"),
     ({"documents": ["a"]}, 400, "query is missing"),
     ({"query": "q"}, 400, "documents is missing"),
@@ -227,7 +230,7 @@ BAD_REQUESTS = [
 ]
 
 
-@pytest.mark.parametrize("body, status, message", BAD_REQUESTS, ids=[m for _, _, m in BAD_REQUESTS])
+@pytest.mark.parametrize("body, status, message", BAD_REQUESTS, ids=[f"{s}-{m}" for _, s, m in BAD_REQUESTS])
 def test_bad_input_is_answered_4xx_with_a_json_message(service, body, status, message):
     answer = service.rerank(body)
     assert answer.status_code == status, answer.text
