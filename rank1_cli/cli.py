@@ -428,16 +428,22 @@ def serve(
     from .serve import ServeLimits, ServeSettings
     from .serve import serve as run_server
 
+    from .engines import engine_options
+
     given = locals()
-    engine_given = {option: given[name] for name, option in SERVE_ENGINE_PARAMETERS.items()}
+    engine_keywords = _engine_keywords({option: given[name] for name, option in SERVE_ENGINE_PARAMETERS.items()})
     setup_logging(stderr_console(), quiet=quiet)
     _check_store_choice(store, no_store)
+    try:
+        engine_options(backend.value, **engine_keywords)
+    except OptionError as exc:     # the engines call the openai backend's key api_key_env: its flag here differs
+        raise OptionError(exc.template.replace("{api_key_env", "{openai_api_key_env")) from None
     limits = ServeLimits(max_documents=max_documents, max_document_chars=max_document_chars,
                          max_queued_pairs=max_queued_pairs, batch_window=batch_window, request_timeout=request_timeout)
     rank1_options = dict(model=model, backend=backend.value, dtype=dtype, max_model_len=max_model_len,
                          max_reasoning_tokens=max_reasoning_tokens, prompt=prompt,
                          store=None if no_store else store_path(store), chunk_size=chunk_size, verbose=True,
-                         **_engine_keywords(engine_given))
+                         **engine_keywords)
     run_server(rank1_options, ServeSettings(host=host, port=port, api_key_env=api_key_env, limits=limits,
                                             access_log=not quiet))
 

@@ -279,3 +279,5 @@ def test_bad_options_exit_2_before_the_model_loads(tmp_path):
     assert proc.returncode == 2 and "--api-key-env RANK1_UNSET_KEY" in proc.stderr, proc.stderr
     proc, _ = rank1("serve", "--model", MODEL, *ENGINE_ARGS, "--max-documents", 10, "--max-queued-pairs", 5)
     assert proc.returncode == 2 and "--max-queued-pairs" in proc.stderr and "Traceback" not in proc.stderr
+    proc, _ = rank1("serve", "--model", MODEL, *ENGINE_ARGS, "--openai-api-key-env", "X")     # the openai backend's
+    assert proc.returncode == 2 and "no option --openai-api-key-env" in proc.stderr, proc.stderr
