@@ -158,6 +158,7 @@ def main() -> None:
         if latencies else None,
         "requests_per_second": round(answered / elapsed, 2),
         "documents_per_second": round(answered * args.documents / elapsed, 2),
+        "store_answered": after["store_answered"] - before["store_answered"],    # at once, without waiting
         "batches": after["batches"] - before["batches"],
         "engine_batches": after["engine_batches"] - before["engine_batches"],
         "pairs_generated": after["generated"] - before["generated"],

@@ -6,10 +6,12 @@ as every rank1 input check does), so FastAPI's pydantic layer would add a second
 and a dependency and nothing else; Starlette is the ASGI toolkit FastAPI itself is built on.
 
 The engine is blocking and owns its model, so it runs in the main thread (vLLM expects that) and
-uvicorn serves from a second one. Requests queue their pairs; the main thread takes everything
-that arrives within a short window (and everything that queued while the engine was busy), builds
-each request's prompts, and judges them all in one engine batch, identical prompts once
-(`Scorer.judge`); every judgement is in the store before any request is answered.
+uvicorn serves from a second one. A third thread builds each request's prompts and looks them up
+in the store through its own connection: a request the store answers whole is answered at once,
+however busy the engine. The others queue their prompts; the main thread takes everything that
+arrives within a short window (and everything that queued while the engine was busy) and judges
+it in one engine batch, identical prompts once (`Scorer.judge`); every judgement is in the store
+before any request is answered.
 """
 
 from __future__ import annotations
@@ -36,8 +38,9 @@ from .api import Rank1
 from .errors import EngineFailure, InputError, OptionError
 from .reasoning.fitting import FittedPrompt
 from .reasoning.prompts import dataset_template, dataset_templates
-from .reasoning.scorer import Judgement
-from .reasoning.store import StoreError
+from .reasoning.prompts import prompt_sha256
+from .reasoning.scorer import Judgement, judgement_of
+from .reasoning.store import PENDING, Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -238,7 +241,7 @@ class ServiceStopping(Exception):
 
 @dataclass(slots=True)
 class _Job:
-    request: RerankRequest
+    fitted: list[FittedPrompt]
     future: concurrent.futures.Future
 
 
@@ -246,6 +249,7 @@ class _Job:
 class ServeStats:
     requests: int = 0               # rerank requests answered 200
     pairs: int = 0                  # their documents
+    store_answered: int = 0         # of the requests, those the store answered whole, without waiting
     batches: int = 0                # batches judged (one Scorer.judge each)
     engine_batches: int = 0         # of which the engine had work in (the rest the store answered whole)
     generated: int = 0              # prompts the engine reasoned about (the rest came from the store)
@@ -267,18 +271,25 @@ class Batcher:
         self._last_batch_seconds = 1.0
         self._stopping = False
 
-    def submit(self, request: RerankRequest) -> concurrent.futures.Future:
-        """Queue a request's pairs; QueueFull when they would take the queue over its bound."""
+    def submit(self, fitted: list[FittedPrompt]) -> concurrent.futures.Future:
+        """Queue a request's prompts; QueueFull when they would take the queue over its bound."""
         with self._lock:
             if self._stopping:
                 raise ServiceStopping()
-            if self._queued_pairs + len(request.documents) > self.limits.max_queued_pairs:
+            if self._queued_pairs + len(fitted) > self.limits.max_queued_pairs:
                 self.stats.busy += 1
                 raise QueueFull(max(1, math.ceil(self._last_batch_seconds)))
-            self._queued_pairs += len(request.documents)
-        job = _Job(request, concurrent.futures.Future())
+            self._queued_pairs += len(fitted)
+        job = _Job(fitted, concurrent.futures.Future())
         self._jobs.put(job)
         return job.future
+
+    def answered_from_store(self, pairs: int, distinct: int) -> None:
+        with self._lock:
+            self.stats.requests += 1
+            self.stats.store_answered += 1
+            self.stats.pairs += pairs
+            self.stats.from_store += distinct
 
     def count(self, name: str) -> None:
         with self._lock:
@@ -294,7 +305,7 @@ class Batcher:
         except queue.Empty:
             return None
         with self._lock:
-            self._queued_pairs -= len(job.request.documents)
+            self._queued_pairs -= len(job.fitted)
         return job
 
     def run(self, keep_going: Callable[[], bool]) -> None:
@@ -305,14 +316,14 @@ class Batcher:
                 if first is None:
                     continue
                 batch = [first]
-                pairs = len(first.request.documents)
+                pairs = len(first.fitted)
                 deadline = time.monotonic() + self.limits.batch_window
                 # past the deadline, what is queued already still joins; a steady flood cannot grow a batch
                 # beyond the queue's bound
                 while pairs < self.limits.max_queued_pairs and (
                         job := self._take(max(0.0, deadline - time.monotonic()))) is not None:
                     batch.append(job)
-                    pairs += len(job.request.documents)
+                    pairs += len(job.fitted)
                 self.judge(batch)
         finally:
             with self._lock:
@@ -321,19 +332,10 @@ class Batcher:
                 job.future.set_exception(ServiceStopping())
 
     def judge(self, batch: list[_Job]) -> None:
-        """Each request's prompts (a request whose prompts cannot be built fails alone), then every
-        prompt in one engine batch, and each request's judgements handed back."""
+        """Every prompt of the batch's requests in one engine batch, each request's judgements handed back."""
         started = time.monotonic()
-        running = []
-        for job in batch:
-            if not job.future.set_running_or_notify_cancel():      # its request timed out while queued
-                continue
-            try:
-                fitted = self.rank1.prompts_for(job.request.pairs(), prompt=job.request.prompt)
-            except InputError as exc:
-                job.future.set_exception(RequestError(400, str(exc)))
-                continue
-            running.append((job, fitted))
+        # a request that timed out while queued is left out
+        running = [(job, job.fitted) for job in batch if job.future.set_running_or_notify_cancel()]
         if not running:
             return
         stats = self.rank1.scorer.stats
@@ -360,8 +362,51 @@ class Batcher:
             self.stats.pairs += sum(len(fitted) for _, fitted in running)
         start = 0
         for job, fitted in running:
-            job.future.set_result(list(zip(judgements[start:start + len(fitted)], fitted)))
+            job.future.set_result(judgements[start:start + len(fitted)])
             start += len(fitted)
+
+
+class Prompter:
+    """Builds each request's prompts and answers from the store the requests it holds whole, in
+    one thread of its own (the tokenizer is not to be used from two threads at once, nor an
+    SQLite connection outside the thread that opened it), so that such requests never wait for
+    the engine."""
+
+    def __init__(self, rank1: Rank1) -> None:
+        self.rank1 = rank1
+        self._thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="rank1-serve-prompts")
+        self._store: Store | None = None
+
+    def prepare(self, request: RerankRequest) -> tuple[list[FittedPrompt], list[Judgement] | None]:
+        """(the request's prompts, their judgements if the store holds them all, else None)."""
+        try:
+            fitted = self.rank1.prompts_for(request.pairs(), prompt=request.prompt)
+        except InputError as exc:
+            raise RequestError(400, str(exc)) from None
+        if self.rank1.store is None:
+            return fitted, None
+        shas = [prompt_sha256(fit.prompt) for fit in fitted]
+        try:
+            if self._store is None:
+                self._store = Store(self.rank1.store.path, create=False, write=False)
+            stored = self._store.get_many(self.rank1.scorer.key, shas)
+        except StoreError as exc:       # the engine's own look-up, through the main connection, decides then
+            log.warning("rank1 serve: store look-up: %s", exc)
+            return fitted, None
+        if any(sha not in stored or stored[sha].completion == PENDING for sha in shas):
+            return fitted, None
+        return fitted, [judgement_of(stored[sha], "store") for sha in shas]
+
+    async def __call__(self, request: RerankRequest):
+        return await asyncio.get_running_loop().run_in_executor(self._thread, self.prepare, request)
+
+    def close(self) -> None:
+        def close_store() -> None:
+            if self._store is not None:
+                self._store.close()
+
+        self._thread.submit(close_store)
+        self._thread.shutdown(wait=True)
 
 
 # --- HTTP -----------------------------------------------------------------------------------
@@ -391,7 +436,7 @@ async def _read_json(request, limit: int) -> Any:
         raise RequestError(400, "the body is not valid JSON: nested too deeply") from None
 
 
-def make_app(batcher: Batcher, served_model: str, api_key: bytes | None):
+def make_app(batcher: Batcher, prompter: Prompter, served_model: str, api_key: bytes | None):
     """The Starlette application: /health, /v1/models and the rerank routes."""
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
@@ -420,7 +465,12 @@ def make_app(batcher: Batcher, served_model: str, api_key: bytes | None):
             return answer
         try:
             parsed = parse_rerank_request(await _read_json(request, limits.max_body_bytes), served_model, limits)
-            future = batcher.submit(parsed)
+            fitted, stored = await prompter(parsed)
+            if stored is not None:
+                batcher.answered_from_store(len(fitted), len({fit.prompt for fit in fitted}))
+                return JSONResponse(rerank_response(parsed, list(zip(stored, fitted)), served_model,
+                                                    f"rerank-{uuid.uuid4().hex}"))
+            future = batcher.submit(fitted)
         except RequestError as exc:
             return error_response(exc.status, str(exc))
         except QueueFull as exc:
@@ -436,14 +486,13 @@ def make_app(batcher: Batcher, served_model: str, api_key: bytes | None):
             return error_response(504, f"not judged within the request timeout ({limits.request_timeout:g} s; "
                                        "rank1 serve --request-timeout); what was judged is kept in the store, so "
                                        "asking again continues from there")
-        except RequestError as exc:
-            return error_response(exc.status, str(exc))
         except ServiceStopping:
             return error_response(503, "the server is stopping")
         except (EngineFailure, StoreError) as exc:
             return error_response(500, f"{'the engine' if isinstance(exc, EngineFailure) else 'the store'} failed: "
                                        f"{exc}")
-        return JSONResponse(rerank_response(parsed, judged, served_model, f"rerank-{uuid.uuid4().hex}"))
+        return JSONResponse(rerank_response(parsed, list(zip(judged, fitted)), served_model,
+                                            f"rerank-{uuid.uuid4().hex}"))
 
     async def http_error(request, exc: HTTPException):
         return error_response(exc.status_code, exc.detail if isinstance(exc.detail, str) else str(exc.detail))
@@ -494,8 +543,10 @@ def serve(rank1_options: dict, settings: ServeSettings) -> None:
         sock.close()
         raise
     batcher = Batcher(rank1, settings.limits)
-    config = uvicorn.Config(make_app(batcher, served_model, api_key), lifespan="off", access_log=settings.access_log,
-                            log_level="info" if settings.access_log else "warning", timeout_graceful_shutdown=5)
+    prompter = Prompter(rank1)
+    config = uvicorn.Config(make_app(batcher, prompter, served_model, api_key), lifespan="off",
+                            access_log=settings.access_log, log_level="info" if settings.access_log else "warning",
+                            timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="rank1-serve-http", daemon=True)
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
@@ -513,4 +564,5 @@ def serve(rank1_options: dict, settings: ServeSettings) -> None:
         server.should_exit = True
         thread.join(timeout=10)
         sock.close()
+        prompter.close()
         rank1.close()

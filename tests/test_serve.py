@@ -133,6 +133,19 @@ def test_the_second_identical_request_generates_nothing(service, first_answer):
     assert now["generated"] == after_first["generated"] and now["engine_batches"] == after_first["engine_batches"]
 
 
+def test_a_request_the_store_holds_is_answered_while_the_engine_is_busy(service, first_answer):
+    # long passages (cut to the context) make the engine's work long however fast the machine
+    cold = {"query": "a new question", "documents": [f"unseen passage {n}: " + "the tide rises. " * 110
+                                                     for n in range(MAX_DOCUMENTS)]}
+    with ThreadPoolExecutor(1) as pool:
+        judging = pool.submit(service.rerank, cold)
+        time.sleep(0.6)                     # past the batch window: the engine is judging the cold request
+        stored = service.rerank({"query": QUERY, "documents": DOCUMENTS})
+        assert not judging.done()
+        assert judging.result().status_code == 200
+    assert stored.status_code == 200 and {r["origin"] for r in stored.json()["results"]} == {"store"}
+
+
 def test_the_requests_cohere_clients_send_are_answered(service, first_answer):
     """Cohere's v2 client (LangChain's and LlamaIndex's CohereRerank) posts to /v2/rerank with its own
     fields; the v1 client to /v1/rerank with return_documents."""
