@@ -29,16 +29,15 @@ import sys
 import threading
 import time
 import uuid
-from http import HTTPStatus
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
+from http import HTTPStatus
 from typing import Any
 
 from .api import Rank1
 from .errors import EngineFailure, InputError, OptionError
 from .reasoning.fitting import FittedPrompt
-from .reasoning.prompts import dataset_template, dataset_templates
-from .reasoning.prompts import prompt_sha256
+from .reasoning.prompts import dataset_template, dataset_templates, prompt_sha256
 from .reasoning.scorer import Judgement, judgement_of
 from .reasoning.store import PENDING, Store, StoreError
 
@@ -173,10 +172,9 @@ def parse_rerank_request(body: Any, served_model: str, limits: ServeLimits) -> R
                                 "null: every document)")
     instruction = body.get("instruction")
     prompt = body.get("prompt")
-    if prompt is not None:
-        if not isinstance(prompt, str) or dataset_template(prompt) is None:
-            raise RequestError(400, f"prompt {json.dumps(prompt)[:100]} is not a dataset prompt; the dataset "
-                                    f"prompts: {', '.join(sorted(dataset_templates()))}")
+    if prompt is not None and (not isinstance(prompt, str) or dataset_template(prompt) is None):
+        raise RequestError(400, f"prompt {json.dumps(prompt)[:100]} is not a dataset prompt; the dataset prompts: "
+                                f"{', '.join(sorted(dataset_templates()))}")
     return RerankRequest(query=query, documents=texts, top_n=top_n or None,
                          return_documents=_flag(body, "return_documents", True),
                          return_reasoning=_flag(body, "return_reasoning", False),

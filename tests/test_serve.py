@@ -14,7 +14,7 @@ import httpx
 import pytest
 from commands import rank1
 from conftest import REPO, TINY_MODEL
-from test_api import SETTINGS, sample_pairs
+from test_api import SETTINGS
 
 from rank1_cli import Rank1
 
