@@ -4,8 +4,8 @@
 
 The packages, top to bottom (each imports only those below it; `lint-imports` checks it):
 
-- front ends: `cli` (the `rank1` command), `api` (`Rank1`), `mteb` (`Rank1MTEB`), `pyterrier`
-  (`Rank1Reranker`)
+- front ends: `cli` (the `rank1` command), `mteb` (`Rank1MTEB`), `pyterrier` (`Rank1Reranker`);
+  below them `serve` (`rank1 serve`, started by `cli`), and `api` (`Rank1`), on which they all stand
 - `workflows`: what the commands do (rerank, sweep, plan, shard and merge, report)
 - `reasoning`: the rank1 facts and the scoring core (prompts, scoring, models, the store, the scorer)
 - `engines` (vLLM, transformers, OpenAI-compatible servers) and `evaluation` (trec_eval's measures,

@@ -25,7 +25,7 @@ from .errors import QUOTE_LIMIT, EngineFailure, InputError
 from .io.collection import CollectionSource
 from .reasoning import prompts
 from .reasoning.early_exit import DEFAULT_CONFIDENCE
-from .reasoning.fitting import fit_prompts
+from .reasoning.fitting import FittedPrompt, fit_prompts
 from .reasoning.models import resolve_model
 from .reasoning.scorer import Judgement, ProgressReporter, Scorer, load_scoring_model
 from .reasoning.store import Store, store_path
@@ -224,13 +224,24 @@ class Rank1:
         `prompt` (a dataset prompt name or file) replaces the model's own for these pairs.
         A pair that is not strings in that shape raises InputError naming it, before any engine starts.
         """
+        return self.judge([fit.prompt for fit in self.prompts_for(pairs, prompt=prompt)], progress)
+
+    def prompts_for(self, pairs: Iterable[tuple[str, str] | tuple[str, str, str | None]], *,
+                    prompt: str | None = None) -> list[FittedPrompt]:
+        """The prompts `score` judges for these pairs (.prompt, .tokens, .truncated: a passage cut to
+        fit the context), with no engine; InputError as `score`. With `judge`, pairs of several
+        prompts and callers are judged in one engine batch."""
         checked = checked_pairs(pairs)
         template = prompts.resolve_template(prompt) if prompt else self.template
         queries = [prompts.rank1_query(query, instruction, template) for query, _, instruction in checked]
         passages = [passage for _, passage, _ in checked]
-        fitted = fit_prompts(self.scoring.tokenizer, queries, passages, self.scoring.budget.prompt_tokens)
+        return fit_prompts(self.scoring.tokenizer, queries, passages, self.scoring.budget.prompt_tokens)
+
+    def judge(self, prompt_list: Sequence[str], progress: ProgressReporter | None = None) -> list[Judgement]:
+        """A judgement per prompt of `prompts_for`, in order; identical prompts are judged once, and
+        every judgement is committed to the store before this returns."""
         with self._engine_log_named():
-            return self.scorer.judge([fit.prompt for fit in fitted], progress)
+            return self.scorer.judge(prompt_list, progress)
 
     def rerank(self, query: str, documents: Mapping[str, str] | Sequence[str], *,
                instruction: str | None = None) -> list[tuple[str | int, Judgement]]:

@@ -68,6 +68,7 @@ TopKOpt = Annotated[int, typer.Option("--top-k", "-k", help="Rerank the top K do
 BackendOpt = Annotated[Backend, typer.Option(help=f"Inference engine ({BACKEND_HELP}).")]
 DtypeOpt = Annotated[Optional[str], typer.Option(help="Model dtype: float16, bfloat16, float32, auto (the model's own). Default: float16 on GPUs (the paper), auto on CPU.")]
 MaxModelLenOpt = Annotated[int, typer.Option(help="Context length for prompt plus reasoning; longer passages are truncated to fit (the paper: 16000).")]
+MaxReasoningTokensOpt = Annotated[int, typer.Option(help="Token budget for reasoning; unfinished reasoning gets a forced verdict (the paper: 8192). 0: no reasoning, the verdict is forced right after the prompt (one prefill per pair).")]
 TensorParallelOpt = Annotated[Optional[int], typer.Option(help="vllm backend: GPUs per model replica (tensor parallelism). Default 1.")]
 DataParallelOpt = Annotated[Optional[int], typer.Option(help="vllm backend: model replicas on this node, each in its own process on its own --tensor-parallel GPUs (on CPU: its own cores); the pairs are shared out as they finish. Default 1.")]
 GpuMemoryOpt = Annotated[Optional[float], typer.Option(help="vllm backend: share of GPU memory vLLM may take (default 0.9; 0.3 of RAM on CPU).")]
@@ -106,17 +107,23 @@ def _engine_given(parameters: dict) -> dict:
     return {option: parameters[name] for name, option in ENGINE_PARAMETERS.items()}
 
 
-def _rerank_options(backend: Backend, engine_given: dict, **fields):
-    """RerankOptions from the command line; engine options only for those given."""
-    from .engines import engine_options
-    from .workflows.rerank import RerankOptions
-
+def _engine_keywords(engine_given: dict) -> dict:
+    """The engine options given on the command line, as the engines take them."""
     given = {name: value for name, value in engine_given.items() if value is not None}
     if given.get("base_urls"):
         given["base_urls"] = tuple(given["base_urls"])
     if given.get("speculative"):
         given["speculative"] = given["speculative"].value
-    return RerankOptions(backend=backend.value, engine_options=engine_options(backend.value, **given), **fields)
+    return given
+
+
+def _rerank_options(backend: Backend, engine_given: dict, **fields):
+    """RerankOptions from the command line; engine options only for those given."""
+    from .engines import engine_options
+    from .workflows.rerank import RerankOptions
+
+    options = engine_options(backend.value, **_engine_keywords(engine_given))
+    return RerankOptions(backend=backend.value, engine_options=options, **fields)
 
 
 def _input_files(run: str, corpus, queries, instructions, prompt, store: str | None, no_store: bool) -> list:
@@ -178,7 +185,7 @@ def rerank(
     backend: BackendOpt = Backend.vllm,
     dtype: DtypeOpt = None,
     max_model_len: MaxModelLenOpt = 16000,
-    max_reasoning_tokens: Annotated[int, typer.Option(help="Token budget for reasoning; unfinished reasoning gets a forced verdict (the paper: 8192). 0: no reasoning, the verdict is forced right after the prompt (one prefill per pair).")] = 8192,
+    max_reasoning_tokens: MaxReasoningTokensOpt = 8192,
     reason_top: Annotated[Optional[int], typer.Option(help="A cascade: judge every top-k pair without reasoning (budget 0), then reason at the full budget only on each query's N best by that score; they rank above the other k - N, which keep their budget-0 order. Both stages go into the store. Default: reason on every pair.")] = None,
     early_exit: Annotated[Optional[str], typer.Option(help="Early exit by confidence: increasing budgets B1,B2,...,B ending at --max-reasoning-tokens. Every pair reasons to B1; an unfinished one gets its verdict forced there (as `rank1 sweep` derives budget B1) and stops if that verdict is --confidence sure, else its reasoning goes on to B2 from where it stopped, and so on. Each pair is judged exactly as a rerank at its exit budget judges it, and stored under that budget.")] = None,
     confidence: Annotated[float, typer.Option(help="With --early-exit: the probability of the forced verdict, max(P(true), P(false)), at which a pair stops reasoning; above 0.5 and below 1. The default, 0.95, is the threshold of DEER's published runs (arXiv 2504.15895).")] = 0.95,
@@ -373,6 +380,72 @@ def sweep(
         sys.stdout.write(format_tsv(rows))
     else:
         write_table(rows, f"reasoning budgets (files in {output_dir})", sys.stdout)
+
+
+# serve's --api-key-env is the key its own clients send; the openai backend's key takes this flag there.
+SERVE_ENGINE_PARAMETERS = {**{name: option for name, option in ENGINE_PARAMETERS.items() if name != "api_key_env"},
+                           "openai_api_key_env": "api_key_env"}
+
+
+@app.command()
+def serve(
+    model: ModelOpt,
+    host: Annotated[str, typer.Option(help="Address to listen on. The default answers this machine only; 0.0.0.0 answers every network the machine is on (then set --api-key-env).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    api_key_env: Annotated[Optional[str], typer.Option(help="Environment variable holding the API key clients must send (Authorization: Bearer KEY); compared in constant time, never logged. Default: no key.")] = None,
+    backend: BackendOpt = Backend.vllm,
+    dtype: DtypeOpt = None,
+    max_model_len: MaxModelLenOpt = 16000,
+    max_reasoning_tokens: MaxReasoningTokensOpt = 8192,
+    prompt: PromptOpt = None,
+    store: StoreOpt = None,
+    no_store: NoStoreOpt = False,
+    chunk_size: ChunkSizeOpt = 256,
+    tensor_parallel: TensorParallelOpt = None,
+    data_parallel: DataParallelOpt = None,
+    gpu_memory_utilization: GpuMemoryOpt = None,
+    speculative: SpeculativeOpt = None,
+    base_url: BaseUrlOpt = None,
+    openai_api_key_env: Annotated[Optional[str], typer.Option(help="openai backend: environment variable holding the vLLM servers' API key (sent as a Bearer token, never shown). Default OPENAI_API_KEY.")] = None,
+    concurrency: ConcurrencyOpt = None,
+    served_model: ServedModelOpt = None,
+    batch_size: BatchSizeOpt = None,
+    device: DeviceOpt = None,
+    max_documents: Annotated[int, typer.Option(help="Most documents one request may send (more: 413).")] = 1000,
+    max_document_chars: Annotated[int, typer.Option(help="Longest document, query or instruction a request may send, in characters (longer: 413). Passages too long for the model's context are cut to fit, as in rank1 rerank.")] = 32000,
+    max_queued_pairs: Annotated[int, typer.Option(help="Most documents waiting for the engine; a request that would queue more is answered 503 with Retry-After.")] = 4096,
+    batch_window: Annotated[float, typer.Option(help="Seconds a request waits for others to join its engine batch (requests that arrive while the engine is busy join the next batch anyway).")] = 0.01,
+    request_timeout: Annotated[float, typer.Option(help="Seconds a request may wait for its judgements before it is answered 504 (what was judged stays in the store).")] = 600.0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No access log; errors only.")] = False,
+) -> None:
+    """Serve a rank1 model as a reranking service: POST /v1/rerank (also /rerank, /v2/rerank) as
+    Cohere's and vLLM's rerank APIs take it, GET /health, GET /v1/models.
+
+    The model loads once; requests arriving together are judged in one engine batch, through the
+    same reasoning store as rank1 rerank, so a pair judged before is answered from it. What the
+    engine libraries print goes to stderr, the server's log."""
+    from .console import setup_logging, stderr_console
+    from .serve import ServeLimits, ServeSettings
+    from .serve import serve as run_server
+
+    from .engines import engine_options
+
+    given = locals()
+    engine_keywords = _engine_keywords({option: given[name] for name, option in SERVE_ENGINE_PARAMETERS.items()})
+    setup_logging(stderr_console(), quiet=quiet)
+    _check_store_choice(store, no_store)
+    try:
+        engine_options(backend.value, **engine_keywords)
+    except OptionError as exc:     # the engines call the openai backend's key api_key_env: its flag here differs
+        raise OptionError(exc.template.replace("{api_key_env", "{openai_api_key_env")) from None
+    limits = ServeLimits(max_documents=max_documents, max_document_chars=max_document_chars,
+                         max_queued_pairs=max_queued_pairs, batch_window=batch_window, request_timeout=request_timeout)
+    rank1_options = dict(model=model, backend=backend.value, dtype=dtype, max_model_len=max_model_len,
+                         max_reasoning_tokens=max_reasoning_tokens, prompt=prompt,
+                         store=None if no_store else store_path(store), chunk_size=chunk_size, verbose=True,
+                         **engine_keywords)
+    run_server(rank1_options, ServeSettings(host=host, port=port, api_key_env=api_key_env, limits=limits,
+                                            access_log=not quiet))
 
 
 @app.command()

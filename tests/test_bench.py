@@ -120,3 +120,14 @@ def test_machine_and_command_line(throughput):
 def test_length_stats(throughput):
     assert throughput.length_stats([10, 20, 30, 40, 50, 60, 70, 80, 90, 100]) == {
         "mean": 55.0, "median": 55.0, "p90": 90, "max": 100}
+
+
+def test_the_serve_load_requests_are_valid_rerank_requests_and_its_percentiles_nearest_rank():
+    from rank1_cli.serve import ServeLimits, parse_rerank_request
+
+    serve_load = _load("serve_load")
+    bodies = serve_load.workload(10)
+    assert len(bodies) == 25 and {len(body["documents"]) for body in bodies} == {10}
+    assert all(parse_rerank_request(body, "m", ServeLimits()).top_n == 3 for body in bodies)
+    assert [serve_load.percentile(list(range(1, 101)), share) for share in (0.5, 0.95, 1.0)] == [50, 95, 100]
+    assert serve_load.percentile([3.0], 0.95) == 3.0

@@ -134,10 +134,10 @@ def test_help_explains_every_rerank_option_and_starts_fast():
     assert seconds < 3
 
 
-def test_cli_never_imports_torch_or_vllm_for_help_and_eval(files):
+def test_cli_never_imports_torch_vllm_or_the_server_for_help_and_eval(files):
     code = ("import sys; from rank1_cli import cli; sys.argv=['rank1','eval','%s','--qrels','%s'];\n"
             "try:\n    cli.main()\nexcept SystemExit: pass\n"
-            "print('HEAVY', [m for m in ('torch', 'vllm', 'transformers') if m in sys.modules])")
+            "print('HEAVY', [m for m in ('torch', 'vllm', 'transformers', 'starlette', 'uvicorn') if m in sys.modules])")
     proc = subprocess.run([RANK1[0], "-c", code % (SAMPLE / "run.bm25.trec", SAMPLE / "qrels.txt")],
                           capture_output=True, text=True, cwd=REPO)
     assert "HEAVY []" in proc.stdout, proc.stdout + proc.stderr

@@ -59,21 +59,25 @@ def dataset_templates() -> dict[str, str]:
     return json.loads(data)
 
 
-def resolve_template(spec: str | None) -> QueryTemplate | None:
-    """`--prompt`: a dataset name (SciFact, BrightRetrieval_leetcode, ...) or a file with FILL_QUERY_HERE.
-
-    A BRIGHT subset without a template of its own uses the generic BrightRetrieval one, as the
-    reference does.
-    """
-    if spec is None:
-        return None
+def dataset_template(spec: str) -> QueryTemplate | None:
+    """The dataset prompt named `spec` in any case (a BRIGHT subset without a template of its own:
+    the generic BrightRetrieval one, as the reference does), or None."""
     templates = dataset_templates()
     by_lower = {name.lower(): name for name in templates}
     name = by_lower.get(spec.lower())
     if name is None and spec.lower().startswith("brightretrieval_") and "BrightRetrieval" in templates:
         name = "BrightRetrieval"
-    if name is not None:
-        return QueryTemplate(name, templates[name])
+    return None if name is None else QueryTemplate(name, templates[name])
+
+
+def resolve_template(spec: str | None) -> QueryTemplate | None:
+    """`--prompt`: a dataset name (SciFact, BrightRetrieval_leetcode, ...; see dataset_template) or a
+    file with FILL_QUERY_HERE."""
+    if spec is None:
+        return None
+    template = dataset_template(spec)
+    if template is not None:
+        return template
     path = Path(spec)
     if path.is_file():
         try:
@@ -83,7 +87,7 @@ def resolve_template(spec: str | None) -> QueryTemplate | None:
         if QUERY_SLOT not in text:
             raise InputError(f"{path}: a prompt template must contain {QUERY_SLOT} where the query goes")
         return QueryTemplate(str(path), text)
-    known = ", ".join(sorted(templates))
+    known = ", ".join(sorted(dataset_templates()))
     raise OptionError(f"{{prompt}} {spec!r}: neither a dataset prompt nor a file. Dataset prompts: {known}")
 
 
