@@ -151,8 +151,8 @@ class Rank1:
     """A rank1 model, loaded once (its engine on the first pair the store does not have).
 
     model: an alias (`rank1 models`), a Hugging Face id or a local folder. backend: "vllm",
-    "transformers" or "openai"; the backend's own options as keywords (tensor_parallel=2,
-    device="cuda:1", base_urls=(...)), checked now. prompt: a dataset prompt name (e.g.
+    "transformers", "openai" or "ray"; the backend's own options as keywords (tensor_parallel=2,
+    device="cuda:1", base_urls=(...), replicas=4), checked now. prompt: a dataset prompt name (e.g.
     "SciFact") or a template file. store: a path, "default" (as the command line) or None (no
     store: nothing reused or kept). Defaults are the paper's settings. verbose: let the engine
     libraries print to the terminal (progress bars while loading, their warnings); otherwise what

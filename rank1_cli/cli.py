@@ -69,10 +69,13 @@ BackendOpt = Annotated[Backend, typer.Option(help=f"Inference engine ({BACKEND_H
 DtypeOpt = Annotated[Optional[str], typer.Option(help="Model dtype: float16, bfloat16, float32, auto (the model's own). Default: float16 on GPUs (the paper), auto on CPU.")]
 MaxModelLenOpt = Annotated[int, typer.Option(help="Context length for prompt plus reasoning; longer passages are truncated to fit (the paper: 16000).")]
 MaxReasoningTokensOpt = Annotated[int, typer.Option(help="Token budget for reasoning; unfinished reasoning gets a forced verdict (the paper: 8192). 0: no reasoning, the verdict is forced right after the prompt (one prefill per pair).")]
-TensorParallelOpt = Annotated[Optional[int], typer.Option(help="vllm backend: GPUs per model replica (tensor parallelism). Default 1.")]
+TensorParallelOpt = Annotated[Optional[int], typer.Option(help="vllm and ray backends: GPUs per model replica (tensor parallelism). Default 1.")]
 DataParallelOpt = Annotated[Optional[int], typer.Option(help="vllm backend: model replicas on this node, each in its own process on its own --tensor-parallel GPUs (on CPU: its own cores); the pairs are shared out as they finish. Default 1.")]
-GpuMemoryOpt = Annotated[Optional[float], typer.Option(help="vllm backend: share of GPU memory vLLM may take (default 0.9; 0.3 of RAM on CPU).")]
+GpuMemoryOpt = Annotated[Optional[float], typer.Option(help="vllm and ray backends: share of GPU memory vLLM may take (default 0.9; 0.3 of RAM on CPU).")]
 SpeculativeOpt = Annotated[Optional[Speculative], typer.Option(help="vllm backend: exact speculative decoding, the same tokens and scores (ngram: drafts from the prompt, which rank1's reasoning quotes). Expected faster on GPUs; slower on CPUs. Default: none.")]
+RayAddressOpt = Annotated[Optional[str], typer.Option(help="ray backend: the Ray cluster (HOST:PORT of `ray start --head`). Default: $RAY_ADDRESS, else a local Ray started for the run.")]
+ReplicasOpt = Annotated[Optional[int], typer.Option(help="ray backend: vLLM replicas across the cluster, each on its own --tensor-parallel GPUs (on CPU: --cpus-per-replica cores). Default 1.")]
+CpusPerReplicaOpt = Annotated[Optional[int], typer.Option(help="ray backend: CPUs each replica reserves (on a CPU cluster, the cores it runs on). Default 1.")]
 BaseUrlOpt = Annotated[Optional[list[str]], typer.Option("--base-url", help="openai backend: address of a vLLM server (http://HOST:PORT), repeatable; the servers share the pairs, and one that fails is dropped with its pairs moved to the others.")]
 ApiKeyEnvOpt = Annotated[Optional[str], typer.Option(help="openai backend: environment variable holding the servers' API key (sent as a Bearer token, never shown). Default OPENAI_API_KEY.")]
 ConcurrencyOpt = Annotated[Optional[int], typer.Option(help="openai backend: requests in flight per server. Default 32.")]
@@ -98,7 +101,8 @@ VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Also show the
 # The engine options of rerank and sweep: command-line parameter -> the engines' option name.
 ENGINE_PARAMETERS = {"tensor_parallel": "tensor_parallel", "data_parallel": "data_parallel",
                      "gpu_memory_utilization": "gpu_memory_utilization", "speculative": "speculative",
-                     "base_url": "base_urls",
+                     "base_url": "base_urls", "ray_address": "ray_address", "replicas": "replicas",
+                     "cpus_per_replica": "cpus_per_replica",
                      "api_key_env": "api_key_env", "concurrency": "concurrency", "served_model": "served_model",
                      "batch_size": "batch_size", "device": "device"}
 
@@ -193,6 +197,9 @@ def rerank(
     data_parallel: DataParallelOpt = None,
     gpu_memory_utilization: GpuMemoryOpt = None,
     speculative: SpeculativeOpt = None,
+    ray_address: RayAddressOpt = None,
+    replicas: ReplicasOpt = None,
+    cpus_per_replica: CpusPerReplicaOpt = None,
     base_url: BaseUrlOpt = None,
     api_key_env: ApiKeyEnvOpt = None,
     concurrency: ConcurrencyOpt = None,
@@ -306,6 +313,9 @@ def sweep(
     data_parallel: DataParallelOpt = None,
     gpu_memory_utilization: GpuMemoryOpt = None,
     speculative: SpeculativeOpt = None,
+    ray_address: RayAddressOpt = None,
+    replicas: ReplicasOpt = None,
+    cpus_per_replica: CpusPerReplicaOpt = None,
     base_url: BaseUrlOpt = None,
     api_key_env: ApiKeyEnvOpt = None,
     concurrency: ConcurrencyOpt = None,
@@ -405,6 +415,9 @@ def serve(
     data_parallel: DataParallelOpt = None,
     gpu_memory_utilization: GpuMemoryOpt = None,
     speculative: SpeculativeOpt = None,
+    ray_address: RayAddressOpt = None,
+    replicas: ReplicasOpt = None,
+    cpus_per_replica: CpusPerReplicaOpt = None,
     base_url: BaseUrlOpt = None,
     openai_api_key_env: Annotated[Optional[str], typer.Option(help="openai backend: environment variable holding the vLLM servers' API key (sent as a Bearer token, never shown). Default OPENAI_API_KEY.")] = None,
     concurrency: ConcurrencyOpt = None,

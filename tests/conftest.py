@@ -47,7 +47,7 @@ def sample_dataset(tmp_path_factory):
 
 # Fixtures that start a real inference engine: a test using one is an `engine` test, whatever its
 # module (stand-in servers and scripted engines are not, and run in the fast set).
-ENGINE_FIXTURES = {"vllm_engine", "servers", "service"}
+ENGINE_FIXTURES = {"vllm_engine", "servers", "service", "ray_cluster"}
 
 
 @pytest.hookimpl(tryfirst=True)

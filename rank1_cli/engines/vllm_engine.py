@@ -83,7 +83,9 @@ def engine_environment(on_cpu: bool, environ: Mapping[str, str]) -> dict[str, st
 class VllmEngine:
     name = "vllm"
 
-    def __init__(self, config: EngineConfig, options: Options = Options()) -> None:
+    def __init__(self, config: EngineConfig, options: Options = Options(), *, executor: str | None = None) -> None:
+        # executor: vLLM's distributed_executor_backend where it must not choose by itself (inside
+        # a Ray actor it would pick Ray's, which needs a placement bundle per GPU).
         from vllm.platforms import current_platform
 
         # Read by vLLM's engine and worker processes, which inherit this environment.
@@ -99,6 +101,7 @@ class VllmEngine:
             gpu_memory_utilization=memory,
             enable_prefix_caching=config.enable_prefix_caching,
             seed=config.seed,
+            **({"distributed_executor_backend": executor} if executor else {}),
             **({"speculative_config": dict(VLLM_SPECULATIVE_METHODS[options.speculative])} if options.speculative else {}),
         )
         self._next_request = 0
