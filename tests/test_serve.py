@@ -199,19 +199,27 @@ def test_concurrent_requests_share_an_engine_batch_and_identical_pairs_are_judge
     assert same == [r["relevance_score"] for r in answers[0].json()["results"] if r["index"] == 1] * 2
 
 
-def test_a_full_queue_is_answered_503_with_retry_after(service):
-    bodies = [{"query": f"busy {i}", "documents": [f"document {i} {n}" for n in range(MAX_DOCUMENTS)]}
-              for i in range(3)]
-    with ThreadPoolExecutor(len(bodies)) as pool:
-        judging = pool.submit(service.rerank, bodies[0])
-        time.sleep(0.6)                     # past the batch window: the engine is judging the first request
-        queued = pool.submit(service.rerank, bodies[1])
-        time.sleep(0.2)
-        refused = service.rerank(bodies[2])         # the queue holds the second request's documents: full
-        answers = [judging.result(), queued.result()]
-    assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
-    assert refused.status_code == 503 and "busy" in refused.json()["message"], refused.text
-    assert int(refused.headers["Retry-After"]) >= 1 and service.health()["busy"] == 1
+@pytest.mark.engine
+def test_a_full_queue_is_answered_503_with_retry_after(store, tmp_path):
+    # One sequence at a time: the first request's 40 new documents keep the engine busy for seconds,
+    # so the second waits in the queue (full at 40) when the third arrives, however fast the machine.
+    busy = Server(store, tmp_path / "busy.log", "--batch-size", 1, "--max-documents", MAX_DOCUMENTS,
+                  "--max-queued-pairs", MAX_DOCUMENTS, "--batch-window", 0.3)
+    try:
+        bodies = [{"query": f"busy {i}", "documents": [f"document {i} {n}" for n in range(MAX_DOCUMENTS)]}
+                  for i in range(3)]
+        with ThreadPoolExecutor(len(bodies)) as pool:
+            judging = pool.submit(busy.rerank, bodies[0], headers={})
+            time.sleep(0.6)                     # past the batch window: the engine is judging the first request
+            queued = pool.submit(busy.rerank, bodies[1], headers={})
+            time.sleep(0.2)
+            refused = busy.rerank(bodies[2], headers={})    # the queue holds the second request's documents: full
+            answers = [judging.result(), queued.result()]
+        assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
+        assert refused.status_code == 503 and "busy" in refused.json()["message"], refused.text
+        assert int(refused.headers["Retry-After"]) >= 1 and busy.health()["busy"] == 1
+    finally:
+        assert busy.stop() == 0, busy.output()
 
 
 LONG = "x" * (MAX_CHARS + 1)
@@ -270,7 +278,8 @@ def test_models_lists_the_served_model(service):
 
 @pytest.mark.engine
 def test_a_request_over_its_timeout_is_answered_504(store, tmp_path):
-    slow = Server(store, tmp_path / "timeout.log", "--request-timeout", 0.5)
+    # The request waits out a 2 s batch window for others to join, far past its 0.05 s timeout.
+    slow = Server(store, tmp_path / "timeout.log", "--request-timeout", 0.05, "--batch-window", 2)
     try:
         answer = slow.rerank({"query": "a slow question", "documents": [f"new document {n}" for n in range(30)]},
                              headers={})
