@@ -38,6 +38,23 @@ def vllm_engine():
 
 
 @pytest.fixture(scope="session")
+def single_engine_traces(vllm_engine):
+    """The sample rerank (top 20, reasoning 64) on the one session vLLM engine: (score, completion)
+    per (qid, docid), what the engines that spread pairs over replicas must reproduce."""
+    from commands import TOP_K
+
+    from rank1_cli.io.collection import CollectionSource
+    from rank1_cli.workflows.rerank import RerankOptions, prepare_rerank, rerank_with_engine
+
+    prepared = prepare_rerank(str(SAMPLE / "run.bm25.trec"),
+                              CollectionSource(corpus=str(SAMPLE / "corpus.jsonl"), queries=str(SAMPLE / "queries.tsv")),
+                              RerankOptions(model=str(TINY_MODEL), top_k=TOP_K, dtype="float32", max_model_len=4096,
+                                            max_reasoning_tokens=64))
+    result = rerank_with_engine(prepared, vllm_engine)
+    return {key: (trace.score, trace.completion) for key, trace in result.traces.items()}
+
+
+@pytest.fixture(scope="session")
 def sample_dataset(tmp_path_factory):
     """sample_data/ registered as a local ir_datasets dataset (docstore built in a temp dir)."""
     import irds_sample

@@ -46,6 +46,10 @@ VLLM_SPECULATIVE_METHODS = {
     "ngram": {"method": "ngram", "num_speculative_tokens": 4, "prompt_lookup_max": 4, "prompt_lookup_min": 2},
 }
 
+# On CPU vLLM's gpu_memory_utilization is a share of RAM: the default for all of a host's vLLM
+# engines together (one engine, or the replicas sharing it).
+CPU_MEMORY_SHARE = 0.3
+
 
 def engine_module(name: str) -> ModuleType:
     if name not in ENGINES:
@@ -97,5 +101,5 @@ def paper_dtype() -> str:
     return "float16" if visible_gpus() else "auto"
 
 
-__all__ = ["ENGINES", "VLLM_SPECULATIVE_METHODS", "Engine", "EngineConfig", "Generation", "GenerationSettings", "Prompt", "VerdictLogprobs",
+__all__ = ["CPU_MEMORY_SHARE", "ENGINES", "VLLM_SPECULATIVE_METHODS", "Engine", "EngineConfig", "Generation", "GenerationSettings", "Prompt", "VerdictLogprobs",
            "default_dtype", "engine_module", "engine_options", "load_engine", "paper_dtype"]

@@ -51,6 +51,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from ..errors import OptionError
+from . import CPU_MEMORY_SHARE
 from .base import EngineConfig, Generation, GenerationSettings, Prompt, VerdictLogprobs
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,6 @@ log = logging.getLogger(__name__)
 BATCHES_IN_FLIGHT = 8       # batches a replica holds at once (together about two scheduler batches)
 PLACEMENT_SECONDS = 120     # how long to wait for a placement the cluster can hold but has not freed
 STOP_SECONDS = 20           # a replica's grace time to shut its engine down before it is killed
-CPU_MEMORY_SHARE = 0.3      # default share of a host's RAM for all its CPU replicas together
 
 
 @dataclass(frozen=True, slots=True)

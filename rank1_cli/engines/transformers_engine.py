@@ -422,7 +422,6 @@ class TransformersEngine:
 
     def _admit(self, state, pending: list[_Seq], settings):
         """Prefill up to the free slots from `pending` and merge them into the running state."""
-        torch = self._torch
         free = self.batch_size - (len(state["seqs"]) if state else 0)
         group = [pending.pop(0) for _ in range(min(free, len(pending)))]
         logits, cache, mask = self._prefill([s.prompt_ids for s in group])

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from ..errors import OptionError
-from . import VLLM_SPECULATIVE_METHODS
+from . import CPU_MEMORY_SHARE, VLLM_SPECULATIVE_METHODS
 from .base import EngineConfig, Generation, GenerationSettings, Prompt, VerdictLogprobs
 
 # vLLM logs to stdout by default, which would corrupt `-o -` pipelines; this must be set before
@@ -63,7 +63,7 @@ def default_memory_utilization() -> float:
     """0.9 of GPU memory (the paper's setting); on CPU the share is of RAM, so much less."""
     from vllm.platforms import current_platform
 
-    return 0.3 if current_platform.is_cpu() else 0.9
+    return CPU_MEMORY_SHARE if current_platform.is_cpu() else 0.9
 
 
 def engine_environment(on_cpu: bool, environ: Mapping[str, str]) -> dict[str, str]:

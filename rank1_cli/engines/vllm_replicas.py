@@ -22,13 +22,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 
 from ..errors import OptionError
+from . import CPU_MEMORY_SHARE
 from .base import EngineConfig, Generation, GenerationSettings, Prompt, VerdictLogprobs
 
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.5          # how often the parent checks that every replica is still alive
 STOP_SECONDS = 20           # a replica's grace time to shut its engine down before it is killed
-CPU_MEMORY_SHARE = 0.3      # default share of RAM for all replicas together on CPU
 
 
 @dataclass(frozen=True, slots=True)

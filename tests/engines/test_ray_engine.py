@@ -15,12 +15,19 @@ import time
 from pathlib import Path
 
 import pytest
-from commands import PAIRS, TOP_K, rerank_command, stored, wait_for_store
-from conftest import REPO, SAMPLE, TINY_MODEL
+from commands import PAIRS, rerank_command, stored, wait_for_store
+from conftest import REPO, SAMPLE
 
 from rank1_cli.engines.base import Generation, GenerationSettings, VerdictLogprobs
-from rank1_cli.engines.ray_engine import (Node, Options, ReplicaActor, check_placement, dispatch_plan, host_ranks,
-                                          replica_cores)
+from rank1_cli.engines.ray_engine import (
+    Node,
+    Options,
+    ReplicaActor,
+    check_placement,
+    dispatch_plan,
+    host_ranks,
+    replica_cores,
+)
 from rank1_cli.errors import InputError
 
 # --- placement (no Ray) ------------------------------------------------------------------------
@@ -221,19 +228,6 @@ def tempfile_short() -> str:
     import tempfile
 
     return tempfile.mkdtemp(prefix="r1ray-", dir="/tmp")
-
-
-@pytest.fixture(scope="module")
-def single_engine_traces(vllm_engine):
-    from rank1_cli.io.collection import CollectionSource
-    from rank1_cli.workflows.rerank import RerankOptions, prepare_rerank, rerank_with_engine
-
-    prepared = prepare_rerank(str(SAMPLE / "run.bm25.trec"),
-                              CollectionSource(corpus=str(SAMPLE / "corpus.jsonl"), queries=str(SAMPLE / "queries.tsv")),
-                              RerankOptions(model=str(TINY_MODEL), top_k=TOP_K, dtype="float32", max_model_len=4096,
-                                            max_reasoning_tokens=64))
-    result = rerank_with_engine(prepared, vllm_engine)
-    return {key: (trace.score, trace.completion) for key, trace in result.traces.items()}
 
 
 def test_a_cluster_too_small_for_one_replica_fails_at_once(ray_cluster, tmp_path):

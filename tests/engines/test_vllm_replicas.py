@@ -12,8 +12,8 @@ from collections import deque
 from pathlib import Path
 
 import pytest
-from commands import PAIRS, TOP_K, rerank_command, stored, wait_for_store
-from conftest import REPO, SAMPLE, TINY_MODEL
+from commands import PAIRS, rerank_command, stored, wait_for_store
+from conftest import REPO, SAMPLE
 
 from rank1_cli.engines.base import Generation, GenerationSettings, VerdictLogprobs
 from rank1_cli.engines.vllm_replicas import Placement, VllmReplicas, _serve, plan_replicas
@@ -45,19 +45,6 @@ def test_on_cpu_the_cores_are_shared_out():
 
 def scores(traces: Path) -> dict[tuple[str, str], float]:
     return {(r["qid"], r["docid"]): r["score"] for r in map(json.loads, traces.read_text().splitlines())}
-
-
-@pytest.fixture(scope="module")
-def single_engine_scores(vllm_engine):
-    from rank1_cli.io.collection import CollectionSource
-    from rank1_cli.workflows.rerank import RerankOptions, prepare_rerank, rerank_with_engine
-
-    prepared = prepare_rerank(str(SAMPLE / "run.bm25.trec"),
-                              CollectionSource(corpus=str(SAMPLE / "corpus.jsonl"), queries=str(SAMPLE / "queries.tsv")),
-                              RerankOptions(model=str(TINY_MODEL), top_k=TOP_K, dtype="float32", max_model_len=4096,
-                                            max_reasoning_tokens=64))
-    result = rerank_with_engine(prepared, vllm_engine)
-    return {key: trace.score for key, trace in result.traces.items()}
 
 
 def session_is_gone(sid: int, timeout: float) -> bool:
@@ -103,7 +90,7 @@ def wait_for_replicas(parent: int, count: int, timeout: float = 30) -> list[int]
 
 
 @pytest.mark.engine
-def test_replicas_score_like_one_engine_and_a_killed_parent_or_replica_loses_nothing(tmp_path, single_engine_scores):
+def test_replicas_score_like_one_engine_and_a_killed_parent_or_replica_loses_nothing(tmp_path, single_engine_traces):
     output, traces, store = tmp_path / "run.trec", tmp_path / "traces.jsonl", tmp_path / "store.sqlite"
     command = rerank_command(output, traces, store, "--data-parallel", "2", "--chunk-size", "8")
 
@@ -153,8 +140,8 @@ def test_replicas_score_like_one_engine_and_a_killed_parent_or_replica_loses_not
     assert len(lines) == len((SAMPLE / "run.bm25.trec").read_text().splitlines())
     assert all(re.fullmatch(r"\S+ Q0 \S+ \d+ \S+ rank1", line) for line in lines)
     got = scores(traces)
-    assert got.keys() == single_engine_scores.keys()
-    assert max(abs(got[k] - single_engine_scores[k]) for k in got) < 1e-3   # same scores as one engine
+    assert got.keys() == single_engine_traces.keys()
+    assert max(abs(got[k] - single_engine_traces[k][0]) for k in got) < 1e-3   # same scores as one engine
     assert session_is_gone(finish.pid, 30)
 
 
